@@ -1,0 +1,267 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// helperEnv makes the test binary act as a CLI process adding passcodes,
+// for TestStoreConcurrentProcesses.
+const helperEnv = "KANMON_AUTH_STORE_HELPER"
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(helperEnv); spec != "" {
+		// spec: path|user|app-prefix|count
+		parts := strings.Split(spec, "|")
+		n, _ := strconv.Atoi(parts[3])
+		for i := range n {
+			if err := addPasscode(OpenStore(parts[0]), parts[1], fmt.Sprintf("%s-%d", parts[2], i)); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// addPasscode adds a passcode for app to user (creating the account) the
+// way the CLI does.
+func addPasscode(s *Store, user, app string) error {
+	return s.Update(func(a *Accounts) error {
+		acct := a.Lookup(user)
+		if acct == nil {
+			a.Accounts = append(a.Accounts, Account{User: user, Enabled: time.Now()})
+			acct = &a.Accounts[len(a.Accounts)-1]
+		}
+		if acct.Passcode(app) != nil {
+			return fmt.Errorf("%s exists", app)
+		}
+		acct.Passcodes = append(acct.Passcodes, AppPasscode{App: app, Created: time.Now(), Hash: validHash})
+		return nil
+	})
+}
+
+func TestStoreRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "accounts.toml")
+	s := OpenStore(path)
+	enabled := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	created := time.Date(2026, 11, 25, 12, 1, 0, 0, time.FixedZone("JST", 9*3600))
+	want := Accounts{Accounts: []Account{
+		{User: "alice", Enabled: enabled, Passcodes: []AppPasscode{
+			{App: "Thunderbird", Created: created, Hash: validHash},
+			{App: `Odd "name" \ é`, Created: created.Add(1500 * time.Millisecond), Hash: validHash},
+		}},
+		{User: "bob", Enabled: enabled},
+	}}
+	if err := s.Update(func(a *Accounts) error { *a = want; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Accounts) != 2 || len(got.Accounts[0].Passcodes) != 2 || len(got.Accounts[1].Passcodes) != 0 {
+		t.Fatalf("got %+v", got)
+	}
+	for i, acct := range want.Accounts {
+		g := got.Accounts[i]
+		if g.User != acct.User || !g.Enabled.Equal(acct.Enabled) {
+			t.Errorf("account %d: %+v, want %+v", i, g, acct)
+		}
+		for k, pc := range acct.Passcodes {
+			if gp := g.Passcodes[k]; gp.App != pc.App || gp.Hash != pc.Hash || !gp.Created.Equal(pc.Created) {
+				t.Errorf("passcode %d/%d: %+v, want %+v", i, k, gp, pc)
+			}
+		}
+	}
+	data, _ := os.ReadFile(path)
+	wantText := DefaultHeader + `[[account]]
+user = "alice"
+enabled = 2026-11-25T12:00:00Z        # when 2FA was turned on
+
+[[account.passcode]]
+app = "Thunderbird"
+created = 2026-11-25T03:01:00Z
+hash = "` + validHash + `"
+
+[[account.passcode]]
+app = "Odd \"name\" \\ é"
+created = 2026-11-25T03:01:01.5Z
+hash = "` + validHash + `"
+
+[[account]]
+user = "bob"
+enabled = 2026-11-25T12:00:00Z        # when 2FA was turned on
+`
+	if string(data) != wantText {
+		t.Errorf("file:\n%s\nwant:\n%s", data, wantText)
+	}
+	fi, _ := os.Stat(path)
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", fi.Mode().Perm())
+	}
+}
+
+func TestStoreKeepsHeader(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "accounts.toml")
+	header := "# Site accounts.\n# Managed with kanmon passcode / kanmon 2fa.\n"
+	if err := os.WriteFile(path, []byte(header+"\n"+exampleAccounts[len(DefaultHeader):]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := addPasscode(OpenStore(path), "alice", "iPhone"); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	if !strings.HasPrefix(string(data), header+"[[account]]\n") {
+		t.Errorf("header not kept:\n%s", data)
+	}
+}
+
+func TestStoreUpdateErrorWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "accounts.toml")
+	s := OpenStore(path)
+	boom := errors.New("boom")
+	if err := s.Update(func(a *Accounts) error {
+		a.Accounts = append(a.Accounts, Account{User: "alice"})
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("file written after fn failed: %v", err)
+	}
+	if err := os.WriteFile(path, []byte(exampleAccounts), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, fn := range map[string]func(*Accounts) error{
+		"fn error":  func(a *Accounts) error { a.Accounts = nil; return boom },
+		"no change": func(a *Accounts) error { a.Accounts = nil; return ErrNoChange },
+		"invalid result": func(a *Accounts) error {
+			a.Accounts = append(a.Accounts, Account{User: "ALICE"})
+			return nil
+		},
+	} {
+		err := s.Update(fn)
+		if (name == "no change") != (err == nil) {
+			t.Errorf("%s: err = %v", name, err)
+		}
+		if data, _ := os.ReadFile(path); string(data) != exampleAccounts {
+			t.Errorf("%s: file changed:\n%s", name, data)
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".tmp") {
+			t.Errorf("temp file left behind: %s", e.Name())
+		}
+	}
+}
+
+func TestStoreRefusesBrokenFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "accounts.toml")
+	broken := "[[account]]\nuser = \"alice\"\nbogus = 1\n"
+	if err := os.WriteFile(path, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := addPasscode(OpenStore(path), "bob", "x")
+	if err == nil || !strings.HasPrefix(err.Error(), path+":3: ") {
+		t.Fatalf("err = %v", err)
+	}
+	if data, _ := os.ReadFile(path); string(data) != broken {
+		t.Errorf("broken file was overwritten")
+	}
+}
+
+func TestStoreConcurrentGoroutines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "accounts.toml")
+	const n = 20
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			user := []string{"alice", "bob"}[i%2]
+			errs[i] = addPasscode(OpenStore(path), user, fmt.Sprintf("app-%d", i))
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("writer %d: %v", i, err)
+		}
+	}
+	checkApps(t, path, n, func(i int) (string, string) {
+		return []string{"alice", "bob"}[i%2], fmt.Sprintf("app-%d", i)
+	})
+}
+
+func TestStoreConcurrentProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Skip(err)
+	}
+	path := filepath.Join(t.TempDir(), "accounts.toml")
+	const procs, each = 5, 4
+	cmds := make([]*exec.Cmd, procs)
+	for p := range procs {
+		cmd := exec.Command(exe, "-test.run=^$")
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s|alice|proc%d|%d", helperEnv, path, p, each))
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds[p] = cmd
+	}
+	// Meanwhile, goroutines of this process write too.
+	var wg sync.WaitGroup
+	for i := range each {
+		wg.Go(func() {
+			if err := addPasscode(OpenStore(path), "alice", fmt.Sprintf("main-%d", i)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	for p, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("process %d: %v", p, err)
+		}
+	}
+	wg.Wait()
+	checkApps(t, path, (procs+1)*each, func(i int) (string, string) {
+		if i < procs*each {
+			return "alice", fmt.Sprintf("proc%d-%d", i/each, i%each)
+		}
+		return "alice", fmt.Sprintf("main-%d", i-procs*each)
+	})
+}
+
+// checkApps verifies that the file holds exactly n passcodes, the i-th
+// named by name(i).
+func checkApps(t *testing.T, path string, n int, name func(int) (user, app string)) {
+	t.Helper()
+	a, err := LoadAccounts(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a.NumPasscodes(); got != n {
+		t.Errorf("%d passcodes, want %d", got, n)
+	}
+	for i := range n {
+		user, app := name(i)
+		if a.Lookup(user).Passcode(app) == nil {
+			t.Errorf("%s/%s missing", user, app)
+		}
+	}
+}

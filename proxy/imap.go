@@ -1,0 +1,383 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+
+	"github.com/kanmon-mail/kanmon/auth"
+	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/proxy/imapwire"
+)
+
+// Pre-auth capabilities (RFC 9051 §6.1.1). AUTH= is only offered where
+// credentials may be sent; before STARTTLS the client sees LOGINDISABLED
+// (RFC 9051 §6.2.3) instead.
+const (
+	imapCapsBase       = "IMAP4rev1 SASL-IR ID LITERAL+"
+	imapCapsAuth       = imapCapsBase + " AUTH=PLAIN AUTH=LOGIN"
+	imapCapsBeforeTLS  = imapCapsBase + " STARTTLS LOGINDISABLED"
+	imapFailedReply    = "NO [AUTHENTICATIONFAILED] " + auth.FailureText
+	imapUnavailable    = "NO [UNAVAILABLE] Login is temporarily unavailable. Please try again later."
+	imapPrivacyReplyNO = "NO [PRIVACYREQUIRED] Use STARTTLS before logging in."
+)
+
+// SASL LOGIN prompts (draft-murchison-sasl-login), base64 of "Username:"
+// and "Password:".
+const (
+	saslLoginUserPrompt = "VXNlcm5hbWU6"
+	saslLoginPassPrompt = "UGFzc3dvcmQ6"
+)
+
+// imapFront is the pre-auth IMAP conversation on one connection.
+type imapFront struct {
+	*session
+	br *bufio.Reader
+	rd *imapwire.Reader
+	// clientID is the name/version the client gave in ID, for logs.
+	clientID string
+}
+
+// serveIMAP runs the pre-auth front and, after a login, the relay.
+func serveIMAP(ctx context.Context, s *session) {
+	f := &imapFront{session: s}
+	f.setConn(s.conn)
+	f.preAuthDeadline()
+	if err := f.untagged("OK [CAPABILITY " + f.capabilities() + "] kanmon ready."); err != nil {
+		return
+	}
+	for !contextDone(ctx) {
+		f.preAuthDeadline()
+		cmd, err := f.rd.ReadCommand()
+		if err != nil {
+			if f.readFailed(err) {
+				return
+			}
+			continue
+		}
+		if done := f.dispatch(ctx, cmd); done {
+			return
+		}
+	}
+	_ = f.untagged("BYE Server shutting down.")
+}
+
+// setConn (re)binds the reader to conn, after accept or STARTTLS.
+func (f *imapFront) setConn(conn net.Conn) {
+	f.conn = conn
+	f.br = bufio.NewReaderSize(conn, 4096)
+	f.rd = imapwire.NewReader(f.br, func() error {
+		return f.writeLine("+ Ready for literal data")
+	})
+}
+
+// readFailed answers a parse error or ends the session on an I/O error. It
+// reports whether the connection must close.
+func (f *imapFront) readFailed(err error) bool {
+	var perr *imapwire.Error
+	if !errors.As(err, &perr) {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			_ = f.untagged("BYE Autologout; idle for too long.")
+		}
+		return true
+	}
+	tag := perr.Tag
+	if tag == "" {
+		tag = "*"
+	}
+	_ = f.writeLine(tag + " BAD " + perr.Text)
+	if perr.Fatal || f.fail() {
+		_ = f.untagged("BYE Too many invalid commands.")
+		return true
+	}
+	return false
+}
+
+// dispatch runs one pre-auth command and reports whether the front is done
+// (logout, close, or handed over to the relay).
+func (f *imapFront) dispatch(ctx context.Context, cmd *imapwire.Command) bool {
+	switch cmd.Name {
+	case "CAPABILITY":
+		return f.untagged("CAPABILITY "+f.capabilities()) != nil || f.tagged(cmd.Tag, "OK CAPABILITY completed.") != nil
+	case "NOOP":
+		return f.tagged(cmd.Tag, "OK NOOP completed.") != nil
+	case "LOGOUT":
+		_ = f.untagged("BYE Logging out.")
+		_ = f.tagged(cmd.Tag, "OK LOGOUT completed.")
+		return true
+	case "ID":
+		f.noteID(cmd.Args)
+		return f.untagged("ID NIL") != nil || f.tagged(cmd.Tag, "OK ID completed.") != nil
+	case "STARTTLS":
+		return f.startTLS(cmd)
+	case "LOGIN":
+		return f.cmdLogin(ctx, cmd)
+	case "AUTHENTICATE":
+		return f.cmdAuthenticate(ctx, cmd)
+	}
+	return f.bad(cmd.Tag, "Command not allowed before authentication.")
+}
+
+// capabilities is the pre-auth CAPABILITY list for the current state.
+func (f *imapFront) capabilities() string {
+	if f.authAllowed() {
+		return imapCapsAuth
+	}
+	return imapCapsBeforeTLS
+}
+
+// bad answers BAD, counts it, and closes after too many.
+func (f *imapFront) bad(tag, text string) bool {
+	if f.tagged(tag, "BAD "+text) != nil {
+		return true
+	}
+	return f.countFailure()
+}
+
+// no answers NO, counts it, and closes after too many.
+func (f *imapFront) no(tag, text string) bool {
+	if f.tagged(tag, text) != nil {
+		return true
+	}
+	return f.countFailure()
+}
+
+func (f *imapFront) countFailure() bool {
+	if f.fail() {
+		_ = f.untagged("BYE Too many invalid commands.")
+		return true
+	}
+	return false
+}
+
+// startTLS upgrades the connection. Bytes the client pipelined after the
+// STARTTLS line were sent in clear text and are discarded, never executed
+// after the handshake (CVE-2011-0411).
+func (f *imapFront) startTLS(cmd *imapwire.Command) bool {
+	if f.tls || f.spec.TLS != config.TLSStartTLS {
+		return f.bad(cmd.Tag, "STARTTLS is not available here.")
+	}
+	if len(cmd.Args) != 0 {
+		return f.bad(cmd.Tag, "STARTTLS takes no arguments.")
+	}
+	if f.tagged(cmd.Tag, "OK Begin TLS negotiation now.") != nil {
+		return true
+	}
+	if n := f.br.Buffered(); n > 0 {
+		f.log.Warn("discarded bytes pipelined after STARTTLS", "bytes", n)
+	}
+	tc := tls.Server(f.conn, f.rt.TLS)
+	if err := tc.Handshake(); err != nil {
+		f.log.Debug("STARTTLS handshake failed", "err", err)
+		return true
+	}
+	f.tls = true
+	f.setConn(tc)
+	return false
+}
+
+// cmdLogin handles LOGIN user password (RFC 9051 §6.2.3).
+func (f *imapFront) cmdLogin(ctx context.Context, cmd *imapwire.Command) bool {
+	if !f.authAllowed() {
+		return f.no(cmd.Tag, imapPrivacyReplyNO)
+	}
+	if len(cmd.Args) != 2 || !isString(cmd.Args[0]) || !isString(cmd.Args[1]) {
+		return f.bad(cmd.Tag, "LOGIN takes a user name and a password.")
+	}
+	return f.login(ctx, cmd.Tag, cmd.Args[0].Value, cmd.Args[1].Value)
+}
+
+// cmdAuthenticate handles AUTHENTICATE PLAIN and LOGIN, with or without
+// an initial response (RFC 9051 §6.2.2, RFC 4959).
+func (f *imapFront) cmdAuthenticate(ctx context.Context, cmd *imapwire.Command) bool {
+	if !f.authAllowed() {
+		return f.no(cmd.Tag, imapPrivacyReplyNO)
+	}
+	if len(cmd.Args) < 1 || len(cmd.Args) > 2 || cmd.Args[0].Kind != imapwire.Atom {
+		return f.bad(cmd.Tag, "AUTHENTICATE takes a mechanism and an optional initial response.")
+	}
+	var initial *string
+	if len(cmd.Args) == 2 {
+		if cmd.Args[1].Kind != imapwire.Atom {
+			return f.bad(cmd.Tag, "Invalid initial response.")
+		}
+		initial = &cmd.Args[1].Value
+	}
+	var user, secret string
+	var ok bool
+	var badText string
+	switch strings.ToUpper(cmd.Args[0].Value) {
+	case "PLAIN":
+		user, secret, ok, badText = f.saslPlain(initial)
+	case "LOGIN":
+		user, secret, ok, badText = f.saslLogin(initial)
+	default:
+		return f.no(cmd.Tag, "NO Unsupported authentication mechanism.")
+	}
+	if badText != "" {
+		return f.bad(cmd.Tag, badText)
+	}
+	if !ok {
+		if f.tagged(cmd.Tag, imapFailedReply) != nil {
+			return true
+		}
+		return f.countFailure()
+	}
+	return f.login(ctx, cmd.Tag, user, secret)
+}
+
+// saslPlain runs the PLAIN exchange (RFC 4616). ok is false when the
+// client asked to act as someone else (authzid ≠ authcid); badText is set
+// for a cancel or malformed data.
+func (f *imapFront) saslPlain(initial *string) (user, secret string, ok bool, badText string) {
+	resp, badText := f.saslResponse(initial, "")
+	if badText != "" {
+		return "", "", false, badText
+	}
+	var authzid string
+	srv := sasl.NewPlainServer(func(identity, username, password string) error {
+		authzid, user, secret = identity, username, password
+		return nil
+	})
+	if _, _, err := srv.Next(resp); err != nil {
+		return "", "", false, "Malformed PLAIN response."
+	}
+	if authzid != "" && authzid != user {
+		f.log.Info("login refused", "user", user, "reason", "PLAIN authzid differs from authcid")
+		return "", "", false, ""
+	}
+	return user, secret, true, ""
+}
+
+// saslLogin runs the LOGIN exchange: user name, then password, each in
+// its own continuation.
+func (f *imapFront) saslLogin(initial *string) (user, secret string, ok bool, badText string) {
+	u, badText := f.saslResponse(initial, saslLoginUserPrompt)
+	if badText != "" {
+		return "", "", false, badText
+	}
+	p, badText := f.saslResponse(nil, saslLoginPassPrompt)
+	if badText != "" {
+		return "", "", false, badText
+	}
+	return string(u), string(p), true, ""
+}
+
+// saslResponse returns the decoded client response: the initial response
+// if given, else one read after a "+ prompt" continuation. "*" cancels;
+// "=" is an empty initial response (RFC 4959 §3).
+func (f *imapFront) saslResponse(initial *string, prompt string) ([]byte, string) {
+	var line string
+	if initial != nil {
+		line = *initial
+		if line == "=" {
+			return []byte{}, ""
+		}
+	} else {
+		if f.writeLine("+ "+prompt) != nil {
+			return nil, "Connection failed."
+		}
+		var err error
+		line, err = f.rd.ReadLine()
+		if err != nil {
+			return nil, "Invalid response."
+		}
+	}
+	if line == "*" {
+		return nil, "AUTHENTICATE cancelled."
+	}
+	data, err := base64.StdEncoding.DecodeString(line)
+	if err != nil {
+		return nil, "Invalid base64 in AUTHENTICATE response."
+	}
+	return data, ""
+}
+
+// login decides, logs into the backend, answers the client and relays.
+func (f *imapFront) login(ctx context.Context, tag, user, secret string) bool {
+	d, cred, ok := f.decide(user, secret)
+	if !ok {
+		return f.no(tag, imapFailedReply)
+	}
+	backend, err := f.rt.Backends[config.ProtocolIMAP].LoginIMAP(ctx, cred)
+	if err != nil {
+		if f.backendFailed(d, err) == outcomeFailed {
+			return f.no(tag, imapFailedReply)
+		}
+		return f.no(tag, imapUnavailable)
+	}
+	if err := f.tagged(tag, "OK [CAPABILITY "+backend.Capability+"] Logged in"); err != nil {
+		backend.Conn.Close()
+		return true
+	}
+	log := f.loggedIn(d)
+	if f.clientID != "" {
+		log = log.With("client_id", f.clientID)
+	}
+	_ = f.conn.SetDeadline(time.Time{})
+	client := Endpoint{Conn: f.conn}
+	if n := f.br.Buffered(); n > 0 {
+		buf, _ := f.br.Peek(n)
+		client.Pending = append([]byte(nil), buf...)
+	}
+	f.relay(ctx, log, client, backend.Endpoint)
+	return true
+}
+
+// noteID keeps the client's "name" and "version" from ID (RFC 2971) for
+// the log, cut short and stripped of anything but printable ASCII.
+func (f *imapFront) noteID(args []imapwire.Arg) {
+	if len(args) != 1 || args[0].Kind != imapwire.List {
+		return
+	}
+	var name, version string
+	l := args[0].List
+	for i := 0; i+1 < len(l); i += 2 {
+		switch strings.ToLower(l[i].Value) {
+		case "name":
+			name = printable(l[i+1].Value, 40)
+		case "version":
+			version = printable(l[i+1].Value, 20)
+		}
+	}
+	f.clientID = strings.TrimSpace(name + " " + version)
+}
+
+// printable keeps at most n printable ASCII characters of s.
+func printable(s string, n int) string {
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= n {
+			break
+		}
+		if r >= 0x20 && r < 0x7f {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// isString reports whether a is an astring (atom, quoted or literal).
+func isString(a imapwire.Arg) bool {
+	return a.Kind == imapwire.Atom || a.Kind == imapwire.Quoted || a.Kind == imapwire.Literal || a.Kind == imapwire.Nil
+}
+
+func (f *imapFront) untagged(text string) error { return f.writeLine("* " + text) }
+
+func (f *imapFront) tagged(tag, text string) error { return f.writeLine(tag + " " + text) }
+
+func (f *imapFront) writeLine(line string) error {
+	if _, err := f.conn.Write([]byte(line + "\r\n")); err != nil {
+		return fmt.Errorf("imap write: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,206 @@
+package proxy
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strings"
+
+	"github.com/kanmon-mail/kanmon/config"
+)
+
+// IMAPLogin is a logged-in backend IMAP connection ready to relay.
+type IMAPLogin struct {
+	Endpoint
+	// Capability is the backend's post-login capability list, without the
+	// "CAPABILITY" word, for the client's tagged OK.
+	Capability string
+}
+
+// Tags kanmon uses on the backend connection. Any value works since the
+// client never sees them.
+const (
+	imapTagStartTLS   = "k0"
+	imapTagAuth       = "k1"
+	imapTagCapability = "k2"
+)
+
+// LoginIMAP dials the IMAP backend and authenticates with SASL PLAIN
+// (RFC 4616; SASL-IR per RFC 4959 when the greeting offers it).
+func (b *Backend) LoginIMAP(ctx context.Context, cred Credentials) (*IMAPLogin, error) {
+	bc, err := b.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	login, err := b.loginIMAP(ctx, bc, cred)
+	if err != nil {
+		bc.conn.Close()
+		return nil, err
+	}
+	return login, nil
+}
+
+func (b *Backend) loginIMAP(ctx context.Context, bc *backendConn, cred Credentials) (*IMAPLogin, error) {
+	greeting, err := bc.readLine()
+	if err != nil {
+		return nil, unavailable("reading backend greeting", err)
+	}
+	if !strings.HasPrefix(greeting, "* OK") {
+		return nil, unavailable(fmt.Sprintf("backend greeting is not OK: %.80q", greeting), nil)
+	}
+	caps := responseCapability(strings.TrimPrefix(greeting, "* OK"))
+
+	if b.TLSMode == config.TLSStartTLS {
+		if err := bc.writeLine(imapTagStartTLS + " STARTTLS"); err != nil {
+			return nil, unavailable("sending STARTTLS to backend", err)
+		}
+		if _, status, err := readIMAPTagged(bc, imapTagStartTLS, nil); err != nil {
+			return nil, unavailable("backend STARTTLS", err)
+		} else if status != "OK" {
+			return nil, unavailable("backend refused STARTTLS: "+status, nil)
+		}
+		if err := b.startTLS(ctx, bc); err != nil {
+			return nil, err
+		}
+		caps = "" // capabilities before TLS no longer hold
+	}
+
+	ir := base64.StdEncoding.EncodeToString([]byte(cred.Authzid + "\x00" + cred.Authcid + "\x00" + cred.Password))
+	if hasCapability(caps, "SASL-IR") {
+		err = bc.writeLine(imapTagAuth + " AUTHENTICATE PLAIN " + ir)
+	} else {
+		err = bc.writeLine(imapTagAuth + " AUTHENTICATE PLAIN")
+		if err == nil {
+			var line string
+			line, err = bc.readLine()
+			if err == nil && !strings.HasPrefix(line, "+") {
+				return nil, imapAuthOutcome(line, imapTagAuth)
+			}
+			if err == nil {
+				err = bc.writeLine(ir)
+			}
+		}
+	}
+	if err != nil {
+		return nil, unavailable("sending AUTHENTICATE to backend", err)
+	}
+	var untaggedCaps string
+	tagged, status, err := readIMAPTagged(bc, imapTagAuth, func(untagged string) {
+		if c, ok := strings.CutPrefix(untagged, "* CAPABILITY "); ok {
+			untaggedCaps = c
+		}
+	})
+	if err != nil {
+		return nil, unavailable("reading backend AUTHENTICATE reply", err)
+	}
+	if status != "OK" {
+		return nil, imapAuthOutcome(tagged, imapTagAuth)
+	}
+	caps = responseCapability(strings.TrimPrefix(tagged, imapTagAuth+" OK"))
+	if caps == "" {
+		caps = untaggedCaps
+	}
+	if caps == "" {
+		if caps, err = askIMAPCapability(bc); err != nil {
+			return nil, err
+		}
+	}
+	return &IMAPLogin{Endpoint: bc.handOver(), Capability: caps}, nil
+}
+
+// askIMAPCapability sends CAPABILITY and returns the untagged answer.
+func askIMAPCapability(bc *backendConn) (string, error) {
+	if err := bc.writeLine(imapTagCapability + " CAPABILITY"); err != nil {
+		return "", unavailable("sending CAPABILITY to backend", err)
+	}
+	var caps string
+	_, status, err := readIMAPTagged(bc, imapTagCapability, func(untagged string) {
+		if c, ok := strings.CutPrefix(untagged, "* CAPABILITY "); ok {
+			caps = c
+		}
+	})
+	if err != nil || status != "OK" || caps == "" {
+		return "", unavailable("backend CAPABILITY after login failed", err)
+	}
+	return caps, nil
+}
+
+// readIMAPTagged reads lines until the one tagged tag, handing untagged
+// lines to onUntagged. It returns that line and its status (OK, NO, BAD).
+// A "* BYE" ends the exchange as an error.
+func readIMAPTagged(bc *backendConn, tag string, onUntagged func(string)) (string, string, error) {
+	for {
+		line, err := bc.readLine()
+		if err != nil {
+			return "", "", err
+		}
+		if strings.HasPrefix(line, "* BYE") {
+			return "", "", fmt.Errorf("backend said %.120q", line)
+		}
+		rest, ok := strings.CutPrefix(line, tag+" ")
+		if !ok {
+			if onUntagged != nil {
+				onUntagged(line)
+			}
+			continue
+		}
+		status, _, _ := strings.Cut(rest, " ")
+		return line, strings.ToUpper(status), nil
+	}
+}
+
+// imapAuthOutcome classifies a backend's non-OK reply to AUTHENTICATE.
+// Only a NO that speaks of credentials (RFC 5530 AUTHENTICATIONFAILED or
+// AUTHORIZATIONFAILED, or a NO without a code) is a definite failure.
+func imapAuthOutcome(line, tag string) *LoginError {
+	rest := strings.TrimPrefix(line, tag+" ")
+	status, text, _ := strings.Cut(rest, " ")
+	detail := fmt.Sprintf("backend replied %.160q", line)
+	if !strings.EqualFold(status, "NO") {
+		return unavailable(detail, nil)
+	}
+	code := responseCode(text)
+	switch code {
+	case "", "AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED":
+		return &LoginError{AuthFailed: true, Detail: detail}
+	}
+	return unavailable(detail, nil)
+}
+
+// responseCode returns the atom of a leading "[CODE ...]" (RFC 9051 §7.1).
+func responseCode(text string) string {
+	text = strings.TrimSpace(text)
+	if !strings.HasPrefix(text, "[") {
+		return ""
+	}
+	end := strings.IndexByte(text, ']')
+	if end < 0 {
+		return ""
+	}
+	code, _, _ := strings.Cut(text[1:end], " ")
+	return strings.ToUpper(code)
+}
+
+// responseCapability returns the list inside a leading "[CAPABILITY ...]".
+func responseCapability(text string) string {
+	text = strings.TrimSpace(text)
+	rest, ok := strings.CutPrefix(text, "[CAPABILITY ")
+	if !ok {
+		return ""
+	}
+	list, _, ok := strings.Cut(rest, "]")
+	if !ok {
+		return ""
+	}
+	return list
+}
+
+// hasCapability reports whether the space-separated list holds name.
+func hasCapability(list, name string) bool {
+	for _, c := range strings.Fields(list) {
+		if strings.EqualFold(c, name) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,127 @@
+// Package proxy is kanmon's network side: listeners, the pre-auth front of
+// each protocol, the backend login and the byte relay that follows it.
+//
+// The data flow is one path: listener → front (imap.go) → auth.Policy →
+// backend login (backend.go) → Relay (relay.go). Each connection reads the
+// current Runtime once, when it is accepted; a reload swaps the pointer.
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/kanmon-mail/kanmon/auth"
+	"github.com/kanmon-mail/kanmon/config"
+)
+
+// Runtime is one generation of configuration with everything loaded from
+// it: the accounts, the pepper, certificates and backends. It is immutable
+// once built; a reload builds a new one and swaps it in.
+type Runtime struct {
+	// Config is the validated configuration.
+	Config *config.Config
+	// Policy decides every login attempt.
+	Policy *auth.Policy
+	// TLS serves the implicit and STARTTLS listeners; nil when none needs it.
+	TLS *tls.Config
+	// Backends maps a protocol to its mail server.
+	Backends map[string]*Backend
+}
+
+// LoadRuntime loads the accounts file, the pepper, the certificate and the
+// backends that cfg names. Any error leaves nothing half-built.
+func LoadRuntime(cfg *config.Config) (*Runtime, error) {
+	accounts, err := auth.LoadAccounts(cfg.Accounts)
+	if err != nil {
+		return nil, err
+	}
+	pepper, err := auth.LoadOrCreatePepper(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("state_dir: %w", err)
+	}
+	rt := &Runtime{
+		Config:   cfg,
+		Policy:   auth.NewPolicy(accounts, pepper, cfg.TrustedPrefixes, *cfg.Require2FAOutside),
+		Backends: map[string]*Backend{},
+	}
+	if cfg.TLS.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		rt.TLS = ServerTLSConfig(cert)
+	}
+	for _, proto := range []string{config.ProtocolIMAP, config.ProtocolPOP3, config.ProtocolSubmission} {
+		bc := cfg.Backend.For(proto)
+		if bc == nil {
+			continue
+		}
+		b, err := NewBackend(proto, bc)
+		if err != nil {
+			return nil, err
+		}
+		rt.Backends[proto] = b
+	}
+	return rt, nil
+}
+
+// ServerTLSConfig is the client-facing TLS configuration for cert.
+func ServerTLSConfig(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+	}
+}
+
+// Server accepts client connections and runs their sessions.
+type Server struct {
+	log     *slog.Logger
+	current atomic.Pointer[Runtime]
+	buffers *BufferPool
+	wg      sync.WaitGroup
+}
+
+// NewServer returns a server that starts with rt.
+func NewServer(log *slog.Logger, rt *Runtime) *Server {
+	s := &Server{log: log, buffers: NewBufferPool()}
+	s.current.Store(rt)
+	for proto, b := range rt.Backends {
+		if b.TLSConfig.InsecureSkipVerify && b.TLSMode != config.TLSNone {
+			log.Warn("backend certificate verification is OFF (insecure_skip_verify)", "backend", proto, "address", b.Address)
+		}
+	}
+	return s
+}
+
+// Runtime returns the configuration generation in force.
+func (s *Server) Runtime() *Runtime { return s.current.Load() }
+
+// Swap puts rt in force for connections accepted from now on.
+func (s *Server) Swap(rt *Runtime) { s.current.Store(rt) }
+
+// Wait blocks until every session has ended.
+func (s *Server) Wait() { s.wg.Wait() }
+
+// newSessionID returns a short random id that ties a session's log lines
+// together.
+func newSessionID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// contextDone reports whether ctx has ended.
+func contextDone(ctx context.Context) bool {
+	select {
+	case <-ctx.Done():
+		return true
+	default:
+		return false
+	}
+}
