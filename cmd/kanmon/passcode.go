@@ -5,8 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -120,11 +118,6 @@ func reloadHint(cfgPath string) string {
 	return fmt.Sprintf("Run \"kanmon reload -config %s\" if the server is running.", cfgPath)
 }
 
-// errNoTwoFA is the error for a user who is not in the accounts file.
-func errNoTwoFA(user string) error {
-	return fmt.Errorf("%s does not have 2FA on; run kanmon 2fa enable first", user)
-}
-
 // cmdPasscodeAdd creates a passcode and prints it once.
 func cmdPasscodeAdd(cfg *config.Config, cfgPath, user, app string, stdout io.Writer) error {
 	code, err := addPasscode(cfg, user, app)
@@ -139,36 +132,7 @@ func cmdPasscodeAdd(cfg *config.Config, cfgPath, user, app string, stdout io.Wri
 // addPasscode generates a passcode named app for user, who must have 2FA
 // on, stores its hash in the accounts file and returns the passcode.
 func addPasscode(cfg *config.Config, user, app string) (string, error) {
-	if err := auth.ValidateApp(app); err != nil {
-		return "", err
-	}
-	var code string
-	err := auth.OpenStore(cfg.Accounts).Update(func(a *auth.Accounts) error {
-		acct := a.Lookup(user)
-		if acct == nil {
-			return errNoTwoFA(user)
-		}
-		if old := acct.Passcode(app); old != nil {
-			return fmt.Errorf("%s already has a passcode named %q; revoke it first or choose another name", acct.User, old.App)
-		}
-		pepper, err := auth.LoadOrCreatePepper(cfg.StateDir)
-		if err != nil {
-			return err
-		}
-		if code, err = auth.GeneratePasscode(); err != nil {
-			return err
-		}
-		hash, err := auth.HashPasscode(pepper, code)
-		if err != nil {
-			return err
-		}
-		acct.Passcodes = append(acct.Passcodes, auth.AppPasscode{App: app, Created: now(), Hash: hash})
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
-	return code, nil
+	return auth.AddPasscode(auth.OpenStore(cfg.Accounts), cfg.StateDir, user, app)
 }
 
 // cmdPasscodeList prints user, app and creation time of every passcode, or
@@ -205,26 +169,10 @@ func cmdPasscodeList(cfg *config.Config, pos []string, stdout io.Writer) error {
 
 // cmdPasscodeRevoke deletes one passcode.
 func cmdPasscodeRevoke(cfg *config.Config, cfgPath, user, app string, stdout io.Writer) error {
-	var revoked, owner string
-	err := auth.OpenStore(cfg.Accounts).Update(func(a *auth.Accounts) error {
-		acct := a.Lookup(user)
-		if acct == nil {
-			return fmt.Errorf("%s does not have 2FA on", user)
-		}
-		i := slices.IndexFunc(acct.Passcodes, func(pc auth.AppPasscode) bool { return strings.EqualFold(pc.App, app) })
-		if i < 0 {
-			return fmt.Errorf("%s has no passcode named %q", acct.User, app)
-		}
-		revoked, owner = acct.Passcodes[i].App, acct.User
-		acct.Passcodes = slices.Delete(acct.Passcodes, i, i+1)
-		return nil
-	})
+	owner, revoked, err := auth.RevokePasscode(auth.OpenStore(cfg.Accounts), user, app)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "Revoked the %s passcode of %s.\n%s\n", revoked, owner, reloadHint(cfgPath))
 	return nil
 }
-
-// now is the timestamp written to the accounts file: UTC, whole seconds.
-func now() time.Time { return time.Now().UTC().Truncate(time.Second) }

@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
@@ -57,32 +55,11 @@ func cmdTwoFAEnable(cfg *config.Config, cfgPath, user string, stdout io.Writer) 
 // enableTwoFA adds user to the accounts file. added is false if the user
 // already had 2FA on.
 func enableTwoFA(cfg *config.Config, user string) (added bool, err error) {
-	if err := auth.ValidateUser(user); err != nil {
-		return false, err
-	}
-	err = auth.OpenStore(cfg.Accounts).Update(func(a *auth.Accounts) error {
-		if a.Lookup(user) != nil {
-			return auth.ErrNoChange
-		}
-		a.Accounts = append(a.Accounts, auth.Account{User: user, Enabled: now()})
-		added = true
-		return nil
-	})
-	return added, err
+	return auth.EnableTwoFA(auth.OpenStore(cfg.Accounts), user)
 }
 
 func cmdTwoFADisable(cfg *config.Config, cfgPath, user string, stdout io.Writer) error {
-	var removed int
-	var name string
-	err := auth.OpenStore(cfg.Accounts).Update(func(a *auth.Accounts) error {
-		i := slices.IndexFunc(a.Accounts, func(acct auth.Account) bool { return strings.EqualFold(acct.User, user) })
-		if i < 0 {
-			return fmt.Errorf("%s does not have 2FA on", user)
-		}
-		name, removed = a.Accounts[i].User, len(a.Accounts[i].Passcodes)
-		a.Accounts = slices.Delete(a.Accounts, i, i+1)
-		return nil
-	})
+	name, removed, err := auth.DisableTwoFA(auth.OpenStore(cfg.Accounts), user)
 	if err != nil {
 		return err
 	}

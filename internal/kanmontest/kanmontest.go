@@ -1,0 +1,237 @@
+// Package kanmontest runs a kanmon server in-process for tests: it writes a
+// private config, accounts and certificate into a temp dir, adds 2FA
+// accounts with passcodes, and serves on free loopback ports in front of a
+// backend the test provides (memimap for fast tests, a real Dovecot for the
+// end-to-end ones).
+package kanmontest
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/kanmon-mail/kanmon/auth"
+	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/internal/selfsigned"
+	"github.com/kanmon-mail/kanmon/proxy"
+)
+
+// Options describe the kanmon to start.
+type Options struct {
+	// IMAPBackend is the backend's host:port.
+	IMAPBackend string
+	// MasterUser and MasterPassword are the backend master credentials.
+	MasterUser, MasterPassword string
+	// TrustedNetworks defaults to 127.0.0.1/32 when nil; use an empty,
+	// non-nil slice for "nothing is trusted".
+	TrustedNetworks []string
+	// AllowOutside sets require_2fa_outside = false.
+	AllowOutside bool
+	// Passcodes lists, per 2FA user, the apps to make passcodes for.
+	// Users listed with no apps still get 2FA.
+	Passcodes map[string][]string
+	// Extra is appended to the top level of the config (before tables).
+	Extra string
+}
+
+// Kanmon is a running in-process kanmon.
+type Kanmon struct {
+	// Dir holds the config, accounts, state and certificate.
+	Dir string
+	// ConfigPath is the config file.
+	ConfigPath string
+	// IMAPS, IMAPStartTLS and IMAPPlain are the listener addresses
+	// (implicit TLS, STARTTLS, and plaintext-for-loopback).
+	IMAPS, IMAPStartTLS, IMAPPlain string
+	// Server is the running server.
+	Server *proxy.Server
+	// ClientTLS trusts kanmon's certificate.
+	ClientTLS *tls.Config
+
+	passcodes map[string]string
+	logs      *syncBuffer
+}
+
+// Start starts kanmon and stops it at test cleanup.
+func Start(t testing.TB, opts Options) *Kanmon {
+	t.Helper()
+	dir := t.TempDir()
+	cert, err := selfsigned.New("localhost", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cert.WriteFiles(dir, "cert.pem", "key.pem"); err != nil {
+		t.Fatal(err)
+	}
+	k := &Kanmon{
+		Dir:        dir,
+		ConfigPath: filepath.Join(dir, "kanmon.toml"),
+		ClientTLS:  &tls.Config{RootCAs: cert.Pool, ServerName: "127.0.0.1"},
+		passcodes:  map[string]string{},
+		logs:       &syncBuffer{},
+	}
+	k.IMAPS, k.IMAPStartTLS, k.IMAPPlain = freeAddr(t), freeAddr(t), freeAddr(t)
+	trusted := opts.TrustedNetworks
+	if trusted == nil {
+		trusted = []string{"127.0.0.1/32"}
+	}
+	quoted := make([]string, len(trusted))
+	for i, n := range trusted {
+		quoted[i] = fmt.Sprintf("%q", n)
+	}
+	cfgText := fmt.Sprintf(`state_dir = "state"
+accounts  = "accounts.toml"
+trusted_networks = [%s]
+require_2fa_outside = %t
+log_level = "debug"
+%s
+[tls]
+cert = "cert.pem"
+key  = "key.pem"
+
+[[listener]]
+protocol = "imap"
+address  = %q
+tls      = "implicit"
+
+[[listener]]
+protocol = "imap"
+address  = %q
+tls      = "starttls"
+
+[[listener]]
+protocol = "imap"
+address  = %q
+tls      = "none"
+
+[backend.imap]
+address = %q
+tls = "none"
+master_user = %q
+master_password = %q
+`, strings.Join(quoted, ", "), !opts.AllowOutside, opts.Extra, k.IMAPS, k.IMAPStartTLS, k.IMAPPlain,
+		opts.IMAPBackend, opts.MasterUser, opts.MasterPassword)
+	if err := os.WriteFile(k.ConfigPath, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(k.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for user, apps := range opts.Passcodes {
+		for _, app := range apps {
+			k.passcodes[user+"/"+app] = k.AddPasscode(t, user, app)
+		}
+		if len(apps) == 0 {
+			k.EnableTwoFA(t, user)
+		}
+	}
+	rt, err := proxy.LoadRuntime(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lns, err := proxy.Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(k.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	k.Server = proxy.NewServer(log, rt)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i, ln := range lns {
+		wg.Add(1)
+		go func(ln net.Listener, spec config.Listener) {
+			defer wg.Done()
+			_ = k.Server.Serve(ctx, ln, spec)
+		}(ln, cfg.Listeners[i])
+	}
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		k.Server.Wait()
+		if t.Failed() {
+			t.Logf("kanmon log:\n%s", k.Logs())
+		}
+	})
+	return k
+}
+
+// Passcode returns the passcode made for user's app at start.
+func (k *Kanmon) Passcode(user, app string) string {
+	return k.passcodes[user+"/"+app]
+}
+
+// EnableTwoFA turns 2FA on for user in the accounts file (as the CLI
+// does). Call Reload to make the server see it.
+func (k *Kanmon) EnableTwoFA(t testing.TB, user string) {
+	t.Helper()
+	store := auth.OpenStore(filepath.Join(k.Dir, "accounts.toml"))
+	if _, err := auth.EnableTwoFA(store, user); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// AddPasscode adds a passcode for user's app (turning 2FA on) and returns
+// it. Call Reload to make a running server see it.
+func (k *Kanmon) AddPasscode(t testing.TB, user, app string) string {
+	t.Helper()
+	k.EnableTwoFA(t, user)
+	pc, err := auth.AddPasscode(auth.OpenStore(filepath.Join(k.Dir, "accounts.toml")), filepath.Join(k.Dir, "state"), user, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pc
+}
+
+// Reload re-reads the config and accounts, as SIGHUP does.
+func (k *Kanmon) Reload(t testing.TB) {
+	t.Helper()
+	cfg, err := config.Load(k.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := proxy.LoadRuntime(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.Server.Swap(rt)
+}
+
+// Logs returns everything kanmon logged so far.
+func (k *Kanmon) Logs() string { return k.logs.String() }
+
+// freeAddr picks a free loopback port.
+func freeAddr(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent log writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
