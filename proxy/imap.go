@@ -4,14 +4,11 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"time"
-
-	"github.com/emersion/go-sasl"
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
@@ -28,13 +25,6 @@ const (
 	imapFailedReply    = "NO [AUTHENTICATIONFAILED] " + auth.FailureText
 	imapUnavailable    = "NO [UNAVAILABLE] Login is temporarily unavailable. Please try again later."
 	imapPrivacyReplyNO = "NO [PRIVACYREQUIRED] Use STARTTLS before logging in."
-)
-
-// SASL LOGIN prompts (draft-murchison-sasl-login), base64 of "Username:"
-// and "Password:".
-const (
-	saslLoginUserPrompt = "VXNlcm5hbWU6"
-	saslLoginPassPrompt = "UGFzc3dvcmQ6"
 )
 
 // imapFront is the pre-auth IMAP conversation on one connection.
@@ -243,17 +233,13 @@ func (f *imapFront) saslPlain(initial *string) (user, secret string, ok bool, ba
 	if badText != "" {
 		return "", "", false, badText
 	}
-	var authzid string
-	srv := sasl.NewPlainServer(func(identity, username, password string) error {
-		authzid, user, secret = identity, username, password
-		return nil
-	})
-	if _, _, err := srv.Next(resp); err != nil {
-		return "", "", false, "Malformed PLAIN response."
-	}
-	if authzid != "" && authzid != user {
+	user, secret, err := plainCredentials(resp)
+	switch {
+	case errors.Is(err, errSASLAuthzid):
 		f.log.Info("login refused", "user", user, "reason", "PLAIN authzid differs from authcid")
 		return "", "", false, ""
+	case err != nil:
+		return "", "", false, "Malformed PLAIN response."
 	}
 	return user, secret, true, ""
 }
@@ -273,15 +259,11 @@ func (f *imapFront) saslLogin(initial *string) (user, secret string, ok bool, ba
 }
 
 // saslResponse returns the decoded client response: the initial response
-// if given, else one read after a "+ prompt" continuation. "*" cancels;
-// "=" is an empty initial response (RFC 4959 §3).
+// if given, else one read after a "+ prompt" continuation.
 func (f *imapFront) saslResponse(initial *string, prompt string) ([]byte, string) {
 	var line string
 	if initial != nil {
 		line = *initial
-		if line == "=" {
-			return []byte{}, ""
-		}
 	} else {
 		if f.writeLine("+ "+prompt) != nil {
 			return nil, "Connection failed."
@@ -292,11 +274,11 @@ func (f *imapFront) saslResponse(initial *string, prompt string) ([]byte, string
 			return nil, "Invalid response."
 		}
 	}
-	if line == "*" {
+	data, err := decodeSASLResponse(line, initial != nil)
+	switch {
+	case errors.Is(err, errSASLCancelled):
 		return nil, "AUTHENTICATE cancelled."
-	}
-	data, err := base64.StdEncoding.DecodeString(line)
-	if err != nil {
+	case err != nil:
 		return nil, "Invalid base64 in AUTHENTICATE response."
 	}
 	return data, ""

@@ -114,6 +114,10 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener
 	switch spec.Protocol {
 	case config.ProtocolIMAP:
 		serveIMAP(ctx, sess)
+	case config.ProtocolPOP3:
+		servePOP3(ctx, sess)
+	case config.ProtocolSubmission:
+		serveSubmission(ctx, sess)
 	default:
 		log.Error("protocol not served", "protocol", spec.Protocol)
 	}
