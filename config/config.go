@@ -3,7 +3,8 @@
 // The file format is the contract of DESIGN.md: every key documented on the
 // struct fields below, with its default. Relative paths are resolved against
 // the directory of the config file. An unknown key or a bad value is an error
-// that names the file and line ("kanmon.toml:12: ...").
+// that names the file and line ("kanmon.toml:12: ..."); Config.Line finds
+// the line of any key after loading.
 package config
 
 import (
@@ -76,6 +77,9 @@ type Config struct {
 
 	// TrustedPrefixes is TrustedNetworks parsed.
 	TrustedPrefixes []netip.Prefix `toml:"-"`
+
+	// keys locates every key of the file, for Line and error messages.
+	keys keyIndex
 }
 
 // TLS names the PEM certificate chain and key. Required when any listener
@@ -96,7 +100,8 @@ type Listener struct {
 	// TLS is implicit, starttls or none. Default implicit.
 	TLS string `toml:"tls"`
 
-	// Line is where this listener's table starts in the file, for errors.
+	// Line is where this listener's [[listener]] header (or its element of
+	// an inline array) is in the file; set by Load and Parse.
 	Line int `toml:"-"`
 }
 
@@ -142,11 +147,12 @@ type Backend struct {
 	// user) for passcode logins. Required.
 	MasterUser string `toml:"master_user"`
 	// MasterPassword is the master user's password. Exactly one of this or
-	// MasterPasswordFile is required.
+	// MasterPasswordFile is required. After Load it holds the password
+	// whichever way it was given.
 	MasterPassword string `toml:"master_password"`
-	// After Load, MasterPassword holds the password whichever way it was
-	// given. MasterPasswordFile holds the master password (trailing newline
-	// trimmed), relative to the config file.
+	// MasterPasswordFile is a file holding the master password, relative
+	// to the config file; trailing newlines are trimmed and an empty file
+	// is an error. After Load the path is absolute.
 	MasterPasswordFile string `toml:"master_password_file"`
 	// Timeout bounds dial, TLS and login at the backend. Default 15s.
 	Timeout Duration `toml:"timeout"`
