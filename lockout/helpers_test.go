@@ -1,0 +1,92 @@
+package lockout
+
+import (
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testKey keys the fingerprints in tests.
+var testKey = []byte("0123456789abcdef0123456789abcdef")
+
+// base is aligned to every default window, so bucket arithmetic in tests
+// is exact.
+var base = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// clock is an injectable, settable clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// testGuard opens a Guard on a fresh database with a fake clock; edit
+// adjusts the options.
+func testGuard(t testing.TB, edit func(*Options)) (*Guard, *clock, string) {
+	t.Helper()
+	clk := &clock{t: base}
+	o := Options{Now: clk.Now}
+	if edit != nil {
+		edit(&o)
+	}
+	path := filepath.Join(t.TempDir(), "kanmon.db")
+	g, err := Open(path, testKey, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	return g, clk, path
+}
+
+// addr parses an address or fails the test.
+func addr(t testing.TB, s string) netip.Addr {
+	t.Helper()
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// v4 returns 10.a.b.c, v6 2001:db8:a:b::c.
+func v4(a, b, c int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, byte(a), byte(b), byte(c)})
+}
+
+func v6(a, b, c int) netip.Addr {
+	return netip.MustParseAddr(fmt.Sprintf("2001:db8:%x:%x::%x", a, b, c))
+}
+
+// wantVerdict fails unless v has the outcome (and, for Locked, the scope).
+func wantVerdict(t testing.TB, v Verdict, o Outcome, s Scope) {
+	t.Helper()
+	if v.Outcome != o || (o == Locked && v.Scope != s) {
+		t.Fatalf("verdict %q (%+v), want outcome %d scope %v", v, v, o, s)
+	}
+}
+
+// attempt is one login as the proxy runs it against a backend that rejects
+// everything: Check, then Failure if allowed. It reports whether the
+// backend was asked.
+func attempt(g *Guard, user string, ip netip.Addr, secret string) (Verdict, bool) {
+	v := g.Check(user, ip, secret)
+	if !v.Allowed() {
+		return v, false
+	}
+	g.Failure(user, ip, secret)
+	return v, true
+}
