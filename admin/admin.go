@@ -1,0 +1,203 @@
+// Package admin is the running server's local control endpoint: HTTP over a
+// unix socket in state_dir (mode 0600, so only the account that runs kanmon,
+// and root, can use it). `kanmon reload` and `kanmon lockout list|clear`
+// talk to it; the server answers from its live state, which the CLI could
+// not read itself because the server holds bbolt's exclusive lock.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// SocketName is the socket's file name inside state_dir.
+const SocketName = "kanmon.sock"
+
+// requestTimeout bounds one admin request, a reload included.
+const requestTimeout = 30 * time.Second
+
+// Handlers are what the endpoint can do. A nil field answers 501.
+type Handlers struct {
+	// Reload re-reads config, accounts and certificate and swaps them in;
+	// an error leaves the old configuration in force and is returned to
+	// the caller verbatim (it names file and line).
+	Reload func() error
+	// LockoutList returns one line per lock in force.
+	LockoutList func() ([]string, error)
+	// LockoutClear clears the locks and counters of a user, an IP or a
+	// prefix and returns how many entries went.
+	LockoutClear func(target string) (int, error)
+}
+
+// Reply is the JSON body of every answer.
+type Reply struct {
+	// OK is false when Error is set.
+	OK bool `json:"ok"`
+	// Error is the failure, for the CLI to print.
+	Error string `json:"error,omitempty"`
+	// Lines is the text answer, one entry a line.
+	Lines []string `json:"lines,omitempty"`
+	// Count is the number of entries affected.
+	Count int `json:"count,omitempty"`
+}
+
+// Server serves Handlers on the socket.
+type Server struct {
+	srv  *http.Server
+	ln   net.Listener
+	path string
+}
+
+// Listen creates the socket in stateDir, replacing a stale one, with mode
+// 0600, and serves h on it until Close.
+func Listen(stateDir string, h Handlers) (*Server, error) {
+	path := filepath.Join(stateDir, SocketName)
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("admin socket %s: another kanmon is running", path)
+	}
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
+		if h.Reload == nil {
+			reply(w, http.StatusNotImplemented, Reply{Error: "reload not available"})
+			return
+		}
+		if err := h.Reload(); err != nil {
+			reply(w, http.StatusUnprocessableEntity, Reply{Error: err.Error()})
+			return
+		}
+		reply(w, http.StatusOK, Reply{OK: true})
+	})
+	mux.HandleFunc("GET /lockout", func(w http.ResponseWriter, r *http.Request) {
+		if h.LockoutList == nil {
+			reply(w, http.StatusNotImplemented, Reply{Error: "lockout not available"})
+			return
+		}
+		lines, err := h.LockoutList()
+		if err != nil {
+			reply(w, http.StatusInternalServerError, Reply{Error: err.Error()})
+			return
+		}
+		reply(w, http.StatusOK, Reply{OK: true, Lines: lines, Count: len(lines)})
+	})
+	mux.HandleFunc("POST /lockout/clear", func(w http.ResponseWriter, r *http.Request) {
+		if h.LockoutClear == nil {
+			reply(w, http.StatusNotImplemented, Reply{Error: "lockout not available"})
+			return
+		}
+		target := r.URL.Query().Get("target")
+		if target == "" {
+			reply(w, http.StatusBadRequest, Reply{Error: "missing target (user, IP or prefix)"})
+			return
+		}
+		n, err := h.LockoutClear(target)
+		if err != nil {
+			reply(w, http.StatusInternalServerError, Reply{Error: err.Error()})
+			return
+		}
+		reply(w, http.StatusOK, Reply{OK: true, Count: n})
+	})
+	s := &Server{
+		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
+		ln:   ln,
+		path: path,
+	}
+	go func() { _ = s.srv.Serve(ln) }()
+	return s, nil
+}
+
+// Close stops serving and removes the socket.
+func (s *Server) Close() error {
+	err := s.srv.Close()
+	_ = os.Remove(s.path)
+	return err
+}
+
+func reply(w http.ResponseWriter, status int, r Reply) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(r)
+}
+
+// ErrNotRunning means no server answers on the socket.
+var ErrNotRunning = errors.New("no running kanmon server found (no admin socket in state_dir)")
+
+// Client talks to a running server's socket.
+type Client struct {
+	http *http.Client
+}
+
+// NewClient returns a client for the socket in stateDir.
+func NewClient(stateDir string) *Client {
+	path := filepath.Join(stateDir, SocketName)
+	return &Client{http: &http.Client{
+		Timeout: requestTimeout,
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", path)
+			},
+		},
+	}}
+}
+
+// Reload asks the server to reload; the error carries the server's reason.
+func (c *Client) Reload() error {
+	_, err := c.do(http.MethodPost, "/reload")
+	return err
+}
+
+// LockoutList returns the locks in force, one line each.
+func (c *Client) LockoutList() ([]string, error) {
+	r, err := c.do(http.MethodGet, "/lockout")
+	return r.Lines, err
+}
+
+// LockoutClear clears target (user, IP or prefix) and returns the number
+// of entries removed.
+func (c *Client) LockoutClear(target string) (int, error) {
+	r, err := c.do(http.MethodPost, "/lockout/clear?target="+url.QueryEscape(target))
+	return r.Count, err
+}
+
+func (c *Client) do(method, path string) (Reply, error) {
+	req, err := http.NewRequest(method, "http://kanmon"+path, nil)
+	if err != nil {
+		return Reply{}, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) && ne.Op == "dial" {
+			return Reply{}, ErrNotRunning
+		}
+		return Reply{}, fmt.Errorf("admin socket: %w", err)
+	}
+	defer resp.Body.Close()
+	var r Reply
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&r); err != nil {
+		return Reply{}, fmt.Errorf("admin socket: bad reply: %w", err)
+	}
+	if !r.OK {
+		return r, errors.New(r.Error)
+	}
+	return r, nil
+}
