@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -76,7 +77,12 @@ func (f *imapFront) readFailed(err error) bool {
 	if !errors.As(err, &perr) {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			_ = f.untagged("BYE Autologout; idle for too long.")
+			f.goodbyeDeadline()
+			if f.shuttingDown() {
+				_ = f.untagged("BYE Server shutting down.")
+			} else {
+				_ = f.untagged("BYE Autologout; idle for too long.")
+			}
 		}
 		return true
 	}
@@ -85,11 +91,11 @@ func (f *imapFront) readFailed(err error) bool {
 		tag = "*"
 	}
 	_ = f.writeLine(tag + " BAD " + perr.Text)
-	if perr.Fatal || f.fail() {
-		_ = f.untagged("BYE Too many invalid commands.")
+	if perr.Fatal {
+		_ = f.untagged("BYE Cannot continue after that error.")
 		return true
 	}
-	return false
+	return f.countFailure()
 }
 
 // dispatch runs one pre-auth command and reports whether the front is done
@@ -203,85 +209,86 @@ func (f *imapFront) cmdAuthenticate(ctx context.Context, cmd *imapwire.Command) 
 		initial = &cmd.Args[1].Value
 	}
 	var user, secret string
-	var ok bool
-	var badText string
+	var err error
 	switch strings.ToUpper(cmd.Args[0].Value) {
 	case "PLAIN":
-		user, secret, ok, badText = f.saslPlain(initial)
+		user, secret, err = f.saslPlain(initial)
 	case "LOGIN":
-		user, secret, ok, badText = f.saslLogin(initial)
+		user, secret, err = f.saslLogin(initial)
 	default:
 		return f.no(cmd.Tag, "NO Unsupported authentication mechanism.")
 	}
-	if badText != "" {
-		return f.bad(cmd.Tag, badText)
+	var perr *imapwire.Error
+	switch {
+	case err == nil:
+		return f.login(ctx, cmd.Tag, user, secret)
+	case errors.Is(err, errSASLAuthzid):
+		return f.no(cmd.Tag, imapFailedReply)
+	case errors.Is(err, errSASLCancelled):
+		return f.bad(cmd.Tag, "AUTHENTICATE cancelled.")
+	case errors.Is(err, errSASLBase64):
+		return f.bad(cmd.Tag, "Invalid base64 in AUTHENTICATE response.")
+	case errors.Is(err, errSASLMalformed):
+		return f.bad(cmd.Tag, "Malformed AUTHENTICATE response.")
+	case errors.As(err, &perr):
+		// A response line too long (fatal: its rest cannot be told
+		// from the next command) or ending in a bare LF.
+		perr.Tag = cmd.Tag
 	}
-	if !ok {
-		if f.tagged(cmd.Tag, imapFailedReply) != nil {
-			return true
-		}
-		return f.countFailure()
-	}
-	return f.login(ctx, cmd.Tag, user, secret)
+	return f.readFailed(err)
 }
 
-// saslPlain runs the PLAIN exchange (RFC 4616). ok is false when the
-// client asked to act as someone else (authzid ≠ authcid); badText is set
-// for a cancel or malformed data.
-func (f *imapFront) saslPlain(initial *string) (user, secret string, ok bool, badText string) {
-	resp, badText := f.saslResponse(initial, "")
-	if badText != "" {
-		return "", "", false, badText
+// saslPlain runs the PLAIN exchange (RFC 4616). It returns errSASLAuthzid
+// when the client asked to act as someone else (authzid ≠ authcid), the
+// other errSASL* for a cancel or malformed data, and the reader's error
+// when the connection failed.
+func (f *imapFront) saslPlain(initial *string) (user, secret string, err error) {
+	resp, err := f.saslResponse(initial, "")
+	if err != nil {
+		return "", "", err
 	}
-	user, secret, err := plainCredentials(resp)
-	switch {
-	case errors.Is(err, errSASLAuthzid):
+	user, secret, err = plainCredentials(resp)
+	if errors.Is(err, errSASLAuthzid) {
 		f.log.Info("login refused", "user", user, "reason", "PLAIN authzid differs from authcid")
-		return "", "", false, ""
-	case err != nil:
-		return "", "", false, "Malformed PLAIN response."
 	}
-	return user, secret, true, ""
+	return user, secret, err
 }
 
 // saslLogin runs the LOGIN exchange: user name, then password, each in
 // its own continuation.
-func (f *imapFront) saslLogin(initial *string) (user, secret string, ok bool, badText string) {
-	u, badText := f.saslResponse(initial, saslLoginUserPrompt)
-	if badText != "" {
-		return "", "", false, badText
+func (f *imapFront) saslLogin(initial *string) (user, secret string, err error) {
+	u, err := f.saslResponse(initial, saslLoginUserPrompt)
+	if err != nil {
+		return "", "", err
 	}
-	p, badText := f.saslResponse(nil, saslLoginPassPrompt)
-	if badText != "" {
-		return "", "", false, badText
+	p, err := f.saslResponse(nil, saslLoginPassPrompt)
+	if err != nil {
+		return "", "", err
 	}
-	return string(u), string(p), true, ""
+	// NUL is allowed in neither (as in PLAIN, RFC 4616 §2): passed
+	// through, it would shift the fields of the backend's PLAIN login.
+	if bytes.IndexByte(u, 0) >= 0 || bytes.IndexByte(p, 0) >= 0 {
+		return "", "", errSASLMalformed
+	}
+	return string(u), string(p), nil
 }
 
 // saslResponse returns the decoded client response: the initial response
 // if given, else one read after a "+ prompt" continuation.
-func (f *imapFront) saslResponse(initial *string, prompt string) ([]byte, string) {
+func (f *imapFront) saslResponse(initial *string, prompt string) ([]byte, error) {
 	var line string
 	if initial != nil {
 		line = *initial
 	} else {
-		if f.writeLine("+ "+prompt) != nil {
-			return nil, "Connection failed."
+		if err := f.writeLine("+ " + prompt); err != nil {
+			return nil, err
 		}
 		var err error
-		line, err = f.rd.ReadLine()
-		if err != nil {
-			return nil, "Invalid response."
+		if line, err = f.rd.ReadLine(); err != nil {
+			return nil, err
 		}
 	}
-	data, err := decodeSASLResponse(line, initial != nil)
-	switch {
-	case errors.Is(err, errSASLCancelled):
-		return nil, "AUTHENTICATE cancelled."
-	case err != nil:
-		return nil, "Invalid base64 in AUTHENTICATE response."
-	}
-	return data, ""
+	return decodeSASLResponse(line, initial != nil)
 }
 
 // login decides, logs into the backend, answers the client and relays.
@@ -297,13 +304,14 @@ func (f *imapFront) login(ctx context.Context, tag, user, secret string) bool {
 		}
 		return f.no(tag, imapUnavailable)
 	}
-	if err := f.tagged(tag, "OK [CAPABILITY "+backend.Capability+"] Logged in"); err != nil {
-		backend.Conn.Close()
-		return true
-	}
+	// Logged before the reply, so the log has it once the client knows.
 	log := f.loggedIn(d)
 	if f.clientID != "" {
 		log = log.With("client_id", f.clientID)
+	}
+	if err := f.tagged(tag, "OK [CAPABILITY "+backend.Capability+"] Logged in"); err != nil {
+		backend.Conn.Close()
+		return true
 	}
 	_ = f.conn.SetDeadline(time.Time{})
 	client := Endpoint{Conn: f.conn}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/kanmon-mail/kanmon/config"
 )
@@ -32,6 +33,10 @@ func (b *Backend) LoginIMAP(ctx context.Context, cred Credentials) (*IMAPLogin, 
 	if err != nil {
 		return nil, err
 	}
+	// Shutdown cuts a login short rather than waiting out the timeout.
+	raw := bc.conn
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Now()) })
+	defer stop()
 	login, err := b.loginIMAP(ctx, bc, cred)
 	if err != nil {
 		bc.conn.Close()
@@ -127,7 +132,7 @@ func askIMAPCapability(bc *backendConn) (string, error) {
 
 // readIMAPTagged reads lines until the one tagged tag, handing untagged
 // lines to onUntagged. It returns that line and its status (OK, NO, BAD).
-// A "* BYE" ends the exchange as an error.
+// A "* BYE" or a continuation request ends the exchange as an error.
 func readIMAPTagged(bc *backendConn, tag string, onUntagged func(string)) (string, string, error) {
 	for {
 		line, err := bc.readLine()
@@ -136,6 +141,11 @@ func readIMAPTagged(bc *backendConn, tag string, onUntagged func(string)) (strin
 		}
 		if strings.HasPrefix(line, "* BYE") {
 			return "", "", fmt.Errorf("backend said %.120q", line)
+		}
+		if strings.HasPrefix(line, "+") {
+			// Nothing kanmon sends here asks for one (RFC 4959 §3: not
+			// after an initial response); waiting would only time out.
+			return "", "", fmt.Errorf("backend sent an unexpected continuation %.80q", line)
 		}
 		rest, ok := strings.CutPrefix(line, tag+" ")
 		if !ok {

@@ -90,6 +90,10 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener
 			log.Error("session panic", "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
+	// Shutdown interrupts a read the pre-auth front is blocked in; the
+	// relay closes its connections on ctx itself.
+	stopRead := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
+	defer stopRead()
 	rt := s.current.Load()
 	if spec.TLS == config.TLSImplicit {
 		tc := tls.Server(conn, rt.TLS)
@@ -103,6 +107,7 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener
 		conn = tc
 	}
 	sess := &session{
+		ctx:      ctx,
 		srv:      s,
 		rt:       rt,
 		spec:     spec,

@@ -82,10 +82,9 @@ func Relay(ctx context.Context, client, backend Endpoint, opts RelayOptions) (Re
 	}
 	defer closeBoth()
 
-	var idleTimer *time.Timer
 	if idle > 0 {
-		idleTimer = time.AfterFunc(idle, func() { r.checkIdle(idle, idleTimer, closeBoth) })
-		defer idleTimer.Stop()
+		stopIdle := r.watchIdle(idle, closeBoth)
+		defer stopIdle()
 	}
 	stopCtx := context.AfterFunc(ctx, closeBoth)
 	defer stopCtx()
@@ -140,16 +139,37 @@ type relay struct {
 
 func (r *relay) touch() { r.lastActive.Store(time.Now().UnixNano()) }
 
-// checkIdle closes the session when nothing moved for idle, or re-arms the
-// timer for the time that is left. One timer per session, no goroutine.
-func (r *relay) checkIdle(idle time.Duration, t *time.Timer, closeBoth func()) {
-	quiet := time.Since(time.Unix(0, r.lastActive.Load()))
-	if quiet >= idle {
-		r.idleExpired.Store(true)
-		closeBoth()
-		return
+// watchIdle closes the session when nothing moved for idle: one timer per
+// session, re-armed for the time that is left, and no goroutine. The stop
+// function it returns disarms it for good.
+func (r *relay) watchIdle(idle time.Duration, closeBoth func()) (stop func()) {
+	var (
+		mu      sync.Mutex // orders the callback after AfterFunc's return and before stop
+		t       *time.Timer
+		stopped bool
+	)
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(idle, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		quiet := time.Since(time.Unix(0, r.lastActive.Load()))
+		if quiet >= idle {
+			r.idleExpired.Store(true)
+			closeBoth()
+			return
+		}
+		t.Reset(idle - quiet)
+	})
+	return func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		t.Stop()
 	}
-	t.Reset(idle - quiet)
 }
 
 // copyHalf moves src's pending bytes and then everything src sends to dst.

@@ -14,6 +14,9 @@ import (
 
 // session is what every protocol front knows about its connection.
 type session struct {
+	// ctx ends when the server shuts down; handle then interrupts any
+	// pre-auth read (see preAuthDeadline).
+	ctx      context.Context
 	srv      *Server
 	rt       *Runtime
 	spec     config.Listener
@@ -44,9 +47,28 @@ func (s *session) authAllowed() bool {
 	return s.tls || s.spec.TLS == config.TLSNone
 }
 
+// goodbyeTimeout bounds the last line written after a read failed on its
+// deadline (idle client, shutdown): the connection needs a fresh one.
+const goodbyeTimeout = 2 * time.Second
+
 // preAuthDeadline arms the pre-auth idle timeout for the next exchange.
+// After shutdown began it arms an expired read deadline instead: handle
+// interrupts reads when ctx ends, and this keeps a deadline set just after
+// that from undoing it.
 func (s *session) preAuthDeadline() {
 	_ = s.conn.SetDeadline(time.Now().Add(s.rt.Config.PreAuthTimeout.Duration))
+	if s.shuttingDown() {
+		_ = s.conn.SetReadDeadline(time.Now())
+	}
+}
+
+// shuttingDown reports whether the server is shutting down.
+func (s *session) shuttingDown() bool { return s.ctx != nil && contextDone(s.ctx) }
+
+// goodbyeDeadline gives the connection time to write a last line after a
+// read deadline expired (a deadline set by SetDeadline covers writes too).
+func (s *session) goodbyeDeadline() {
+	_ = s.conn.SetWriteDeadline(time.Now().Add(goodbyeTimeout))
 }
 
 // loginOutcome is what the client is told after a login attempt.

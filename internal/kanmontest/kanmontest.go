@@ -40,6 +40,12 @@ type Options struct {
 	Passcodes map[string][]string
 	// Extra is appended to the top level of the config (before tables).
 	Extra string
+	// BackendTLS is [backend.imap] tls: none (the default), starttls or
+	// implicit.
+	BackendTLS string
+	// BackendExtra is appended inside [backend.imap], e.g.
+	// `timeout = "300ms"`.
+	BackendExtra string
 }
 
 // Kanmon is a running in-process kanmon.
@@ -58,6 +64,8 @@ type Kanmon struct {
 
 	passcodes map[string]string
 	logs      *syncBuffer
+	stopOnce  sync.Once
+	stop      func()
 }
 
 // Start starts kanmon and stops it at test cleanup.
@@ -82,6 +90,10 @@ func Start(t testing.TB, opts Options) *Kanmon {
 	trusted := opts.TrustedNetworks
 	if trusted == nil {
 		trusted = []string{"127.0.0.1/32"}
+	}
+	backendTLS := opts.BackendTLS
+	if backendTLS == "" {
+		backendTLS = "none"
 	}
 	quoted := make([]string, len(trusted))
 	for i, n := range trusted {
@@ -114,11 +126,12 @@ tls      = "none"
 
 [backend.imap]
 address = %q
-tls = "none"
+tls = %q
 master_user = %q
 master_password = %q
+%s
 `, strings.Join(quoted, ", "), !opts.AllowOutside, opts.Extra, k.IMAPS, k.IMAPStartTLS, k.IMAPPlain,
-		opts.IMAPBackend, opts.MasterUser, opts.MasterPassword)
+		opts.IMAPBackend, backendTLS, opts.MasterUser, opts.MasterPassword, opts.BackendExtra)
 	if err := os.WriteFile(k.ConfigPath, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -153,16 +166,24 @@ master_password = %q
 			_ = k.Server.Serve(ctx, ln, spec)
 		}(ln, cfg.Listeners[i])
 	}
-	t.Cleanup(func() {
+	k.stop = func() {
 		cancel()
 		wg.Wait()
 		k.Server.Wait()
+	}
+	t.Cleanup(func() {
+		k.Stop()
 		if t.Failed() {
 			t.Logf("kanmon log:\n%s", k.Logs())
 		}
 	})
 	return k
 }
+
+// Stop shuts kanmon down as SIGTERM does after its drain timeout: it
+// cancels every session and returns once the listeners and all sessions
+// have ended. Cleanup calls it too; calling it twice is fine.
+func (k *Kanmon) Stop() { k.stopOnce.Do(k.stop) }
 
 // Passcode returns the passcode made for user's app at start.
 func (k *Kanmon) Passcode(user, app string) string {
