@@ -2,6 +2,7 @@ package auth
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -248,4 +249,23 @@ func (p *Policy) Stands(d Decision, clientIP netip.Addr) bool {
 		return p.Trusted(clientIP) || !p.require
 	}
 	return false
+}
+
+// TwoFAChanges lists the accounts whose 2FA state differs between p and
+// next (turned on, or reset with `2fa disable`), as spelled in whichever
+// policy has them.
+func (p *Policy) TwoFAChanges(next *Policy) []string {
+	var changed []string
+	for k, a := range p.accounts {
+		if _, ok := next.accounts[k]; !ok {
+			changed = append(changed, a.user)
+		}
+	}
+	for k, a := range next.accounts {
+		if _, ok := p.accounts[k]; !ok {
+			changed = append(changed, a.user)
+		}
+	}
+	slices.Sort(changed)
+	return changed
 }

@@ -74,6 +74,8 @@ type Config struct {
 	Listeners []Listener `toml:"listener"`
 	// Backend holds one backend per protocol that has a listener.
 	Backend Backends `toml:"backend"`
+	// Lockout tunes the failed-login counters; see Lockout.
+	Lockout Lockout `toml:"lockout"`
 
 	// TrustedPrefixes is TrustedNetworks parsed.
 	TrustedPrefixes []netip.Prefix `toml:"-"`

@@ -249,7 +249,7 @@ func (f *imapFront) saslPlain(initial *string) (user, secret string, err error) 
 	}
 	user, secret, err = plainCredentials(resp)
 	if errors.Is(err, errSASLAuthzid) {
-		f.log.Info("login refused", "user", user, "reason", "PLAIN authzid differs from authcid")
+		f.log.Info("login failed", "user", user, "reason", "PLAIN authzid differs from authcid")
 	}
 	return user, secret, err
 }
@@ -293,19 +293,18 @@ func (f *imapFront) saslResponse(initial *string, prompt string) ([]byte, error)
 
 // login decides, logs into the backend, answers the client and relays.
 func (f *imapFront) login(ctx context.Context, tag, user, secret string) bool {
-	d, cred, ok := f.decide(user, secret)
-	if !ok {
+	var backend *IMAPLogin
+	outcome, log := f.authenticate(ctx, user, secret, func(ctx context.Context, b *Backend, cred Credentials) error {
+		var err error
+		backend, err = b.LoginIMAP(ctx, cred)
+		return err
+	})
+	switch outcome {
+	case outcomeFailed:
 		return f.no(tag, imapFailedReply)
-	}
-	backend, err := f.rt.Backends[config.ProtocolIMAP].LoginIMAP(ctx, cred)
-	if err != nil {
-		if f.backendFailed(d, err) == outcomeFailed {
-			return f.no(tag, imapFailedReply)
-		}
+	case outcomeUnavailable:
 		return f.no(tag, imapUnavailable)
 	}
-	// Logged before the reply, so the log has it once the client knows.
-	log := f.loggedIn(d)
 	if f.clientID != "" {
 		log = log.With("client_id", f.clientID)
 	}

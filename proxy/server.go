@@ -18,6 +18,7 @@ import (
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/lockout"
 )
 
 // Runtime is one generation of configuration with everything loaded from
@@ -32,6 +33,8 @@ type Runtime struct {
 	TLS *tls.Config
 	// Backends maps a protocol to its mail server.
 	Backends map[string]*Backend
+	// Pepper keys passcode hashes and lockout fingerprints.
+	Pepper auth.Pepper
 }
 
 // LoadRuntime loads the accounts file, the pepper, the certificate and the
@@ -49,6 +52,7 @@ func LoadRuntime(cfg *config.Config) (*Runtime, error) {
 		Config:   cfg,
 		Policy:   auth.NewPolicy(accounts, pepper, cfg.TrustedPrefixes, *cfg.Require2FAOutside),
 		Backends: map[string]*Backend{},
+		Pepper:   pepper,
 	}
 	if cfg.TLS.Cert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
@@ -82,14 +86,21 @@ func ServerTLSConfig(cert tls.Certificate) *tls.Config {
 // Server accepts client connections and runs their sessions.
 type Server struct {
 	log     *slog.Logger
+	guard   *lockout.Guard
 	current atomic.Pointer[Runtime]
 	buffers *BufferPool
 	wg      sync.WaitGroup
 }
 
+// ServerOptions are a server's parts that outlive a reload.
+type ServerOptions struct {
+	// Lockout guards every login; nil turns lockout off (tests only).
+	Lockout *lockout.Guard
+}
+
 // NewServer returns a server that starts with rt.
-func NewServer(log *slog.Logger, rt *Runtime) *Server {
-	s := &Server{log: log, buffers: NewBufferPool()}
+func NewServer(log *slog.Logger, rt *Runtime, opts ServerOptions) *Server {
+	s := &Server{log: log, guard: opts.Lockout, buffers: NewBufferPool()}
 	s.current.Store(rt)
 	for proto, b := range rt.Backends {
 		if b.TLSConfig.InsecureSkipVerify && b.TLSMode != config.TLSNone {

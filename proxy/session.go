@@ -2,13 +2,11 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
 	"time"
 
-	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
 )
 
@@ -69,63 +67,6 @@ func (s *session) shuttingDown() bool { return s.ctx != nil && contextDone(s.ctx
 // read deadline expired (a deadline set by SetDeadline covers writes too).
 func (s *session) goodbyeDeadline() {
 	_ = s.conn.SetWriteDeadline(time.Now().Add(goodbyeTimeout))
-}
-
-// loginOutcome is what the client is told after a login attempt.
-type loginOutcome int
-
-const (
-	// outcomeFailed: the one uniform authentication-failed reply.
-	outcomeFailed loginOutcome = iota
-	// outcomeUnavailable: a temporary failure, try again later.
-	outcomeUnavailable
-)
-
-// decide asks the policy about user/secret and returns the decision and
-// the backend credentials to use. ok is false for a refusal, which has been
-// logged.
-func (s *session) decide(user, secret string) (auth.Decision, Credentials, bool) {
-	d := s.rt.Policy.Decide(auth.Attempt{User: user, Secret: secret, ClientIP: s.clientIP, Protocol: s.spec.Protocol})
-	switch d.Kind {
-	case auth.Passcode:
-		b := s.rt.Backends[s.spec.Protocol]
-		return d, b.MasterCredentials(d.User), true
-	case auth.Passthrough:
-		return d, Credentials{Authcid: d.User, Password: secret}, true
-	}
-	s.log.Info("login refused", "user", user, "reason", d.Reason)
-	return d, Credentials{}, false
-}
-
-// backendFailed logs a failed backend login and says what the client
-// should be told. A rejected master login is a server misconfiguration:
-// it is logged as an error and the client sees a temporary failure.
-func (s *session) backendFailed(d auth.Decision, err error) loginOutcome {
-	var le *LoginError
-	if !errors.As(err, &le) {
-		le = unavailable("backend login", err)
-	}
-	switch {
-	case d.Kind == auth.Passthrough && le.AuthFailed:
-		s.log.Info("login refused", "user", d.User, "reason", "backend rejected the password", "detail", le.Detail)
-		return outcomeFailed
-	case d.Kind == auth.Passcode && le.AuthFailed:
-		s.log.Error("BACKEND REJECTED THE MASTER LOGIN: check master_user/master_password and the backend's master-user setup, and that the user exists there",
-			"user", d.User, "app", d.App, "master_user", s.rt.Backends[s.spec.Protocol].MasterUser, "detail", le.Detail)
-		return outcomeUnavailable
-	}
-	s.log.Warn("backend unavailable", "user", d.User, "err", le.Error())
-	return outcomeUnavailable
-}
-
-// loggedIn logs a successful login.
-func (s *session) loggedIn(d auth.Decision) *slog.Logger {
-	log := s.log.With("user", d.User, "via", d.Kind.String())
-	if d.App != "" {
-		log = log.With("app", d.App)
-	}
-	log.Info("login")
-	return log
 }
 
 // relay hands the session over to the byte relay and logs its end.

@@ -12,6 +12,8 @@
 //	kanmon 2fa enable      -config FILE USER
 //	kanmon 2fa disable     -config FILE USER
 //	kanmon reload          -config FILE
+//	kanmon lockout list    -config FILE
+//	kanmon lockout clear   -config FILE USER|IP|PREFIX
 package main
 
 import (
@@ -35,6 +37,8 @@ commands:
   2fa enable      -config FILE USER       turn two-factor authentication on
   2fa disable     -config FILE USER       admin reset: 2FA off, all passcodes removed
   reload          -config FILE            make the running server re-read its files
+  lockout list    -config FILE            list the locks in force (asks the running server)
+  lockout clear   -config FILE USER|IP|PREFIX   lift locks and counters
 `
 
 func main() {
@@ -64,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runTwoFA(rest, stdout, stderr)
 	case "reload":
 		return runReload(rest, stdout, stderr)
+	case "lockout":
+		return runLockout(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

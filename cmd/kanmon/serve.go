@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,24 +9,20 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/kanmon-mail/kanmon/admin"
 	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/lockout"
 	"github.com/kanmon-mail/kanmon/proxy"
 )
 
 // drainTimeout is how long sessions may run on after SIGTERM before the
 // process exits anyway.
 const drainTimeout = 10 * time.Second
-
-// pidFileName, inside state_dir, lets `kanmon reload` find the server.
-const pidFileName = "kanmon.pid"
 
 func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -70,13 +65,37 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 	if err != nil {
 		return err
 	}
-	pidFile := filepath.Join(cfg.StateDir, pidFileName)
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-		return fmt.Errorf("pid file: %w", err)
+	guard, err := proxy.OpenLockout(rt)
+	if err != nil {
+		return err
 	}
-	defer os.Remove(pidFile)
-
-	srv := proxy.NewServer(log, rt)
+	defer guard.Close()
+	srv := proxy.NewServer(log, rt, proxy.ServerOptions{Lockout: guard})
+	var reloadMu sync.Mutex
+	doReload := func() error {
+		reloadMu.Lock()
+		defer reloadMu.Unlock()
+		return reload(srv, guard, path, log)
+	}
+	adminSrv, err := admin.Listen(cfg.StateDir, admin.Handlers{
+		Reload: doReload,
+		LockoutList: func() ([]string, error) {
+			var lines []string
+			for _, e := range guard.List() {
+				lines = append(lines, e.String())
+			}
+			return lines, nil
+		},
+		LockoutClear: func(target string) (int, error) {
+			n := guard.Clear(target)
+			log.Info("lockout cleared by admin", "target", target, "entries", n)
+			return n, nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer adminSrv.Close()
 	sessionCtx, cancelSessions := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelSessions()
 	acceptCtx, stopAccepting := context.WithCancel(sessionCtx)
@@ -110,7 +129,7 @@ loop:
 			runErr = err
 			break loop
 		case <-hup:
-			reload(srv, path, log)
+			_ = doReload()
 		}
 	}
 	log.Info("kanmon stopping: no new connections; draining sessions", "timeout", drainTimeout)
@@ -130,22 +149,29 @@ loop:
 }
 
 // reload re-reads the config and accounts and swaps them in. On any error
-// the running configuration stays.
-func reload(srv *proxy.Server, path string, log *slog.Logger) {
+// the running configuration stays, and the error (file:line) is returned
+// for `kanmon reload` to print. Accounts whose 2FA state changed lose their
+// remembered wrong secrets: the password that was wrong while 2FA was on
+// is the right one after `2fa disable`.
+func reload(srv *proxy.Server, guard *lockout.Guard, path string, log *slog.Logger) error {
 	cfg, err := config.Load(path)
 	if err == nil {
 		var rt *proxy.Runtime
 		if rt, err = proxy.LoadRuntime(cfg); err == nil {
-			old := srv.Runtime().Config
-			if !slices.EqualFunc(old.Listeners, cfg.Listeners, sameListener) {
+			old := srv.Runtime()
+			if !slices.EqualFunc(old.Config.Listeners, cfg.Listeners, sameListener) {
 				log.Warn("reload: listener changes take effect only after a restart")
+			}
+			for _, user := range old.Policy.TwoFAChanges(rt.Policy) {
+				guard.ResetAccount(user)
 			}
 			srv.Swap(rt)
 			log.Info("reloaded", "config", cfg.File)
-			return
+			return nil
 		}
 	}
 	log.Error("reload failed; the previous configuration stays in force", "err", err)
+	return err
 }
 
 func sameListener(a, b config.Listener) bool {
@@ -167,33 +193,17 @@ func runReload(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "kanmon reload:", err)
 		return 1
 	}
-	fmt.Fprintln(stdout, "reload signalled")
+	fmt.Fprintln(stdout, "reloaded")
 	return 0
 }
 
-// signalReload validates the files first, so the admin sees any error
-// here, then sends SIGHUP to the server named in the pid file.
+// signalReload asks the running server, over its admin socket, to reload,
+// and returns the server's error (file:line) if the new files are bad. A
+// server without the socket (none running) is an error.
 func signalReload(path string) error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
 	}
-	if _, err := proxy.LoadRuntime(cfg); err != nil {
-		return err
-	}
-	data, err := os.ReadFile(filepath.Join(cfg.StateDir, pidFileName))
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return errors.New("no running server found (no pid file in state_dir)")
-		}
-		return err
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || pid <= 0 {
-		return fmt.Errorf("pid file holds %q", strings.TrimSpace(string(data)))
-	}
-	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
-		return fmt.Errorf("signal pid %d: %w", pid, err)
-	}
-	return nil
+	return admin.NewClient(cfg.StateDir).Reload()
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/internal/selfsigned"
+	"github.com/kanmon-mail/kanmon/lockout"
 	"github.com/kanmon-mail/kanmon/proxy"
 )
 
@@ -46,7 +47,19 @@ type Options struct {
 	// BackendExtra is appended inside [backend.imap], e.g.
 	// `timeout = "300ms"`.
 	BackendExtra string
+	// POP3Backend and SubmissionBackend, when set, add that protocol's
+	// three listeners and a [backend.X] with the same master credentials.
+	POP3Backend, SubmissionBackend string
+	// Lockout is the body of the [lockout] section. Empty means
+	// DefaultLockout: real counters with a 1 ms tarpit, so tests stay fast.
+	Lockout string
+	// NoLockout runs without the lockout guard.
+	NoLockout bool
 }
+
+// DefaultLockout is the [lockout] body tests get unless they set their
+// own: the real thresholds, but a tarpit too short to slow a test down.
+const DefaultLockout = "tarpit = \"1ms\"\ntarpit_max = \"1ms\"\n"
 
 // Kanmon is a running in-process kanmon.
 type Kanmon struct {
@@ -57,6 +70,13 @@ type Kanmon struct {
 	// IMAPS, IMAPStartTLS and IMAPPlain are the listener addresses
 	// (implicit TLS, STARTTLS, and plaintext-for-loopback).
 	IMAPS, IMAPStartTLS, IMAPPlain string
+	// POP3S, POP3StartTLS and POP3Plain are set when Options.POP3Backend is.
+	POP3S, POP3StartTLS, POP3Plain string
+	// SubmissionS, SubmissionStartTLS and SubmissionPlain are set when
+	// Options.SubmissionBackend is.
+	SubmissionS, SubmissionStartTLS, SubmissionPlain string
+	// Guard is the lockout guard, nil with Options.NoLockout.
+	Guard *lockout.Guard
 	// Server is the running server.
 	Server *proxy.Server
 	// ClientTLS trusts kanmon's certificate.
@@ -86,20 +106,21 @@ func Start(t testing.TB, opts Options) *Kanmon {
 		passcodes:  map[string]string{},
 		logs:       &syncBuffer{},
 	}
-	k.IMAPS, k.IMAPStartTLS, k.IMAPPlain = freeAddr(t), freeAddr(t), freeAddr(t)
 	trusted := opts.TrustedNetworks
 	if trusted == nil {
 		trusted = []string{"127.0.0.1/32"}
-	}
-	backendTLS := opts.BackendTLS
-	if backendTLS == "" {
-		backendTLS = "none"
 	}
 	quoted := make([]string, len(trusted))
 	for i, n := range trusted {
 		quoted[i] = fmt.Sprintf("%q", n)
 	}
-	cfgText := fmt.Sprintf(`state_dir = "state"
+	lockoutBody := opts.Lockout
+	if lockoutBody == "" {
+		lockoutBody = DefaultLockout
+	}
+	ports := reservePorts(t)
+	var b strings.Builder
+	fmt.Fprintf(&b, `state_dir = "state"
 accounts  = "accounts.toml"
 trusted_networks = [%s]
 require_2fa_outside = %t
@@ -109,29 +130,34 @@ log_level = "debug"
 cert = "cert.pem"
 key  = "key.pem"
 
-[[listener]]
-protocol = "imap"
-address  = %q
-tls      = "implicit"
-
-[[listener]]
-protocol = "imap"
-address  = %q
-tls      = "starttls"
-
-[[listener]]
-protocol = "imap"
-address  = %q
-tls      = "none"
-
-[backend.imap]
-address = %q
-tls = %q
-master_user = %q
-master_password = %q
+[lockout]
 %s
-`, strings.Join(quoted, ", "), !opts.AllowOutside, opts.Extra, k.IMAPS, k.IMAPStartTLS, k.IMAPPlain,
-		opts.IMAPBackend, backendTLS, opts.MasterUser, opts.MasterPassword, opts.BackendExtra)
+`, strings.Join(quoted, ", "), !opts.AllowOutside, opts.Extra, lockoutBody)
+	protocols := []struct {
+		name, backend, tls, extra string
+		implicit, starttls, plain *string
+	}{
+		{"imap", opts.IMAPBackend, opts.BackendTLS, opts.BackendExtra, &k.IMAPS, &k.IMAPStartTLS, &k.IMAPPlain},
+		{"pop3", opts.POP3Backend, "", "", &k.POP3S, &k.POP3StartTLS, &k.POP3Plain},
+		{"submission", opts.SubmissionBackend, "", "", &k.SubmissionS, &k.SubmissionStartTLS, &k.SubmissionPlain},
+	}
+	for _, p := range protocols {
+		if p.backend == "" {
+			continue
+		}
+		*p.implicit, *p.starttls, *p.plain = ports.next(), ports.next(), ports.next()
+		for _, l := range []struct{ addr, mode string }{{*p.implicit, "implicit"}, {*p.starttls, "starttls"}, {*p.plain, "none"}} {
+			fmt.Fprintf(&b, "[[listener]]\nprotocol = %q\naddress = %q\ntls = %q\n\n", p.name, l.addr, l.mode)
+		}
+		backendTLS := p.tls
+		if backendTLS == "" {
+			backendTLS = "none"
+		}
+		fmt.Fprintf(&b, "[backend.%s]\naddress = %q\ntls = %q\nmaster_user = %q\nmaster_password = %q\n%s\n\n",
+			p.name, p.backend, backendTLS, opts.MasterUser, opts.MasterPassword, p.extra)
+	}
+	ports.release()
+	cfgText := b.String()
 	if err := os.WriteFile(k.ConfigPath, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +182,12 @@ master_password = %q
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(k.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	k.Server = proxy.NewServer(log, rt)
+	if !opts.NoLockout {
+		if k.Guard, err = proxy.OpenLockout(rt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k.Server = proxy.NewServer(log, rt, proxy.ServerOptions{Lockout: k.Guard})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for i, ln := range lns {
@@ -170,6 +201,9 @@ master_password = %q
 		cancel()
 		wg.Wait()
 		k.Server.Wait()
+		if k.Guard != nil {
+			_ = k.Guard.Close()
+		}
 	}
 	t.Cleanup(func() {
 		k.Stop()
@@ -229,14 +263,28 @@ func (k *Kanmon) Reload(t testing.TB) {
 // Logs returns everything kanmon logged so far.
 func (k *Kanmon) Logs() string { return k.logs.String() }
 
-// freeAddr picks a free loopback port.
-func freeAddr(t testing.TB) string {
+// portReservation hands out distinct free loopback ports: each stays bound
+// until release, so the kernel cannot hand the same one out twice.
+type portReservation struct {
+	t   testing.TB
+	lns []net.Listener
+}
+
+func reservePorts(t testing.TB) *portReservation { return &portReservation{t: t} }
+
+func (r *portReservation) next() string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		r.t.Fatal(err)
 	}
-	defer ln.Close()
+	r.lns = append(r.lns, ln)
 	return ln.Addr().String()
+}
+
+func (r *portReservation) release() {
+	for _, ln := range r.lns {
+		ln.Close()
+	}
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent log writes.
