@@ -10,6 +10,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/kanmon-mail/kanmon/internal/userkey"
 	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
 )
@@ -216,33 +217,8 @@ func (a *Accounts) validate(file string, lines *lineIndex) error {
 	return nil
 }
 
-// foldKey maps s to a key equal for exactly the strings strings.EqualFold
-// considers equal: each rune becomes the smallest rune of its case-folding
-// orbit.
-func foldKey(s string) string {
-	ascii := true
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			ascii = false
-			break
-		}
-	}
-	if ascii {
-		return strings.ToLower(s)
-	}
-	var b strings.Builder
-	for _, r := range s {
-		m := r
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			m = min(m, f)
-		}
-		if m < utf8.RuneSelf {
-			m = unicode.ToLower(m) // same key as the ASCII fast path
-		}
-		b.WriteRune(m)
-	}
-	return b.String()
-}
+// foldKey is userkey.Fold: one account, however its name is cased.
+func foldKey(s string) string { return userkey.Fold(s) }
 
 // lineIndex records where each [[account]] and [[account.passcode]] table
 // and their keys start, so semantic errors can name a line.

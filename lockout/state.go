@@ -2,10 +2,9 @@ package lockout
 
 import (
 	"net/netip"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/kanmon-mail/kanmon/internal/userkey"
 )
 
 // fpLen is the length kept of each HMAC-SHA256 fingerprint: 128 bits make
@@ -157,33 +156,8 @@ func evictOne[V any](m map[string]V, expired func(V) bool, lastUse func(V) int64
 	return victim
 }
 
-// normUser maps a user name to the key it is counted under, equal for
-// exactly the names strings.EqualFold considers equal (like auth's
-// accounts), so "Alice" and "ALICE" share their counters.
-func normUser(s string) string {
-	ascii := true
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			ascii = false
-			break
-		}
-	}
-	if ascii {
-		return strings.ToLower(s)
-	}
-	var b strings.Builder
-	for _, r := range s {
-		m := r
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			m = min(m, f)
-		}
-		if m < utf8.RuneSelf {
-			m = unicode.ToLower(m)
-		}
-		b.WriteRune(m)
-	}
-	return b.String()
-}
+// normUser is userkey.Fold: one account, however its name is cased.
+func normUser(s string) string { return userkey.Fold(s) }
 
 // normIP unmaps IPv4-mapped IPv6 addresses and drops zones.
 func normIP(ip netip.Addr) netip.Addr { return ip.Unmap().WithZone("") }
