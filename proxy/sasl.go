@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
+	"strings"
 
 	"github.com/emersion/go-sasl"
 )
@@ -61,4 +63,54 @@ func plainCredentials(resp []byte) (user, secret string, err error) {
 		return user, "", errSASLAuthzid
 	}
 	return user, secret, nil
+}
+
+// errSASLMechanism is a mechanism other than PLAIN and LOGIN.
+var errSASLMechanism = errors.New("sasl: unsupported mechanism")
+
+// saslCredentials runs a PLAIN (RFC 4616) or LOGIN exchange, the two
+// mechanisms every front offers, and returns the credentials. initial is
+// the client's initial response, if it sent one. ask sends a challenge
+// in the protocol's form ("+ " in IMAP and POP3, "334 " in SMTP) and
+// returns the client's response line; its errors are returned as they
+// are. The other errors are the errSASL* values: a cancel, bad base64, a
+// malformed response, an authzid other than the authcid, an unsupported
+// mechanism.
+func saslCredentials(mech string, initial *string, ask func(challenge string) (string, error)) (user, secret string, err error) {
+	respond := func(challenge string) ([]byte, error) {
+		if initial != nil {
+			line := *initial
+			initial = nil
+			return decodeSASLResponse(line, true)
+		}
+		line, err := ask(challenge)
+		if err != nil {
+			return nil, err
+		}
+		return decodeSASLResponse(line, false)
+	}
+	switch strings.ToUpper(mech) {
+	case "PLAIN":
+		resp, err := respond("")
+		if err != nil {
+			return "", "", err
+		}
+		return plainCredentials(resp)
+	case "LOGIN":
+		u, err := respond(saslLoginUserPrompt)
+		if err != nil {
+			return "", "", err
+		}
+		p, err := respond(saslLoginPassPrompt)
+		if err != nil {
+			return "", "", err
+		}
+		// NUL is allowed in neither (as in PLAIN, RFC 4616 §2): passed
+		// through, it would shift the fields of the backend's PLAIN login.
+		if bytes.IndexByte(u, 0) >= 0 || bytes.IndexByte(p, 0) >= 0 {
+			return "", "", errSASLMalformed
+		}
+		return string(u), string(p), nil
+	}
+	return "", "", errSASLMechanism
 }

@@ -1,0 +1,118 @@
+package proxy
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/kanmon-mail/kanmon/config"
+)
+
+// POP3Refusal is a backend's "-ERR" to the login that speaks of the
+// mailbox, not of the credentials: [IN-USE] (RFC 2449 §8.1.2; Dovecot
+// sends it when another session holds the mailbox or the user has too
+// many connections) or [LOGIN-DELAY] (RFC 2449 §8.1.1). It is the Err of a
+// LoginError that is not AuthFailed, and the client gets Line as it is.
+type POP3Refusal struct {
+	// Line is the backend's reply without CRLF, reduced to printable
+	// ASCII and to the RFC 2449 §4 response length.
+	Line string
+}
+
+// Error is the internal text, for the log.
+func (e *POP3Refusal) Error() string { return fmt.Sprintf("backend replied %q", e.Line) }
+
+// pop3PassedCodes are the response codes of a failed backend login that
+// reach the client unchanged (see POP3Refusal).
+var pop3PassedCodes = map[string]bool{"IN-USE": true, "LOGIN-DELAY": true}
+
+// LoginPOP3 dials the POP3 backend and authenticates with AUTH PLAIN
+// (RFC 5034, RFC 4616), with the response as an initial response when the
+// command fits in a command line. A backend's [IN-USE] or [LOGIN-DELAY]
+// comes back as a LoginError wrapping a *POP3Refusal.
+func (b *Backend) LoginPOP3(ctx context.Context, cred Credentials) (Endpoint, error) {
+	bc, err := b.dial(ctx)
+	if err != nil {
+		return Endpoint{}, err
+	}
+	// Shutdown cuts a login short rather than waiting out the timeout.
+	raw := bc.conn
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Now()) })
+	defer stop()
+	if err := b.loginPOP3(ctx, bc, cred); err != nil {
+		bc.conn.Close()
+		return Endpoint{}, err
+	}
+	return bc.handOver(), nil
+}
+
+func (b *Backend) loginPOP3(ctx context.Context, bc *backendConn, cred Credentials) error {
+	greeting, err := bc.readLine()
+	if err != nil {
+		return unavailable("reading backend greeting", err)
+	}
+	if !strings.HasPrefix(greeting, "+OK") {
+		return unavailable(fmt.Sprintf("backend greeting is not +OK: %.80q", greeting), nil)
+	}
+	if b.TLSMode == config.TLSStartTLS {
+		line, err := pop3Command(bc, "STLS")
+		if err != nil {
+			return unavailable("backend STLS", err)
+		}
+		if !strings.HasPrefix(line, "+OK") {
+			return unavailable(fmt.Sprintf("backend refused STLS: %.120q", line), nil)
+		}
+		if err := b.startTLS(ctx, bc); err != nil {
+			return err
+		}
+	}
+	ir := base64.StdEncoding.EncodeToString([]byte(cred.Authzid + "\x00" + cred.Authcid + "\x00" + cred.Password))
+	var line string
+	if cmd := "AUTH PLAIN " + ir; len(cmd)+len("\r\n") <= pop3MaxCommandLine {
+		line, err = pop3Command(bc, cmd)
+	} else {
+		// RFC 5034 §4: an AUTH command with its initial response must
+		// fit in a command line; else the response follows the "+".
+		line, err = pop3Command(bc, "AUTH PLAIN")
+		if err == nil && (line == "+" || strings.HasPrefix(line, "+ ")) {
+			line, err = pop3Command(bc, ir)
+		}
+	}
+	if err != nil {
+		return unavailable("backend AUTH", err)
+	}
+	if strings.HasPrefix(line, "+OK") {
+		return nil
+	}
+	return pop3AuthOutcome(line)
+}
+
+// pop3Command sends one line and reads the one-line reply.
+func pop3Command(bc *backendConn, line string) (string, error) {
+	if err := bc.writeLine(line); err != nil {
+		return "", err
+	}
+	return bc.readLine()
+}
+
+// pop3AuthOutcome classifies a backend's reply to AUTH other than +OK.
+// Only "-ERR [AUTH]" (RFC 3206 §4) or an -ERR without a code is a definite
+// failure; [SYS/TEMP], [SYS/PERM], any other code and anything that is not
+// -ERR are not. [IN-USE] and [LOGIN-DELAY] carry the line for the client.
+func pop3AuthOutcome(line string) *LoginError {
+	detail := fmt.Sprintf("backend replied %.160q", line)
+	text, ok := strings.CutPrefix(line, "-ERR")
+	if !ok {
+		return unavailable(detail, nil)
+	}
+	code := responseCode(text)
+	switch {
+	case code == "" || code == "AUTH":
+		return &LoginError{AuthFailed: true, Detail: detail}
+	case pop3PassedCodes[code]:
+		return unavailable("backend refused the login", &POP3Refusal{Line: printable(line, pop3MaxResponseLine-len("\r\n"))})
+	}
+	return unavailable(detail, nil)
+}

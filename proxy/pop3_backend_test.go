@@ -1,0 +1,236 @@
+package proxy_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kanmon-mail/kanmon/internal/selfsigned"
+	"github.com/kanmon-mail/kanmon/proxy"
+)
+
+// pop3LoginAs logs in at addr with USER and PASS and returns the reply to
+// PASS.
+func pop3LoginAs(t *testing.T, addr, user, secret string) string {
+	t.Helper()
+	c := dial(t, addr)
+	c.run("S: "+pop3Greeting, "C: USER "+user, "S: +OK Send your password.", "C: PASS "+secret)
+	return c.line()
+}
+
+// A backend that is down or refuses the master login, or a lockout store
+// that cannot be trusted, gets the client [SYS/TEMP], never [AUTH]; the
+// backend's [IN-USE] and [LOGIN-DELAY] reach the client as they are.
+func TestPOP3BackendUnavailable(t *testing.T) {
+	t.Run("down", func(t *testing.T) {
+		k := startPOP3Kanmon(t, deadAddr(t))
+		l := k.POP3Plain
+		if got := pop3LoginAs(t, l, "alice", k.Passcode("alice", app)); got != pop3Unavailable {
+			t.Errorf("passcode login: got %q, want %q", got, pop3Unavailable)
+		}
+		if got := pop3LoginAs(t, l, "carol", carolPW); got != pop3Unavailable {
+			t.Errorf("passthrough login: got %q, want %q", got, pop3Unavailable)
+		}
+		wantLog(t, k, "backend unavailable", "backend dial failed")
+	})
+	t.Run("master login rejected", func(t *testing.T) {
+		const wrongPW = "wrong-master-pw-Jj3"
+		w := newPOP3World(t, worldOptions{masterPW: wrongPW})
+		if got := pop3LoginAs(t, w.k.POP3Plain, "alice", w.passcode); got != pop3Unavailable {
+			t.Errorf("got %q, want %q", got, pop3Unavailable)
+		}
+		wantLog(t, w.k, "level=ERROR", "BACKEND REJECTED THE MASTER LOGIN", "master_user="+masterUser)
+		noLeak(t, w.k.Logs(), wrongPW, w.passcode)
+	})
+	t.Run("lockout store unavailable", func(t *testing.T) {
+		w := newPOP3World(t, worldOptions{})
+		if err := w.k.Guard.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got := pop3LoginAs(t, w.k.POP3Plain, "alice", w.passcode); got != pop3Unavailable {
+			t.Errorf("got %q, want %q", got, pop3Unavailable)
+		}
+		if n := w.backend.accepts.Load(); n != 0 {
+			t.Errorf("backend contacted %d times with the lockout store closed", n)
+		}
+	})
+	t.Run("IN-USE", func(t *testing.T) {
+		w := newPOP3World(t, worldOptions{})
+		c := dial(t, w.k.POP3Plain)
+		c.run(
+			"S: "+pop3Greeting,
+			"C: AUTH PLAIN "+plainIR("", "dave", davePW),
+			"S: "+pop3InUseReply,
+			"C: NOOP",
+			"S: +OK",
+		)
+		wantLog(t, w.k, "backend refused the login")
+	})
+	for _, tc := range []struct{ name, reply, want string }{
+		{"LOGIN-DELAY", "-ERR [LOGIN-DELAY] Wait 300 seconds between logins.", "-ERR [LOGIN-DELAY] Wait 300 seconds between logins."},
+		{"IN-USE with control bytes", "-ERR [IN-USE] \x1b[31mred\x1b[0m\ttext", "-ERR [IN-USE] [31mred[0mtext"},
+		{"IN-USE too long", "-ERR [IN-USE] " + strings.Repeat("x", 600), "-ERR [IN-USE] " + strings.Repeat("x", 510-len("-ERR [IN-USE] "))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := startTCPServer(t, backendScript(t, nil, "S: +OK ready", "C: AUTH PLAIN ...", "S: "+tc.reply))
+			k := startPOP3Kanmon(t, fake.addr)
+			if got, want := pop3LoginAs(t, k.POP3Plain, "alice", k.Passcode("alice", app)), tc.want; got != want {
+				t.Errorf("got %q, want %q", got, want)
+			}
+		})
+	}
+	for _, tc := range []struct{ name, reply string }{
+		{"SYS/TEMP", "-ERR [SYS/TEMP] Internal error occurred."},
+		{"SYS/PERM", "-ERR [SYS/PERM] Mailbox is corrupted."},
+		{"unknown code", "-ERR [X-FOO] Something."},
+		{"not -ERR", "* what"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := startTCPServer(t, backendScript(t, nil, "S: +OK ready", "C: AUTH PLAIN ...", "S: "+tc.reply))
+			k := startPOP3Kanmon(t, fake.addr)
+			l := k.POP3Plain
+			if got := pop3LoginAs(t, l, "alice", k.Passcode("alice", app)); got != pop3Unavailable {
+				t.Errorf("passcode login: got %q, want %q", got, pop3Unavailable)
+			}
+			if got := pop3LoginAs(t, l, "carol", carolPW); got != pop3Unavailable {
+				t.Errorf("passthrough login: got %q, want %q", got, pop3Unavailable)
+			}
+			if strings.Contains(k.Logs(), "level=ERROR") {
+				t.Errorf("a temporary backend failure is logged as an ERROR:\n%s", k.Logs())
+			}
+		})
+	}
+}
+
+// backendLogin calls LoginPOP3 directly on a backend at addr.
+func backendLogin(t *testing.T, b *proxy.Backend, cred proxy.Credentials) (proxy.Endpoint, *proxy.LoginError) {
+	t.Helper()
+	if b.Timeout == 0 {
+		b.Timeout = ioTimeout
+	}
+	ep, err := b.LoginPOP3(context.Background(), cred)
+	if err == nil {
+		t.Cleanup(func() { ep.Conn.Close() })
+		return ep, nil
+	}
+	var le *proxy.LoginError
+	if !errors.As(err, &le) {
+		t.Fatalf("LoginPOP3 error %T is not a *LoginError: %v", err, err)
+	}
+	return ep, le
+}
+
+var masterCred = proxy.Credentials{Authzid: "alice", Authcid: masterUser, Password: masterPW}
+
+// The backend login on its own: STLS, the AUTH PLAIN forms, the bytes
+// handed over, and how replies are classified.
+func TestPOP3BackendLogin(t *testing.T) {
+	cert, err := selfsigned.New("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientTLS := &tls.Config{RootCAs: cert.Pool, ServerName: "127.0.0.1"}
+	t.Run("STLS, initial response, bytes past the login", func(t *testing.T) {
+		fake := startTCPServer(t, backendScript(t, &cert.TLS,
+			"S: +OK ready",
+			"C: STLS",
+			"S: +OK Begin TLS",
+			"TLS",
+			"C: AUTH PLAIN "+plainIR("alice", masterUser, masterPW),
+			"S: +OK Logged in.\r\n+OK early",
+		))
+		ep, le := backendLogin(t, &proxy.Backend{Address: fake.addr, TLSMode: "starttls", TLSConfig: clientTLS}, masterCred)
+		if le != nil {
+			t.Fatal(le)
+		}
+		if _, ok := ep.Conn.(*tls.Conn); !ok || string(ep.Pending) != "+OK early\r\n" {
+			t.Errorf("endpoint: TLS %v, pending %q", ok, ep.Pending)
+		}
+	})
+	t.Run("implicit TLS", func(t *testing.T) {
+		fake := startTCPServer(t, func(c net.Conn) {
+			tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
+			backendScript(t, nil, "S: +OK ready", "C: AUTH PLAIN ...", "S: +OK Logged in.")(tc)
+		})
+		if _, le := backendLogin(t, &proxy.Backend{Address: fake.addr, TLSMode: "implicit", TLSConfig: clientTLS}, masterCred); le != nil {
+			t.Fatal(le)
+		}
+	})
+	t.Run("long password in a continuation", func(t *testing.T) {
+		long := strings.Repeat("p", 300)
+		fake := startTCPServer(t, backendScript(t, nil,
+			"S: +OK ready",
+			"C: AUTH PLAIN",
+			"S: + ",
+			"C: "+plainIR("", "carol", long),
+			"S: +OK Logged in.",
+		))
+		if _, le := backendLogin(t, &proxy.Backend{Address: fake.addr}, proxy.Credentials{Authcid: "carol", Password: long}); le != nil {
+			t.Fatal(le)
+		}
+	})
+	for _, tc := range []struct {
+		name       string
+		mode       string
+		steps      []string
+		authFailed bool
+		detail     string
+		refusal    string
+	}{
+		{"bytes after STLS +OK", "starttls", []string{"S: +OK ready", "C: STLS", "S: +OK Begin TLS\r\n+OK forged"},
+			false, "backend sent data after its STARTTLS reply", ""},
+		{"STLS refused", "starttls", []string{"S: +OK ready", "C: STLS", "S: -ERR No TLS here"},
+			false, "backend refused STLS", ""},
+		{"greeting -ERR", "none", []string{"S: -ERR [SYS/TEMP] Too many connections"},
+			false, "backend greeting is not +OK", ""},
+		{"AUTH code", "none", []string{"S: +OK ready", "C: AUTH PLAIN ...", "S: -ERR [AUTH] Authentication failed."},
+			true, "backend replied", ""},
+		{"-ERR without code", "none", []string{"S: +OK ready", "C: AUTH PLAIN ...", "S: -ERR Authentication failed."},
+			true, "backend replied", ""},
+		{"IN-USE", "none", []string{"S: +OK ready", "C: AUTH PLAIN ...", "S: " + pop3InUseReply},
+			false, "backend refused the login", pop3InUseReply},
+		{"continuation after initial response", "none", []string{"S: +OK ready", "C: AUTH PLAIN ...", "S: + "},
+			false, "backend replied", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := startTCPServer(t, backendScript(t, nil, tc.steps...))
+			_, le := backendLogin(t, &proxy.Backend{Address: fake.addr, TLSMode: tc.mode, TLSConfig: clientTLS}, masterCred)
+			if le == nil {
+				t.Fatal("login succeeded")
+			}
+			if le.AuthFailed != tc.authFailed || !strings.Contains(le.Error(), tc.detail) {
+				t.Errorf("got AuthFailed %v, %q; want %v, %q", le.AuthFailed, le.Error(), tc.authFailed, tc.detail)
+			}
+			var r *proxy.POP3Refusal
+			if errors.As(le, &r) != (tc.refusal != "") || r != nil && r.Line != tc.refusal {
+				t.Errorf("refusal %+v, want %q", r, tc.refusal)
+			}
+		})
+	}
+	t.Run("closes after greeting", func(t *testing.T) {
+		fake := startTCPServer(t, func(c net.Conn) {
+			_, _ = io.WriteString(c, "+OK ready\r\n")
+			c.Close()
+		})
+		_, le := backendLogin(t, &proxy.Backend{Address: fake.addr}, masterCred)
+		if le == nil || le.AuthFailed || !strings.Contains(le.Error(), "backend AUTH") {
+			t.Errorf("got %v", le)
+		}
+	})
+	t.Run("never answers", func(t *testing.T) {
+		silent := startTCPServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+		start := time.Now()
+		_, le := backendLogin(t, &proxy.Backend{Address: silent.addr, Timeout: 300 * time.Millisecond}, masterCred)
+		if le == nil || le.AuthFailed || !strings.Contains(le.Error(), "reading backend greeting") {
+			t.Errorf("got %v", le)
+		}
+		if d := time.Since(start); d < 250*time.Millisecond || d > 3*time.Second {
+			t.Errorf("failed after %v, want about the 300ms timeout", d)
+		}
+	})
+}
