@@ -2,14 +2,11 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
-	"time"
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
@@ -168,15 +165,10 @@ func (f *imapFront) startTLS(cmd *imapwire.Command) bool {
 	if f.tagged(cmd.Tag, "OK Begin TLS negotiation now.") != nil {
 		return true
 	}
-	if n := f.br.Buffered(); n > 0 {
-		f.log.Warn("discarded bytes pipelined after STARTTLS", "bytes", n)
-	}
-	tc := tls.Server(f.conn, f.rt.TLS)
-	if err := tc.Handshake(); err != nil {
-		f.log.Debug("STARTTLS handshake failed", "err", err)
+	tc := f.upgradeTLS(f.br, "STARTTLS")
+	if tc == nil {
 		return true
 	}
-	f.tls = true
 	f.setConn(tc)
 	return false
 }
@@ -208,21 +200,20 @@ func (f *imapFront) cmdAuthenticate(ctx context.Context, cmd *imapwire.Command) 
 		}
 		initial = &cmd.Args[1].Value
 	}
-	var user, secret string
-	var err error
-	switch strings.ToUpper(cmd.Args[0].Value) {
-	case "PLAIN":
-		user, secret, err = f.saslPlain(initial)
-	case "LOGIN":
-		user, secret, err = f.saslLogin(initial)
-	default:
-		return f.no(cmd.Tag, "NO Unsupported authentication mechanism.")
-	}
+	user, secret, err := saslCredentials(cmd.Args[0].Value, initial, func(challenge string) (string, error) {
+		if err := f.writeLine("+ " + challenge); err != nil {
+			return "", err
+		}
+		return f.rd.ReadLine()
+	})
 	var perr *imapwire.Error
 	switch {
 	case err == nil:
 		return f.login(ctx, cmd.Tag, user, secret)
+	case errors.Is(err, errSASLMechanism):
+		return f.no(cmd.Tag, "NO Unsupported authentication mechanism.")
 	case errors.Is(err, errSASLAuthzid):
+		f.log.Info("login failed", "user", user, "reason", "PLAIN authzid differs from authcid")
 		return f.no(cmd.Tag, imapFailedReply)
 	case errors.Is(err, errSASLCancelled):
 		return f.bad(cmd.Tag, "AUTHENTICATE cancelled.")
@@ -236,59 +227,6 @@ func (f *imapFront) cmdAuthenticate(ctx context.Context, cmd *imapwire.Command) 
 		perr.Tag = cmd.Tag
 	}
 	return f.readFailed(err)
-}
-
-// saslPlain runs the PLAIN exchange (RFC 4616). It returns errSASLAuthzid
-// when the client asked to act as someone else (authzid ≠ authcid), the
-// other errSASL* for a cancel or malformed data, and the reader's error
-// when the connection failed.
-func (f *imapFront) saslPlain(initial *string) (user, secret string, err error) {
-	resp, err := f.saslResponse(initial, "")
-	if err != nil {
-		return "", "", err
-	}
-	user, secret, err = plainCredentials(resp)
-	if errors.Is(err, errSASLAuthzid) {
-		f.log.Info("login failed", "user", user, "reason", "PLAIN authzid differs from authcid")
-	}
-	return user, secret, err
-}
-
-// saslLogin runs the LOGIN exchange: user name, then password, each in
-// its own continuation.
-func (f *imapFront) saslLogin(initial *string) (user, secret string, err error) {
-	u, err := f.saslResponse(initial, saslLoginUserPrompt)
-	if err != nil {
-		return "", "", err
-	}
-	p, err := f.saslResponse(nil, saslLoginPassPrompt)
-	if err != nil {
-		return "", "", err
-	}
-	// NUL is allowed in neither (as in PLAIN, RFC 4616 §2): passed
-	// through, it would shift the fields of the backend's PLAIN login.
-	if bytes.IndexByte(u, 0) >= 0 || bytes.IndexByte(p, 0) >= 0 {
-		return "", "", errSASLMalformed
-	}
-	return string(u), string(p), nil
-}
-
-// saslResponse returns the decoded client response: the initial response
-// if given, else one read after a "+ prompt" continuation.
-func (f *imapFront) saslResponse(initial *string, prompt string) ([]byte, error) {
-	var line string
-	if initial != nil {
-		line = *initial
-	} else {
-		if err := f.writeLine("+ " + prompt); err != nil {
-			return nil, err
-		}
-		var err error
-		if line, err = f.rd.ReadLine(); err != nil {
-			return nil, err
-		}
-	}
-	return decodeSASLResponse(line, initial != nil)
 }
 
 // login decides, logs into the backend, answers the client and relays.
@@ -312,13 +250,7 @@ func (f *imapFront) login(ctx context.Context, tag, user, secret string) bool {
 		backend.Conn.Close()
 		return true
 	}
-	_ = f.conn.SetDeadline(time.Time{})
-	client := Endpoint{Conn: f.conn}
-	if n := f.br.Buffered(); n > 0 {
-		buf, _ := f.br.Peek(n)
-		client.Pending = append([]byte(nil), buf...)
-	}
-	f.relay(ctx, log, client, backend.Endpoint)
+	f.relay(ctx, log, f.clientEndpoint(f.br), backend.Endpoint)
 	return true
 }
 

@@ -3,12 +3,10 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
-	"time"
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
@@ -315,34 +313,3 @@ func (f *pop3Front) reply(text string) error {
 
 // Helpers every front needs the same way. They belong with session (and
 // imap.go has its own copies of them); they live here until they move.
-
-// upgradeTLS runs the server side of the TLS handshake after a front
-// accepted STARTTLS or STLS (named by verb, for the log). Bytes buffered
-// in br were pipelined in clear text before the handshake and are
-// discarded, never executed inside TLS (CVE-2011-0411). It returns the TLS
-// connection, or nil when the handshake failed.
-func (s *session) upgradeTLS(br *bufio.Reader, verb string) net.Conn {
-	if n := br.Buffered(); n > 0 {
-		s.log.Warn("discarded bytes pipelined after "+verb, "bytes", n)
-	}
-	tc := tls.Server(s.conn, s.rt.TLS)
-	if err := tc.Handshake(); err != nil {
-		s.log.Debug(verb+" handshake failed", "err", err)
-		return nil
-	}
-	s.tls = true
-	return tc
-}
-
-// clientEndpoint is the client's side of the relay after a login: the
-// connection without its pre-auth deadline, and the bytes the client
-// pipelined behind its login, still buffered in br.
-func (s *session) clientEndpoint(br *bufio.Reader) Endpoint {
-	_ = s.conn.SetDeadline(time.Time{})
-	client := Endpoint{Conn: s.conn}
-	if n := br.Buffered(); n > 0 {
-		buf, _ := br.Peek(n)
-		client.Pending = append([]byte(nil), buf...)
-	}
-	return client
-}
