@@ -1,8 +1,10 @@
 // Package admin is the running server's local control endpoint: HTTP over a
 // unix socket in state_dir (mode 0600, so only the account that runs kanmon,
 // and root, can use it). `kanmon reload` and `kanmon lockout list|clear`
-// talk to it; the server answers from its live state, which the CLI could
-// not read itself because the server holds bbolt's exclusive lock.
+// talk to it, and so do `kanmon sessions` and `kanmon passcode list` (for
+// the passcodes' last use); the server answers from its live state, which
+// the CLI could not read itself because the server holds bbolt's exclusive
+// lock.
 package admin
 
 import (
@@ -17,6 +19,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/kanmon-mail/kanmon/auth"
 )
 
 // SocketName is the socket's file name inside state_dir.
@@ -36,6 +40,32 @@ type Handlers struct {
 	// LockoutClear clears the locks and counters of a user, an IP or a
 	// prefix and returns how many entries went.
 	LockoutClear func(target string) (int, error)
+	// Sessions lists the live authenticated sessions.
+	Sessions func() ([]Session, error)
+	// LastUse returns the passcodes' last use, by passcode ID
+	// (auth.AppPasscode.ID).
+	LastUse func() (map[string]auth.LastUse, error)
+}
+
+// Session is one live authenticated session.
+type Session struct {
+	// User is the account.
+	User string `json:"user"`
+	// Protocol is imap, pop3 or submission.
+	Protocol string `json:"protocol"`
+	// ClientIP is the client's address.
+	ClientIP string `json:"client_ip"`
+	// Method is "passcode" or "passthrough".
+	Method string `json:"method"`
+	// App is the passcode's app name, for Method "passcode".
+	App string `json:"app,omitempty"`
+	// Client is the client's IMAP ID name/version, if it sent one.
+	Client string `json:"client,omitempty"`
+	// Since is when the session logged in.
+	Since time.Time `json:"since"`
+	// BytesIn counts client→server bytes, BytesOut server→client.
+	BytesIn  int64 `json:"bytes_in"`
+	BytesOut int64 `json:"bytes_out"`
 }
 
 // Reply is the JSON body of every answer.
@@ -48,6 +78,10 @@ type Reply struct {
 	Lines []string `json:"lines,omitempty"`
 	// Count is the number of entries affected.
 	Count int `json:"count,omitempty"`
+	// Sessions answers GET /sessions.
+	Sessions []Session `json:"sessions,omitempty"`
+	// LastUse answers GET /passcodes/last-use, by passcode ID.
+	LastUse map[string]auth.LastUse `json:"last_use,omitempty"`
 }
 
 // Server serves Handlers on the socket.
@@ -115,6 +149,30 @@ func Listen(stateDir string, h Handlers) (*Server, error) {
 		}
 		reply(w, http.StatusOK, Reply{OK: true, Count: n})
 	})
+	mux.HandleFunc("GET /sessions", func(w http.ResponseWriter, r *http.Request) {
+		if h.Sessions == nil {
+			reply(w, http.StatusNotImplemented, Reply{Error: "sessions not available"})
+			return
+		}
+		list, err := h.Sessions()
+		if err != nil {
+			reply(w, http.StatusInternalServerError, Reply{Error: err.Error()})
+			return
+		}
+		reply(w, http.StatusOK, Reply{OK: true, Sessions: list, Count: len(list)})
+	})
+	mux.HandleFunc("GET /passcodes/last-use", func(w http.ResponseWriter, r *http.Request) {
+		if h.LastUse == nil {
+			reply(w, http.StatusNotImplemented, Reply{Error: "passcode last use not available"})
+			return
+		}
+		uses, err := h.LastUse()
+		if err != nil {
+			reply(w, http.StatusInternalServerError, Reply{Error: err.Error()})
+			return
+		}
+		reply(w, http.StatusOK, Reply{OK: true, LastUse: uses, Count: len(uses)})
+	})
 	s := &Server{
 		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
 		ln:   ln,
@@ -176,6 +234,21 @@ func (c *Client) LockoutList() ([]string, error) {
 func (c *Client) LockoutClear(target string) (int, error) {
 	r, err := c.do(http.MethodPost, "/lockout/clear?target="+url.QueryEscape(target))
 	return r.Count, err
+}
+
+// Sessions lists the live authenticated sessions.
+func (c *Client) Sessions() ([]Session, error) {
+	r, err := c.do(http.MethodGet, "/sessions")
+	return r.Sessions, err
+}
+
+// LastUse returns the passcodes' last use, by passcode ID.
+func (c *Client) LastUse() (map[string]auth.LastUse, error) {
+	r, err := c.do(http.MethodGet, "/passcodes/last-use")
+	if r.LastUse == nil && err == nil {
+		r.LastUse = map[string]auth.LastUse{}
+	}
+	return r.LastUse, err
 }
 
 func (c *Client) do(method, path string) (Reply, error) {

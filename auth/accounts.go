@@ -50,7 +50,16 @@ type AppPasscode struct {
 	Created time.Time `toml:"created"`
 	// Hash is HashPasscode's encoding: "hmac-sha256$salt$mac".
 	Hash string `toml:"hash"`
+	// Protocols limits the passcode to these protocols (imap, pop3,
+	// submission). Empty, the default, means every protocol. A passcode
+	// used outside its scope fails like a wrong one.
+	Protocols []string `toml:"protocols,omitempty"`
 }
+
+// ID is a short, stable, non-secret identifier of this very passcode
+// (derived from its salted hash): a passcode revoked and re-created under
+// the same app name gets a new ID. Last-use records are keyed by it.
+func (p *AppPasscode) ID() string { return passcodeID(p.Hash) }
 
 // Lookup returns the account for user, matched case-insensitively, or nil
 // when user does not have 2FA on.
@@ -211,6 +220,9 @@ func (a *Accounts) validate(file string, lines *lineIndex) error {
 			apps[akey] = k
 			if _, err := parseHash(pc.Hash); err != nil {
 				return at(lines.passcodeKey(i, k, "hash"), "account %q: passcode %q: malformed hash: %v", acct.User, pc.App, err)
+			}
+			if err := ValidateProtocols(pc.Protocols); err != nil {
+				return at(lines.passcodeKey(i, k, "protocols"), "account %q: passcode %q: %v", acct.User, pc.App, err)
 			}
 		}
 	}

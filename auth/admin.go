@@ -52,7 +52,16 @@ func DisableTwoFA(s *Store, user string) (name string, removed int, err error) {
 // again. The pepper is loaded (or created) from stateDir only once the
 // account is known to have 2FA on.
 func AddPasscode(s *Store, stateDir, user, app string) (string, error) {
+	return AddScopedPasscode(s, stateDir, user, app, nil)
+}
+
+// AddScopedPasscode is AddPasscode for a passcode valid only on protocols
+// (see AppPasscode.Protocols; empty means every protocol).
+func AddScopedPasscode(s *Store, stateDir, user, app string, protocols []string) (string, error) {
 	if err := ValidateApp(app); err != nil {
+		return "", err
+	}
+	if err := ValidateProtocols(protocols); err != nil {
 		return "", err
 	}
 	var code string
@@ -75,7 +84,7 @@ func AddPasscode(s *Store, stateDir, user, app string) (string, error) {
 		if err != nil {
 			return err
 		}
-		acct.Passcodes = append(acct.Passcodes, AppPasscode{App: app, Created: stamp(), Hash: hash})
+		acct.Passcodes = append(acct.Passcodes, AppPasscode{App: app, Created: stamp(), Hash: hash, Protocols: slices.Clone(protocols)})
 		return nil
 	})
 	if err != nil {

@@ -46,6 +46,7 @@ const (
 	ReasonNoMatch        = "no passcode matched"
 	ReasonNoPasscodes    = "no passcode matched (2FA account has no passcodes)"
 	ReasonPasscode       = "app passcode matched"
+	ReasonOutOfScope     = "app passcode matched, but its scope does not include this protocol"
 	ReasonTrusted        = "account without 2FA inside trusted_networks"
 	ReasonOutside        = "account without 2FA outside trusted_networks"
 	ReasonOutsideAllowed = "account without 2FA outside trusted_networks; require_2fa_outside is off"
@@ -59,7 +60,9 @@ type Attempt struct {
 	Secret string
 	// ClientIP is the client's address (after PROXY protocol, if any).
 	ClientIP netip.Addr
-	// Protocol is imap, pop3 or submission; for logs.
+	// Protocol is imap, pop3 or submission: a passcode whose scope
+	// (AppPasscode.Protocols) leaves it out is refused. Empty skips the
+	// scope check.
 	Protocol string
 }
 
@@ -70,7 +73,8 @@ type Decision struct {
 	// User is the account name for the backend: the accounts-file
 	// spelling for 2FA accounts, else as given.
 	User string
-	// App is the passcode's app name when Kind == Passcode.
+	// App is the passcode's app name when Kind == Passcode, and when a
+	// passcode matched outside its scope (Reason == ReasonOutOfScope).
 	App string
 	// Reason is the internal cause, for logs. It never contains the
 	// secret and is never sent to the client.
@@ -79,6 +83,17 @@ type Decision struct {
 	// hash identifies the matched passcode, so Stands can tell a revoked
 	// and re-created passcode of the same app name from the original.
 	hash string
+	// protocol is Attempt.Protocol, so Stands can check a changed scope.
+	protocol string
+}
+
+// PasscodeID is the ID (AppPasscode.ID) of the passcode that admitted the
+// attempt, or "" when no passcode did.
+func (d Decision) PasscodeID() string {
+	if d.Kind != Passcode {
+		return ""
+	}
+	return passcodeID(d.hash)
 }
 
 // Policy decides login attempts from one snapshot of the accounts file and
@@ -98,10 +113,11 @@ type policyAccount struct {
 }
 
 type policyPasscode struct {
-	app  string
-	hash string
-	h    passcodeHash
-	ok   bool // hash decoded
+	app       string
+	hash      string
+	h         passcodeHash
+	ok        bool     // hash decoded
+	protocols []string // scope; empty = all
 }
 
 // NewPolicy builds a Policy. accounts may be nil (no account has 2FA).
@@ -129,7 +145,8 @@ func NewPolicy(accounts *Accounts, pepper Pepper, trusted []netip.Prefix, requir
 			pa := &policyAccount{user: acct.User}
 			for _, pc := range acct.Passcodes {
 				h, err := parseHash(pc.Hash)
-				pa.passcodes = append(pa.passcodes, policyPasscode{app: pc.App, hash: pc.Hash, h: h, ok: err == nil})
+				pa.passcodes = append(pa.passcodes, policyPasscode{app: pc.App, hash: pc.Hash, h: h, ok: err == nil,
+					protocols: slices.Clone(pc.Protocols)})
 			}
 			p.accounts[key] = pa
 		}
@@ -162,8 +179,8 @@ func (p *Policy) TwoFA(user string) bool {
 //
 //   - empty user or secret: Refuse;
 //   - user has 2FA: the secret must be a passcode matching one of the
-//     account's passcodes (all are checked, to keep timing flat): Passcode;
-//     otherwise Refuse;
+//     account's passcodes (all are checked, to keep timing flat), and the
+//     passcode's scope must include a.Protocol: Passcode; otherwise Refuse;
 //   - user without 2FA, client in trusted_networks: Passthrough;
 //   - user without 2FA outside: Refuse if require_2fa_outside, else
 //     Passthrough.
@@ -209,7 +226,11 @@ func (p *Policy) Decide(a Attempt) Decision {
 		return d
 	}
 	pc := acct.passcodes[match]
-	return Decision{Kind: Passcode, User: acct.user, App: pc.app, Reason: ReasonPasscode, hash: pc.hash}
+	if !inScope(pc.protocols, a.Protocol) {
+		d.App, d.Reason = pc.app, ReasonOutOfScope
+		return d
+	}
+	return Decision{Kind: Passcode, User: acct.user, App: pc.app, Reason: ReasonPasscode, hash: pc.hash, protocol: a.Protocol}
 }
 
 // noTwoFA decides for an account without 2FA.
@@ -226,7 +247,8 @@ func (p *Policy) noTwoFA(a Attempt) Decision {
 // Stands reports whether a session admitted by d (under an earlier Policy)
 // from clientIP would still be admitted under p, without the secret: for
 // Passcode, the account still has 2FA and the very same passcode (a revoked
-// passcode re-created under the same app name does not stand); for
+// passcode re-created under the same app name does not stand), whose scope
+// still includes the session's protocol; for
 // Passthrough, the account still has no 2FA and the network rule still
 // admits it. A reload uses it to close sessions whose credential is gone.
 func (p *Policy) Stands(d Decision, clientIP netip.Addr) bool {
@@ -238,7 +260,7 @@ func (p *Policy) Stands(d Decision, clientIP netip.Addr) bool {
 		}
 		for _, pc := range acct.passcodes {
 			if pc.hash == d.hash && strings.EqualFold(pc.app, d.App) {
-				return true
+				return inScope(pc.protocols, d.protocol)
 			}
 		}
 		return false
@@ -268,4 +290,16 @@ func (p *Policy) TwoFAChanges(next *Policy) []string {
 	}
 	slices.Sort(changed)
 	return changed
+}
+
+// PasscodeIDs returns the ID (AppPasscode.ID) of every passcode in the
+// policy.
+func (p *Policy) PasscodeIDs() map[string]bool {
+	ids := map[string]bool{}
+	for _, a := range p.accounts {
+		for _, pc := range a.passcodes {
+			ids[passcodeID(pc.hash)] = true
+		}
+	}
+	return ids
 }

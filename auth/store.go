@@ -174,6 +174,7 @@ func leadingComments(data []byte) string {
 //	app = "Thunderbird"
 //	created = 2026-11-25T12:01:00Z
 //	hash = "hmac-sha256$...$..."
+//	protocols = ["imap", "submission"]   # only when the passcode is scoped
 func (a *Accounts) encode(header string) []byte {
 	var b bytes.Buffer
 	b.WriteString(header)
@@ -184,6 +185,13 @@ func (a *Accounts) encode(header string) []byte {
 		fmt.Fprintf(&b, "[[account]]\nuser = %s\nenabled = %s        # when 2FA was turned on\n", quoteTOML(acct.User), formatTime(acct.Enabled))
 		for _, pc := range acct.Passcodes {
 			fmt.Fprintf(&b, "\n[[account.passcode]]\napp = %s\ncreated = %s\nhash = %s\n", quoteTOML(pc.App), formatTime(pc.Created), quoteTOML(pc.Hash))
+			if len(pc.Protocols) > 0 {
+				quoted := make([]string, len(pc.Protocols))
+				for i, p := range pc.Protocols {
+					quoted[i] = quoteTOML(p)
+				}
+				fmt.Fprintf(&b, "protocols = [%s]\n", strings.Join(quoted, ", "))
+			}
 		}
 	}
 	return b.Bytes()

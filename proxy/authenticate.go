@@ -41,9 +41,12 @@ const reasonBackendRejected = "backend rejected the password"
 //  3. the backend login;
 //  4. the bookkeeping: definite failures are counted, successes clear
 //     the account's stale secrets, every failure waits out the tarpit,
-//     and one log line says what happened (never the secret).
+//     and one log line says what happened (never the secret). A passcode
+//     login records the passcode's last use.
 //
-// On success it returns the session's logger, carrying user and method.
+// On success it returns the session's logger, carrying user and method,
+// and keeps the decision in the session (s.admitted) for the session
+// registry, which its relay joins.
 func (s *session) authenticate(ctx context.Context, user, secret string, login backendLogin) (loginOutcome, *slog.Logger) {
 	start := time.Now()
 	guard := s.srv.guard
@@ -79,10 +82,14 @@ func (s *session) authenticate(ctx context.Context, user, secret string, login b
 	case auth.Passthrough:
 		cred = Credentials{Authcid: d.User, Password: secret}
 	default:
+		var extra []any
+		if d.App != "" {
+			extra = []any{"app", d.App} // a passcode used outside its scope
+		}
 		if stale {
-			s.loginFailed(ctx, start, user, lockout.Verdict{Outcome: lockout.Stale}.String(), nil)
+			s.loginFailed(ctx, start, user, lockout.Verdict{Outcome: lockout.Stale}.String(), nil, extra...)
 		} else {
-			s.loginFailed(ctx, start, user, d.Reason, s.countFailure(d.Reason, user, secret))
+			s.loginFailed(ctx, start, user, d.Reason, s.countFailure(d.Reason, user, secret), extra...)
 		}
 		return outcomeFailed, nil
 	}
@@ -109,6 +116,13 @@ func (s *session) authenticate(ctx context.Context, user, secret string, login b
 	if guard != nil {
 		guard.Success(d.User, s.clientIP)
 	}
+	s.admitted = &d
+	if d.Kind == auth.Passcode {
+		s.srv.lastUse.Record(d.PasscodeID(), auth.LastUse{
+			User: d.User, App: d.App, Time: time.Now().UTC(),
+			ClientIP: s.clientIP.String(), Protocol: s.spec.Protocol, Client: s.clientID,
+		})
+	}
 	log := s.log.With("user", d.User, "via", d.Kind.String())
 	if d.App != "" {
 		log = log.With("app", d.App)
@@ -127,7 +141,7 @@ func (s *session) countFailure(reason, user, secret string) *lockout.FailureInfo
 		return nil
 	}
 	switch reason {
-	case auth.ReasonNotPasscode, auth.ReasonNoMatch, auth.ReasonNoPasscodes, reasonBackendRejected:
+	case auth.ReasonNotPasscode, auth.ReasonNoMatch, auth.ReasonNoPasscodes, auth.ReasonOutOfScope, reasonBackendRejected:
 		info := s.srv.guard.Failure(user, s.clientIP, secret)
 		return &info
 	}

@@ -30,8 +30,6 @@ type imapFront struct {
 	*session
 	br *bufio.Reader
 	rd *imapwire.Reader
-	// clientID is the name/version the client gave in ID, for logs.
-	clientID string
 }
 
 // serveIMAP runs the pre-auth front and, after a login, the relay.

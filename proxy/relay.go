@@ -43,6 +43,10 @@ type RelayOptions struct {
 	Idle time.Duration
 	// Buffers lends copy buffers. Nil means a private pool.
 	Buffers *BufferPool
+
+	// tap, set by the session registry, counts the bytes live and gates
+	// the writes to the client (see relayTap). Nil: neither.
+	tap *relayTap
 }
 
 // BufferPool lends relay copy buffers; share one across all sessions.
@@ -72,6 +76,13 @@ func Relay(ctx context.Context, client, backend Endpoint, opts RelayOptions) (Re
 	}
 	r := &relay{client: client.Conn, backend: backend.Conn, buffers: buffers}
 	r.touch()
+	up, down := &r.upBytes, &r.downBytes
+	if opts.tap != nil {
+		up, down = &opts.tap.up, &opts.tap.down
+	}
+	// The backend→client copier writes to toClient: the client, or the
+	// registry's gate in front of it.
+	toClient := opts.tap.gate(client.Conn)
 
 	var closeOnce sync.Once
 	closeBoth := func() {
@@ -95,11 +106,11 @@ func Relay(ctx context.Context, client, backend Endpoint, opts RelayOptions) (Re
 	}
 	done := make(chan result, 2)
 	go func() {
-		err := r.copyHalf(backend.Conn, client, &r.upBytes)
+		err := r.copyHalf(backend.Conn, client, up)
 		done <- result{toBackend: true, err: err}
 	}()
 	go func() {
-		err := r.copyHalf(client.Conn, backend, &r.downBytes)
+		err := r.copyHalf(toClient, backend, down)
 		done <- result{toBackend: false, err: err}
 	}()
 
@@ -108,14 +119,14 @@ func Relay(ctx context.Context, client, backend Endpoint, opts RelayOptions) (Re
 	if first.toBackend {
 		closeWrite(backend.Conn)
 	} else {
-		closeWrite(client.Conn)
+		closeWrite(toClient)
 	}
 	grace := time.AfterFunc(relayCloseGrace, closeBoth)
 	second := <-done
 	grace.Stop()
 	closeBoth()
 
-	stats := RelayStats{ClientToBackend: r.upBytes.Load(), BackendToClient: r.downBytes.Load()}
+	stats := RelayStats{ClientToBackend: up.Load(), BackendToClient: down.Load()}
 	if r.idleExpired.Load() {
 		return stats, errRelayIdle
 	}

@@ -85,23 +85,32 @@ func ServerTLSConfig(cert tls.Certificate) *tls.Config {
 
 // Server accepts client connections and runs their sessions.
 type Server struct {
-	log     *slog.Logger
-	guard   *lockout.Guard
-	current atomic.Pointer[Runtime]
-	buffers *BufferPool
-	wg      sync.WaitGroup
+	log      *slog.Logger
+	guard    *lockout.Guard
+	lastUse  *auth.LastUseStore
+	current  atomic.Pointer[Runtime]
+	buffers  *BufferPool
+	sessions registry
+	wg       sync.WaitGroup
 }
 
 // ServerOptions are a server's parts that outlive a reload.
 type ServerOptions struct {
 	// Lockout guards every login; nil turns lockout off (tests only).
 	Lockout *lockout.Guard
+	// LastUse records each passcode login; nil records nothing.
+	LastUse *auth.LastUseStore
 }
 
 // NewServer returns a server that starts with rt.
 func NewServer(log *slog.Logger, rt *Runtime, opts ServerOptions) *Server {
-	s := &Server{log: log, guard: opts.Lockout, buffers: NewBufferPool()}
+	s := &Server{log: log, guard: opts.Lockout, lastUse: opts.LastUse, buffers: NewBufferPool()}
 	s.current.Store(rt)
+	if s.lastUse != nil {
+		if err := s.lastUse.Retain(rt.Policy.PasscodeIDs()); err != nil {
+			log.Warn("pruning passcode last use failed", "err", err)
+		}
+	}
 	for proto, b := range rt.Backends {
 		if b.TLSConfig.InsecureSkipVerify && b.TLSMode != config.TLSNone {
 			log.Warn("backend certificate verification is OFF (insecure_skip_verify)", "backend", proto, "address", b.Address)
@@ -113,8 +122,35 @@ func NewServer(log *slog.Logger, rt *Runtime, opts ServerOptions) *Server {
 // Runtime returns the configuration generation in force.
 func (s *Server) Runtime() *Runtime { return s.current.Load() }
 
-// Swap puts rt in force for connections accepted from now on.
-func (s *Server) Swap(rt *Runtime) { s.current.Store(rt) }
+// Swap puts rt in force for connections accepted from now on, and closes
+// the live sessions whose credential no longer stands under rt's policy
+// (a revoked passcode, 2FA turned on or reset): in the background, all at
+// once, each within a second; an IMAP client first gets "* BYE" where the
+// stream allows it (see relayTap). It returns how many sessions it is
+// closing. The last-use records of passcodes rt no longer has are dropped.
+func (s *Server) Swap(rt *Runtime) int {
+	// Store first: register relies on it (see there).
+	s.current.Store(rt)
+	n := s.revokeStale(rt.Policy)
+	if n > 0 {
+		s.log.Info("reload: closing sessions whose credential no longer stands", "sessions", n)
+	}
+	if s.lastUse != nil {
+		if err := s.lastUse.Retain(rt.Policy.PasscodeIDs()); err != nil {
+			s.log.Warn("reload: pruning passcode last use failed", "err", err)
+		}
+	}
+	return n
+}
+
+// LastUse returns the last use of every passcode the server has seen
+// used, by passcode ID (auth.AppPasscode.ID); nil when it keeps none.
+func (s *Server) LastUse() (map[string]auth.LastUse, error) {
+	if s.lastUse == nil {
+		return nil, nil
+	}
+	return s.lastUse.All()
+}
 
 // Wait blocks until every session has ended.
 func (s *Server) Wait() { s.wg.Wait() }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
 )
 
@@ -27,6 +28,12 @@ type session struct {
 	tls bool
 	// failures counts bad and failed pre-auth commands.
 	failures int
+	// clientID is the name/version the client gave in IMAP ID, for logs,
+	// the session registry and the passcode's last use.
+	clientID string
+	// admitted is the decision of the successful login (set by
+	// authenticate), which the session registry checks on every reload.
+	admitted *auth.Decision
 }
 
 // maxPreAuthFailures is how many bad or failed commands a client gets
@@ -71,13 +78,25 @@ func (s *session) goodbyeDeadline() {
 	_ = s.conn.SetWriteDeadline(time.Now().Add(goodbyeTimeout))
 }
 
-// relay hands the session over to the byte relay and logs its end.
+// relay hands the session over to the byte relay and logs its end. While
+// it relays, the session is listed in the server's session registry,
+// which closes it when a reload revokes its credential.
 func (s *session) relay(ctx context.Context, log *slog.Logger, client, backend Endpoint) {
 	start := time.Now()
-	stats, err := Relay(ctx, client, backend, RelayOptions{Idle: s.rt.Config.IdleTimeout.Duration, Buffers: s.srv.buffers})
+	opts := RelayOptions{Idle: s.rt.Config.IdleTimeout.Duration, Buffers: s.srv.buffers}
+	var ls *liveSession
+	if s.admitted != nil {
+		ctx, ls = s.srv.register(ctx, s, log, client, backend)
+		defer s.srv.unregister(ls)
+		opts.tap = ls.tap
+	}
+	stats, err := Relay(ctx, client, backend, opts)
 	attrs := []any{"duration", time.Since(start).Round(time.Millisecond), "bytes_in", stats.ClientToBackend, "bytes_out", stats.BackendToClient}
 	if err != nil {
 		attrs = append(attrs, "err", err)
+	}
+	if ls != nil && ls.doomed.Load() {
+		attrs = append(attrs, "revoked", true)
 	}
 	log.Info("session ended", attrs...)
 }

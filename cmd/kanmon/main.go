@@ -6,12 +6,13 @@
 //	kanmon serve  -config FILE            # SIGHUP reloads, SIGTERM drains and exits
 //	kanmon check  -config FILE            # validate config + accounts
 //	kanmon demo                           # embedded backend, self-signed TLS, demo user
-//	kanmon passcode add    -config FILE USER APP
+//	kanmon passcode add    -config FILE [-protocols LIST] USER APP
 //	kanmon passcode list   -config FILE [USER]
 //	kanmon passcode revoke -config FILE USER APP
 //	kanmon 2fa enable      -config FILE USER
 //	kanmon 2fa disable     -config FILE USER
 //	kanmon reload          -config FILE
+//	kanmon sessions        -config FILE [USER]
 //	kanmon lockout list    -config FILE
 //	kanmon lockout clear   -config FILE USER|IP|PREFIX
 package main
@@ -32,11 +33,14 @@ commands:
   check  -config FILE                     validate config and accounts; exit 1 on error
   demo                                    run a self-contained demo on local ports
   passcode add    -config FILE USER APP   create an app passcode; printed once
-  passcode list   -config FILE [USER]     list passcodes (never the secrets)
+                  [-protocols imap,pop3,submission]   only for these protocols
+  passcode list   -config FILE [USER]     list passcodes (never the secrets) and their last use
   passcode revoke -config FILE USER APP   delete a passcode (then reload)
   2fa enable      -config FILE USER       turn two-factor authentication on
   2fa disable     -config FILE USER       admin reset: 2FA off, all passcodes removed
   reload          -config FILE            make the running server re-read its files
+                                          (and close sessions whose credential was revoked)
+  sessions        -config FILE [USER]     list the live sessions (asks the running server)
   lockout list    -config FILE            list the locks in force (asks the running server)
   lockout clear   -config FILE USER|IP|PREFIX   lift locks and counters
 `
@@ -68,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runTwoFA(rest, stdout, stderr)
 	case "reload":
 		return runReload(rest, stdout, stderr)
+	case "sessions":
+		return runSessions(rest, stdout, stderr)
 	case "lockout":
 		return runLockout(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":

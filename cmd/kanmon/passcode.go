@@ -5,16 +5,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
+	"github.com/kanmon-mail/kanmon/admin"
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
 )
 
 const passcodeUsage = `usage:
-  kanmon passcode add    -config FILE USER APP   create an app passcode; printed once
-  kanmon passcode list   -config FILE [USER]     list passcodes (never the secrets)
+  kanmon passcode add    -config FILE [-protocols imap,pop3,submission] USER APP
+                                                 create an app passcode; printed once
+  kanmon passcode list   -config FILE [USER]     list passcodes (never the secrets),
+                                                 their protocols and last use
   kanmon passcode revoke -config FILE USER APP   delete a passcode (then reload)
 `
 
@@ -26,9 +30,17 @@ func runPasscode(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "add":
-		return adminCommand("passcode add", "USER APP", 2, 2, args[1:], stderr,
+		var protocols []string
+		scope := func(fs *flag.FlagSet) {
+			fs.Func("protocols", "limit the passcode to these `PROTOCOLS` (comma-separated: imap, pop3, submission; default all)", func(v string) error {
+				var err error
+				protocols, err = auth.ParseProtocols(v)
+				return err
+			})
+		}
+		return adminCommandFlags("passcode add", "USER APP", 2, 2, args[1:], stderr, scope,
 			func(cfg *config.Config, cfgPath string, pos []string) error {
-				return cmdPasscodeAdd(cfg, cfgPath, pos[0], pos[1], stdout)
+				return cmdPasscodeAdd(cfg, cfgPath, pos[0], pos[1], protocols, stdout)
 			})
 	case "list":
 		return adminCommand("passcode list", "[USER]", 0, 1, args[1:], stderr,
@@ -54,9 +66,19 @@ func runPasscode(args []string, stdout, stderr io.Writer) int {
 // 2 usage.
 func adminCommand(name, argsUsage string, minArgs, maxArgs int, args []string, stderr io.Writer,
 	fn func(cfg *config.Config, cfgPath string, pos []string) error) int {
+	return adminCommandFlags(name, argsUsage, minArgs, maxArgs, args, stderr, nil, fn)
+}
+
+// adminCommandFlags is adminCommand for a command with flags of its own,
+// which flags (if not nil) defines.
+func adminCommandFlags(name, argsUsage string, minArgs, maxArgs int, args []string, stderr io.Writer,
+	flags func(*flag.FlagSet), fn func(cfg *config.Config, cfgPath string, pos []string) error) int {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "config `FILE` (required)")
+	if flags != nil {
+		flags(fs)
+	}
 	usageLine := "usage: kanmon " + name + " -config FILE"
 	if argsUsage != "" {
 		usageLine += " " + argsUsage
@@ -118,14 +140,19 @@ func reloadHint(cfgPath string) string {
 	return fmt.Sprintf("Run \"kanmon reload -config %s\" if the server is running.", cfgPath)
 }
 
-// cmdPasscodeAdd creates a passcode and prints it once.
-func cmdPasscodeAdd(cfg *config.Config, cfgPath, user, app string, stdout io.Writer) error {
-	code, err := addPasscode(cfg, user, app)
+// cmdPasscodeAdd creates a passcode, limited to protocols when not empty,
+// and prints it once.
+func cmdPasscodeAdd(cfg *config.Config, cfgPath, user, app string, protocols []string, stdout io.Writer) error {
+	code, err := auth.AddScopedPasscode(auth.OpenStore(cfg.Accounts), cfg.StateDir, user, app, protocols)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "App passcode for %s (%s):\n\n    %s\n\nIt is shown only this once. Spaces and case do not matter.\n%s\n",
-		user, app, auth.FormatPasscode(code), reloadHint(cfgPath))
+	scope := ""
+	if len(protocols) > 0 {
+		scope = "It works only for " + auth.FormatProtocols(protocols) + ".\n"
+	}
+	fmt.Fprintf(stdout, "App passcode for %s (%s):\n\n    %s\n\nIt is shown only this once. Spaces and case do not matter.\n%s%s\n",
+		user, app, auth.FormatPasscode(code), scope, reloadHint(cfgPath))
 	return nil
 }
 
@@ -135,8 +162,10 @@ func addPasscode(cfg *config.Config, user, app string) (string, error) {
 	return auth.AddPasscode(auth.OpenStore(cfg.Accounts), cfg.StateDir, user, app)
 }
 
-// cmdPasscodeList prints user, app and creation time of every passcode, or
-// of one user's. Hashes are never shown.
+// cmdPasscodeList prints user, app, creation time, protocol scope and last
+// use of every passcode, or of one user's. Hashes are never shown. The
+// last use comes from the running server, or, when none runs, from its
+// database, read directly; a last line says which.
 func cmdPasscodeList(cfg *config.Config, pos []string, stdout io.Writer) error {
 	accts, err := auth.OpenStore(cfg.Accounts).Read()
 	if err != nil {
@@ -154,17 +183,50 @@ func cmdPasscodeList(cfg *config.Config, pos []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "No account has 2FA on.")
 		return nil
 	}
+	uses, source := passcodeLastUse(cfg)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "USER\tAPP\tCREATED")
+	fmt.Fprintln(tw, "USER\tAPP\tCREATED\tPROTOCOLS\tLAST USED\tFROM\tVIA\tCLIENT")
 	for _, acct := range list {
 		if len(acct.Passcodes) == 0 {
-			fmt.Fprintf(tw, "%s\t(no passcodes)\t\n", acct.User)
+			fmt.Fprintf(tw, "%s\t(no passcodes)\t\t\t\t\t\t\n", acct.User)
 		}
 		for _, pc := range acct.Passcodes {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", acct.User, pc.App, pc.Created.UTC().Format(time.RFC3339))
+			last := "never"
+			var from, via, client string
+			switch u, ok := uses[pc.ID()]; {
+			case uses == nil:
+				last = "?"
+			case ok:
+				last, from, via, client = u.Time.UTC().Format(time.RFC3339), u.ClientIP, u.Protocol, u.Client
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", acct.User, pc.App, pc.Created.UTC().Format(time.RFC3339),
+				auth.FormatProtocols(pc.Protocols), last, from, via, client)
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, source)
+	return nil
+}
+
+// passcodeLastUse returns the passcodes' last use and a line saying where
+// it came from: the running server (over the admin socket), or, when no
+// server runs, the database file, read directly. A nil map means it is
+// unavailable, and the line says why.
+func passcodeLastUse(cfg *config.Config) (map[string]auth.LastUse, string) {
+	uses, err := admin.NewClient(cfg.StateDir).LastUse()
+	if err == nil {
+		return uses, "Last use: from the running server."
+	}
+	if !errors.Is(err, admin.ErrNotRunning) {
+		return nil, fmt.Sprintf("Last use unavailable: the running server: %v", err)
+	}
+	path := filepath.Join(cfg.StateDir, auth.LastUseDBName)
+	if uses, err = auth.ReadLastUse(path); err != nil {
+		return nil, fmt.Sprintf("Last use unavailable (no server running): %v", err)
+	}
+	return uses, fmt.Sprintf("Last use: read from %s (no server running).", path)
 }
 
 // cmdPasscodeRevoke deletes one passcode.

@@ -9,12 +9,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/kanmon-mail/kanmon/admin"
+	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/lockout"
 	"github.com/kanmon-mail/kanmon/proxy"
@@ -70,7 +72,16 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 		return err
 	}
 	defer guard.Close()
-	srv := proxy.NewServer(log, rt, proxy.ServerOptions{Lockout: guard})
+	lastUse, err := auth.OpenLastUse(filepath.Join(cfg.StateDir, auth.LastUseDBName), 0)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := lastUse.Close(); err != nil {
+			log.Error("closing the last-use database", "err", err)
+		}
+	}()
+	srv := proxy.NewServer(log, rt, proxy.ServerOptions{Lockout: guard, LastUse: lastUse})
 	var reloadMu sync.Mutex
 	doReload := func() error {
 		reloadMu.Lock()
@@ -91,6 +102,8 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 			log.Info("lockout cleared by admin", "target", target, "entries", n)
 			return n, nil
 		},
+		Sessions: func() ([]admin.Session, error) { return adminSessions(srv.Sessions()), nil },
+		LastUse:  srv.LastUse,
 	})
 	if err != nil {
 		return err
@@ -148,7 +161,21 @@ loop:
 	return runErr
 }
 
-// reload re-reads the config and accounts and swaps them in. On any error
+// adminSessions converts the registry's list for the admin socket.
+func adminSessions(list []proxy.SessionInfo) []admin.Session {
+	out := make([]admin.Session, len(list))
+	for i, s := range list {
+		out[i] = admin.Session{
+			User: s.User, Protocol: s.Protocol, ClientIP: s.ClientIP.String(),
+			Method: s.Method, App: s.App, Client: s.Client,
+			Since: s.Since, BytesIn: s.BytesIn, BytesOut: s.BytesOut,
+		}
+	}
+	return out
+}
+
+// reload re-reads the config and accounts and swaps them in; the swap
+// closes the live sessions whose credential no longer stands. On any error
 // the running configuration stays, and the error (file:line) is returned
 // for `kanmon reload` to print. Accounts whose 2FA state changed lose their
 // remembered wrong secrets: the password that was wrong while 2FA was on
@@ -165,8 +192,8 @@ func reload(srv *proxy.Server, guard *lockout.Guard, path string, log *slog.Logg
 			for _, user := range old.Policy.TwoFAChanges(rt.Policy) {
 				guard.ResetAccount(user)
 			}
-			srv.Swap(rt)
-			log.Info("reloaded", "config", cfg.File)
+			closing := srv.Swap(rt)
+			log.Info("reloaded", "config", cfg.File, "sessions_revoked", closing)
 			return nil
 		}
 	}

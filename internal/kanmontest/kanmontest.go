@@ -77,6 +77,8 @@ type Kanmon struct {
 	SubmissionS, SubmissionStartTLS, SubmissionPlain string
 	// Guard is the lockout guard, nil with Options.NoLockout.
 	Guard *lockout.Guard
+	// LastUse records the passcodes' last use (state/lastuse.db).
+	LastUse *auth.LastUseStore
 	// Server is the running server.
 	Server *proxy.Server
 	// ClientTLS trusts kanmon's certificate.
@@ -187,7 +189,10 @@ key  = "key.pem"
 			t.Fatal(err)
 		}
 	}
-	k.Server = proxy.NewServer(log, rt, proxy.ServerOptions{Lockout: k.Guard})
+	if k.LastUse, err = auth.OpenLastUse(filepath.Join(cfg.StateDir, auth.LastUseDBName), 0); err != nil {
+		t.Fatal(err)
+	}
+	k.Server = proxy.NewServer(log, rt, proxy.ServerOptions{Lockout: k.Guard, LastUse: k.LastUse})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for i, ln := range lns {
@@ -204,6 +209,7 @@ key  = "key.pem"
 		if k.Guard != nil {
 			_ = k.Guard.Close()
 		}
+		_ = k.LastUse.Close()
 	}
 	t.Cleanup(func() {
 		k.Stop()
@@ -246,8 +252,43 @@ func (k *Kanmon) AddPasscode(t testing.TB, user, app string) string {
 	return pc
 }
 
-// Reload re-reads the config and accounts, as SIGHUP does.
-func (k *Kanmon) Reload(t testing.TB) {
+// AddScopedPasscode adds a passcode for user's app valid only on protocols
+// (turning 2FA on) and returns it. Call Reload to make a running server
+// see it.
+func (k *Kanmon) AddScopedPasscode(t testing.TB, user, app string, protocols ...string) string {
+	t.Helper()
+	k.EnableTwoFA(t, user)
+	pc, err := auth.AddScopedPasscode(k.store(), filepath.Join(k.Dir, "state"), user, app, protocols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pc
+}
+
+// RevokePasscode deletes user's passcode for app, as `kanmon passcode
+// revoke` does. Call Reload to make the server see it.
+func (k *Kanmon) RevokePasscode(t testing.TB, user, app string) {
+	t.Helper()
+	if _, _, err := auth.RevokePasscode(k.store(), user, app); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// DisableTwoFA is the admin reset `kanmon 2fa disable`: 2FA off, all of
+// user's passcodes gone. Call Reload to make the server see it.
+func (k *Kanmon) DisableTwoFA(t testing.TB, user string) {
+	t.Helper()
+	if _, _, err := auth.DisableTwoFA(k.store(), user); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (k *Kanmon) store() *auth.Store { return auth.OpenStore(filepath.Join(k.Dir, "accounts.toml")) }
+
+// Reload re-reads the config and accounts and swaps them in, as SIGHUP
+// does: the sessions whose credential no longer stands are closed (see
+// proxy.Server.Swap). It returns how many.
+func (k *Kanmon) Reload(t testing.TB) int {
 	t.Helper()
 	cfg, err := config.Load(k.ConfigPath)
 	if err != nil {
@@ -257,7 +298,7 @@ func (k *Kanmon) Reload(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k.Server.Swap(rt)
+	return k.Server.Swap(rt)
 }
 
 // Logs returns everything kanmon logged so far.
