@@ -26,6 +26,15 @@ const (
 	TLSNone     = "none"     // plaintext only; for loopback or a trusted LB
 )
 
+// Ways of forwarding the client's address to a backend, accepted in
+// [backend.X] forward_client_ip.
+const (
+	ForwardNone    = "none"    // send nothing
+	ForwardID      = "id"      // IMAP ID x-originating-ip (imap only)
+	ForwardXCLIENT = "xclient" // XCLIENT ADDR= PORT= (pop3, submission)
+	ForwardPROXY   = "proxy"   // a PROXY protocol v2 header (any protocol)
+)
+
 // Defaults for keys that may be left out.
 const (
 	// DefaultPreAuthTimeout is how long a client may sit idle before it
@@ -40,6 +49,24 @@ const (
 	MinIdleTimeout = 30 * time.Minute
 	// DefaultBackendTimeout bounds dialing and logging into the backend.
 	DefaultBackendTimeout = 15 * time.Second
+	// DefaultMaxConnections caps the client connections open at once.
+	DefaultMaxConnections = 10000
+	// DefaultMaxPreAuthPerIP caps one client address's connections that
+	// have not logged in yet.
+	DefaultMaxPreAuthPerIP = 20
+	// DefaultMaxSessionsPerUserIP caps one user's logged-in sessions from
+	// one client address, per protocol: Dovecot's default for
+	// mail_max_userip_connections.
+	DefaultMaxSessionsPerUserIP = 10
+	// DefaultDrainTimeout is how long logged-in sessions may go on after
+	// SIGTERM.
+	DefaultDrainTimeout = 10 * time.Second
+)
+
+// Log formats accepted in log_format.
+const (
+	LogFormatText = "text" // log/slog's TextHandler: key=value pairs
+	LogFormatJSON = "json" // log/slog's JSONHandler: one object per line
 )
 
 // Config is a loaded, validated configuration. Paths are absolute.
@@ -67,6 +94,49 @@ type Config struct {
 	IdleTimeout Duration `toml:"idle_timeout"`
 	// LogLevel is one of debug, info, warn, error. Default info.
 	LogLevel string `toml:"log_level"`
+	// LogFormat is text (key=value pairs, as log/slog's TextHandler
+	// writes them) or json (one JSON object per line). The fail2ban
+	// filter in contrib/fail2ban matches the text format. Default text.
+	// Takes effect at the next restart, not on reload.
+	LogFormat string `toml:"log_format"`
+	// MetricsAddress is host:port of the Prometheus metrics listener,
+	// which serves /metrics over plain HTTP; keep it on loopback or a
+	// management network. Default: empty, no metrics listener. Takes
+	// effect at the next restart, not on reload.
+	MetricsAddress string `toml:"metrics_address"`
+	// MaxConnections caps the client connections open at once, all
+	// listeners together, logged in or not. One more is told so before
+	// the greeting (IMAP "* BYE [UNAVAILABLE]", POP3 "-ERR [SYS/TEMP]",
+	// SMTP "421 4.7.0") and closed; on an implicit-TLS listener that
+	// takes a TLS handshake, bounded by 2s. Default 10000.
+	MaxConnections int `toml:"max_connections"`
+	// MaxPreAuthPerIP caps the connections one client address may hold
+	// open before they log in; one more is refused as for
+	// MaxConnections. A webmail server, or any gateway that logs many
+	// users in at once from one address, may need more. Default 20.
+	MaxPreAuthPerIP int `toml:"max_preauth_per_ip"`
+	// MaxSessionsPerUserIP caps one user's logged-in sessions from one
+	// client address, per protocol, as Dovecot's
+	// mail_max_userip_connections does (whose default it shares). A login
+	// over it is refused after the credentials were checked (IMAP
+	// "NO [LIMIT]", POP3 "-ERR [IN-USE]", SMTP "454 4.7.0"). Default 10.
+	MaxSessionsPerUserIP int `toml:"max_sessions_per_user_ip"`
+	// DrainTimeout is how long, after SIGTERM, logged-in sessions may go
+	// on before they are closed (an IMAP client first gets "* BYE Server
+	// shutting down."). Sessions not logged in are closed at once.
+	// Default 10s.
+	DrainTimeout Duration `toml:"drain_timeout"`
+	// ProxyTrustedNetworks are the CIDR prefixes (load balancers) allowed
+	// to send a PROXY protocol header on a listener with proxy_protocol =
+	// true; a connection from anywhere else to such a listener is refused.
+	// Required when any listener has proxy_protocol. Default: none.
+	ProxyTrustedNetworks []string `toml:"proxy_trusted_networks"`
+	// IDTrustedNetworks are the CIDR prefixes (a webmail such as Roundcube)
+	// whose IMAP ID "x-originating-ip" and "x-originating-port", sent
+	// before login, replace the client address for trusted_networks,
+	// lockout, logs and last use. From other hosts those fields are only
+	// logged. Default: none.
+	IDTrustedNetworks []string `toml:"id_trusted_networks"`
 
 	// TLS is the certificate served on implicit and STARTTLS listeners.
 	TLS TLS `toml:"tls"`
@@ -79,6 +149,10 @@ type Config struct {
 
 	// TrustedPrefixes is TrustedNetworks parsed.
 	TrustedPrefixes []netip.Prefix `toml:"-"`
+	// ProxyTrustedPrefixes is ProxyTrustedNetworks parsed.
+	ProxyTrustedPrefixes []netip.Prefix `toml:"-"`
+	// IDTrustedPrefixes is IDTrustedNetworks parsed.
+	IDTrustedPrefixes []netip.Prefix `toml:"-"`
 
 	// keys locates every key of the file, for Line and error messages.
 	keys keyIndex
@@ -101,6 +175,12 @@ type Listener struct {
 	Address string `toml:"address"`
 	// TLS is implicit, starttls or none. Default implicit.
 	TLS string `toml:"tls"`
+	// ProxyProtocol requires a PROXY protocol v1 or v2 header (HAProxy, a
+	// load balancer) at the start of every connection, read before TLS;
+	// its source address is the client's. Only hosts in
+	// proxy_trusted_networks may connect; a connection without a valid
+	// header is refused. Default false.
+	ProxyProtocol bool `toml:"proxy_protocol"`
 
 	// Line is where this listener's [[listener]] header (or its element of
 	// an inline array) is in the file; set by Load and Parse.
@@ -158,6 +238,13 @@ type Backend struct {
 	MasterPasswordFile string `toml:"master_password_file"`
 	// Timeout bounds dial, TLS and login at the backend. Default 15s.
 	Timeout Duration `toml:"timeout"`
+	// ForwardClientIP tells the backend the real client address: "id"
+	// sends IMAP ID x-originating-ip/-port before login (imap only;
+	// Dovecot's login_trusted_networks, Zimbra), "xclient" sends XCLIENT
+	// ADDR/PORT before login (pop3 and submission; Dovecot, Postfix),
+	// "proxy" writes a PROXY protocol v2 header first (any protocol;
+	// Dovecot's haproxy listeners) and "none" sends nothing. Default none.
+	ForwardClientIP string `toml:"forward_client_ip"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("60s").

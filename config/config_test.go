@@ -99,7 +99,8 @@ func checkExample(t *testing.T, c *Config, dir string) {
 		TLS:        TLSNone,
 		ServerName: "127.0.0.1",
 		MasterUser: "kanmon", MasterPassword: "master-pw",
-		Timeout: Duration{DefaultBackendTimeout},
+		Timeout:         Duration{DefaultBackendTimeout},
+		ForwardClientIP: ForwardNone,
 	})
 	if c.Backend.For(ProtocolIMAP) != b || c.Backend.For(ProtocolPOP3) != nil ||
 		c.Backend.For(ProtocolSubmission) != nil || c.Backend.For("smtp") != nil {
@@ -209,6 +210,7 @@ timeout = "5s"
 		Address: "mail.example.org:995", TLS: TLSImplicit, ServerName: "pop.example.org",
 		CAFile: filepath.Join(dir, "ca.pem"), InsecureSkipVerify: true,
 		MasterUser: "kanmon", MasterPassword: "pw", Timeout: Duration{5 * time.Second},
+		ForwardClientIP: ForwardNone,
 	})
 }
 

@@ -48,7 +48,7 @@ func Parse(file string, data []byte) (*Config, error) {
 
 // durationKeys are the paths decoded into a Duration.
 var durationKeys = []string{
-	"preauth_timeout", "idle_timeout",
+	"preauth_timeout", "idle_timeout", "drain_timeout",
 	"backend.imap.timeout", "backend.pop3.timeout", "backend.submission.timeout",
 }
 

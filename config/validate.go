@@ -53,6 +53,12 @@ func (c *Config) finish() error {
 	if err := c.finishListeners(); err != nil {
 		return err
 	}
+	if err := c.finishClientIP(); err != nil {
+		return err
+	}
+	if err := c.finishOperations(); err != nil {
+		return err
+	}
 	c.TLS.Cert = c.resolve(c.TLS.Cert)
 	c.TLS.Key = c.resolve(c.TLS.Key)
 	for _, proto := range []string{ProtocolIMAP, ProtocolPOP3, ProtocolSubmission} {
@@ -152,6 +158,9 @@ func (c *Config) finishBackend(proto string, b *Backend) error {
 	}
 	if b.MasterUser == "" {
 		return berr("master_user", "master_user is required")
+	}
+	if err := finishForward(proto, b); err != nil {
+		return berr("forward_client_ip", "%v", err)
 	}
 	switch {
 	case b.MasterPassword != "" && b.MasterPasswordFile != "":

@@ -51,6 +51,26 @@ func (e Entry) key() string {
 	return e.Prefix.String()
 }
 
+// LockCounts returns how many locks are in force in each scope, by the
+// scope's name ("account+ip", "account", "ip", "prefix"), every scope
+// listed. It is List without building the entries, for a metrics scrape.
+func (g *Guard) LockCounts() map[string]int {
+	n := nanos(g.opts.Now())
+	out := make(map[string]int, numScopes-1)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for s := ScopeAccountIP; s < numScopes; s++ {
+		locked := 0
+		for _, c := range g.counters[s] {
+			if c.locked(n) {
+				locked++
+			}
+		}
+		out[s.String()] = locked
+	}
+	return out
+}
+
 // List returns the locks in force, ordered by scope, then subject.
 func (g *Guard) List() []Entry {
 	n := nanos(g.opts.Now())

@@ -8,6 +8,7 @@ import (
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/lockout"
+	"github.com/kanmon-mail/kanmon/metrics"
 )
 
 // loginOutcome is what the client is told after a login attempt.
@@ -56,6 +57,7 @@ func (s *session) authenticate(ctx context.Context, user, secret string, login b
 		switch v.Outcome {
 		case lockout.Unavailable:
 			s.log.Error("lockout state unavailable; refusing logins until it recovers", "user", user, "err", v.Err)
+			s.srv.metrics.Login(s.spec.Protocol, metrics.ResultUnavailable, reasonLabelLockoutUnavailable, time.Since(start))
 			return outcomeUnavailable, nil
 		case lockout.Locked:
 			s.loginFailed(ctx, start, user, v.String(), nil)
@@ -93,6 +95,7 @@ func (s *session) authenticate(ctx context.Context, user, secret string, login b
 		}
 		return outcomeFailed, nil
 	}
+	cred.Client = s.clientInfo()
 
 	err := login(ctx, b, cred)
 	if err != nil {
@@ -107,9 +110,12 @@ func (s *session) authenticate(ctx context.Context, user, secret string, login b
 		case d.Kind == auth.Passcode && le.AuthFailed:
 			s.log.Error("BACKEND REJECTED THE MASTER LOGIN: check master_user/master_password and the backend's master-user setup, and that the user exists there",
 				"user", d.User, "app", d.App, "master_user", b.MasterUser, "detail", le.Detail)
+			s.srv.metrics.BackendError(s.spec.Protocol, backendErrMasterRejected)
 		default:
 			s.log.Warn("backend unavailable", "user", d.User, "err", le.Error())
+			s.srv.metrics.BackendError(s.spec.Protocol, backendErrKind(le))
 		}
+		s.srv.metrics.Login(s.spec.Protocol, metrics.ResultUnavailable, reasonLabelBackendUnavailable, time.Since(start))
 		return outcomeUnavailable, nil
 	}
 
@@ -128,6 +134,7 @@ func (s *session) authenticate(ctx context.Context, user, secret string, login b
 		log = log.With("app", d.App)
 	}
 	log.Info("login")
+	s.srv.metrics.Login(s.spec.Protocol, metrics.ResultOK, reasonLabel(d.Reason), time.Since(start))
 	return outcomeOK, log
 }
 
@@ -158,6 +165,9 @@ func (s *session) loginFailed(ctx context.Context, start time.Time, user, reason
 		attrs = append(attrs, "lockout", *info)
 	}
 	s.log.Info("login failed", attrs...)
+	defer func() {
+		s.srv.metrics.Login(s.spec.Protocol, metrics.ResultFailed, reasonLabel(reason), time.Since(start))
+	}()
 	if s.srv.guard == nil {
 		return
 	}

@@ -24,6 +24,9 @@ const maxBackendLineBytes = 64 << 10
 // Authcid and Password the identity that authenticates.
 type Credentials struct {
 	Authzid, Authcid, Password string
+	// Client is the client the login is for, told to the backend as its
+	// forward_client_ip says; the zero value forwards nothing.
+	Client ClientInfo
 }
 
 // LoginError is a failed backend login. Its Error text is internal: it goes
@@ -67,6 +70,10 @@ type Backend struct {
 	MasterUser, MasterPassword string
 	// Timeout bounds dial, TLS and login together.
 	Timeout time.Duration
+	// ForwardClientIP is how the client's address is told to the server:
+	// config.ForwardID, ForwardXCLIENT, ForwardPROXY or ForwardNone ("" is
+	// none).
+	ForwardClientIP string
 }
 
 // NewBackend builds a Backend from its config section.
@@ -88,13 +95,14 @@ func NewBackend(protocol string, c *config.Backend) (*Backend, error) {
 		tc.RootCAs = pool
 	}
 	return &Backend{
-		Protocol:       protocol,
-		Address:        c.Address,
-		TLSMode:        c.TLS,
-		TLSConfig:      tc,
-		MasterUser:     c.MasterUser,
-		MasterPassword: c.MasterPassword,
-		Timeout:        c.Timeout.Duration,
+		Protocol:        protocol,
+		Address:         c.Address,
+		TLSMode:         c.TLS,
+		TLSConfig:       tc,
+		MasterUser:      c.MasterUser,
+		MasterPassword:  c.MasterPassword,
+		Timeout:         c.Timeout.Duration,
+		ForwardClientIP: c.ForwardClientIP,
 	}, nil
 }
 
@@ -110,8 +118,16 @@ type backendConn struct {
 }
 
 // dial opens the TCP connection (and TLS, when implicit) with a deadline
-// covering the whole login.
+// covering the whole login, for a client kanmon does not know (see
+// dialClient).
 func (b *Backend) dial(ctx context.Context) (*backendConn, error) {
+	return b.dialClient(ctx, ClientInfo{})
+}
+
+// dialClient is dial for client: with forward_client_ip = "proxy" a PROXY
+// v2 header naming client is written first, before any TLS (a LOCAL
+// header when client is unknown).
+func (b *Backend) dialClient(ctx context.Context, client ClientInfo) (*backendConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.Timeout)
 	defer cancel()
 	var d net.Dialer
@@ -120,6 +136,16 @@ func (b *Backend) dial(ctx context.Context) (*backendConn, error) {
 		return nil, unavailable("backend dial failed", err)
 	}
 	_ = conn.SetDeadline(time.Now().Add(b.Timeout))
+	if b.forwardMode() == config.ForwardPROXY {
+		hdr, err := proxyV2Header(client)
+		if err == nil {
+			_, err = conn.Write(hdr)
+		}
+		if err != nil {
+			conn.Close()
+			return nil, unavailable("sending the PROXY header to the backend", err)
+		}
+	}
 	if b.TLSMode == config.TLSImplicit {
 		tc := tls.Client(conn, b.TLSConfig)
 		if err := tc.HandshakeContext(ctx); err != nil {

@@ -65,6 +65,7 @@ type worldOptions struct {
 	masterPW     string   // kanmon's master password; "" = the right one
 	extra        string   // top-level config keys
 	backendExtra string   // keys inside [backend.imap]
+	listen       string   // keys inside every [[listener]]
 }
 
 func newWorld(t *testing.T, o worldOptions) *world {
@@ -93,6 +94,7 @@ func newWorld(t *testing.T, o worldOptions) *world {
 		Passcodes:       map[string][]string{"alice": {app}},
 		Extra:           o.extra,
 		BackendExtra:    o.backendExtra,
+		ListenerExtra:   o.listen,
 	})
 	return &world{k: k, mem: mem, backend: fwd, passcode: k.Passcode("alice", app)}
 }

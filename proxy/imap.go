@@ -30,6 +30,9 @@ type imapFront struct {
 	*session
 	br *bufio.Reader
 	rd *imapwire.Reader
+	// loginTried is set by the first LOGIN or AUTHENTICATE: from then on
+	// an ID no longer changes the client address.
+	loginTried bool
 }
 
 // serveIMAP runs the pre-auth front and, after a login, the relay.
@@ -229,6 +232,7 @@ func (f *imapFront) cmdAuthenticate(ctx context.Context, cmd *imapwire.Command) 
 
 // login decides, logs into the backend, answers the client and relays.
 func (f *imapFront) login(ctx context.Context, tag, user, secret string) bool {
+	f.loginTried = true
 	var backend *IMAPLogin
 	outcome, log := f.authenticate(ctx, user, secret, func(ctx context.Context, b *Backend, cred Credentials) error {
 		var err error
@@ -240,6 +244,10 @@ func (f *imapFront) login(ctx context.Context, tag, user, secret string) bool {
 		return f.no(tag, imapFailedReply)
 	case outcomeUnavailable:
 		return f.no(tag, imapUnavailable)
+	}
+	if !f.admitSession() {
+		backend.Conn.Close()
+		return f.tagged(tag, imapSessionLimit) != nil
 	}
 	if f.clientID != "" {
 		log = log.With("client_id", f.clientID)
@@ -253,22 +261,35 @@ func (f *imapFront) login(ctx context.Context, tag, user, secret string) bool {
 }
 
 // noteID keeps the client's "name" and "version" from ID (RFC 2971) for
-// the log, cut short and stripped of anything but printable ASCII.
+// the log, cut short and stripped of anything but printable ASCII, and
+// hands "x-originating-ip" and "x-originating-port" to originatingID.
 func (f *imapFront) noteID(args []imapwire.Arg) {
 	if len(args) != 1 || args[0].Kind != imapwire.List {
 		return
 	}
 	var name, version string
+	var origIP, origPort *string
 	l := args[0].List
 	for i := 0; i+1 < len(l); i += 2 {
+		v := &l[i+1].Value
+		if l[i+1].Kind == imapwire.Nil {
+			v = new(string)
+		}
 		switch strings.ToLower(l[i].Value) {
 		case "name":
-			name = printable(l[i+1].Value, 40)
+			name = printable(*v, 40)
 		case "version":
-			version = printable(l[i+1].Value, 20)
+			version = printable(*v, 20)
+		case "x-originating-ip":
+			origIP = v
+		case "x-originating-port":
+			origPort = v
 		}
 	}
 	f.clientID = strings.TrimSpace(name + " " + version)
+	if origIP != nil || origPort != nil {
+		f.originatingID(origIP, origPort)
+	}
 }
 
 // printable keeps at most n printable ASCII characters of s.

@@ -24,12 +24,13 @@ const (
 	imapTagStartTLS   = "k0"
 	imapTagAuth       = "k1"
 	imapTagCapability = "k2"
+	imapTagID         = "k3"
 )
 
 // LoginIMAP dials the IMAP backend and authenticates with SASL PLAIN
 // (RFC 4616; SASL-IR per RFC 4959 when the greeting offers it).
 func (b *Backend) LoginIMAP(ctx context.Context, cred Credentials) (*IMAPLogin, error) {
-	bc, err := b.dial(ctx)
+	bc, err := b.dialClient(ctx, cred.Client)
 	if err != nil {
 		return nil, err
 	}
@@ -68,6 +69,11 @@ func (b *Backend) loginIMAP(ctx context.Context, bc *backendConn, cred Credentia
 			return nil, err
 		}
 		caps = "" // capabilities before TLS no longer hold
+	}
+	if b.forwardMode() == config.ForwardID {
+		if err := imapSendID(bc, cred.Client); err != nil {
+			return nil, err
+		}
 	}
 
 	ir := base64.StdEncoding.EncodeToString([]byte(cred.Authzid + "\x00" + cred.Authcid + "\x00" + cred.Password))
@@ -111,6 +117,29 @@ func (b *Backend) loginIMAP(ctx context.Context, bc *backendConn, cred Credentia
 		}
 	}
 	return &IMAPLogin{Endpoint: bc.handOver(), Capability: caps}, nil
+}
+
+// imapSendID tells the backend who the client is with ID (see
+// imapForwardID) before the login. A server that trusts kanmon
+// (Dovecot's login_trusted_networks) then logs and limits by the real
+// address; one that does not ignores the fields. Anything but OK fails
+// the login: forwarding was asked for.
+func imapSendID(bc *backendConn, c ClientInfo) error {
+	cmd := imapForwardID(imapTagID, c)
+	if cmd == "" {
+		return nil
+	}
+	if err := bc.writeLine(cmd); err != nil {
+		return unavailable("sending ID to backend", err)
+	}
+	tagged, status, err := readIMAPTagged(bc, imapTagID, nil)
+	if err != nil {
+		return unavailable("backend ID", err)
+	}
+	if status != "OK" {
+		return unavailable(fmt.Sprintf("backend refused ID (forward_client_ip = \"id\"): %.120q", tagged), nil)
+	}
+	return nil
 }
 
 // askIMAPCapability sends CAPABILITY and returns the untagged answer.

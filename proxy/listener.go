@@ -84,17 +84,42 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener
 	defer conn.Close()
 	id := newSessionID()
 	ip := remoteIP(conn)
-	log = log.With("session", id, "client", ip.String())
+	// The "client" attribute goes last: the fail2ban filter expects the
+	// user right after it. setClient re-adds it when the client changes.
+	base := log.With("session", id)
+	log = base.With("client", ip.String())
 	defer func() {
 		if r := recover(); r != nil {
 			log.Error("session panic", "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
-	// Shutdown interrupts a read the pre-auth front is blocked in; the
-	// relay closes its connections on ctx itself.
-	stopRead := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
-	defer stopRead()
+	// Shutdown interrupts a read the pre-auth front is blocked in. A
+	// logged-in session's relay does not end with ctx: the drain lets it
+	// go on until CloseSessions.
+	interrupt := interruptReads(ctx, conn)
+	defer interrupt.release()
 	rt := s.current.Load()
+	client, local := addrPort(conn.RemoteAddr()), addrPort(conn.LocalAddr())
+	if spec.ProxyProtocol {
+		var h proxyHeader
+		var err error
+		client, local, h, err = acceptProxy(ctx, conn, rt.Config.ProxyTrustedPrefixes, rt.Config.PreAuthTimeout.Duration)
+		if err != nil {
+			log.Warn("PROXY protocol: connection refused", "err", err)
+			return
+		}
+		base = base.With("proxy", ip.String(), "proxy_version", int(h.Version))
+		ip = client.Addr()
+		log = base.With("client", ip.String())
+	}
+	// The caps count the real client address: after the PROXY header,
+	// before the TLS handshake.
+	hold, refused := s.limits.admit(rt.Config, ip)
+	if refused != "" {
+		s.refuseConn(ctx, conn, spec, rt, log, refused)
+		return
+	}
+	defer s.limits.release(hold)
 	if spec.TLS == config.TLSImplicit {
 		tc := tls.Server(conn, rt.TLS)
 		hctx, cancel := context.WithTimeout(ctx, rt.Config.PreAuthTimeout.Duration)
@@ -107,14 +132,21 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener
 		conn = tc
 	}
 	sess := &session{
-		ctx:      ctx,
-		srv:      s,
-		rt:       rt,
-		spec:     spec,
-		conn:     conn,
-		clientIP: ip,
-		log:      log,
-		tls:      spec.TLS == config.TLSImplicit,
+		ctx:        ctx,
+		srv:        s,
+		rt:         rt,
+		spec:       spec,
+		conn:       conn,
+		clientIP:   ip,
+		log:        log,
+		clientPort: client.Port(),
+		connIP:     ip,
+		localAddr:  local,
+		id:         id,
+		baseLog:    base,
+		tls:        spec.TLS == config.TLSImplicit,
+		hold:       hold,
+		interrupt:  interrupt,
 	}
 	switch spec.Protocol {
 	case config.ProtocolIMAP:

@@ -295,6 +295,10 @@ func (f *pop3Front) login(ctx context.Context, user, secret string) bool {
 	case outcome == outcomeUnavailable:
 		return f.failed(pop3Unavailable)
 	}
+	if !f.admitSession() {
+		backend.Conn.Close()
+		return f.reply(pop3SessionLimit) != nil
+	}
 	if err := f.reply("+OK Logged in."); err != nil {
 		backend.Conn.Close()
 		return true

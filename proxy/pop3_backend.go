@@ -33,7 +33,7 @@ var pop3PassedCodes = map[string]bool{"IN-USE": true, "LOGIN-DELAY": true}
 // command fits in a command line. A backend's [IN-USE] or [LOGIN-DELAY]
 // comes back as a LoginError wrapping a *POP3Refusal.
 func (b *Backend) LoginPOP3(ctx context.Context, cred Credentials) (Endpoint, error) {
-	bc, err := b.dial(ctx)
+	bc, err := b.dialClient(ctx, cred.Client)
 	if err != nil {
 		return Endpoint{}, err
 	}
@@ -68,6 +68,11 @@ func (b *Backend) loginPOP3(ctx context.Context, bc *backendConn, cred Credentia
 			return err
 		}
 	}
+	if b.forwardMode() == config.ForwardXCLIENT {
+		if err := pop3SendXCLIENT(bc, cred.Client); err != nil {
+			return err
+		}
+	}
 	ir := base64.StdEncoding.EncodeToString([]byte(cred.Authzid + "\x00" + cred.Authcid + "\x00" + cred.Password))
 	var line string
 	if cmd := "AUTH PLAIN " + ir; len(cmd)+len("\r\n") <= pop3MaxCommandLine {
@@ -87,6 +92,26 @@ func (b *Backend) loginPOP3(ctx context.Context, bc *backendConn, cred Credentia
 		return nil
 	}
 	return pop3AuthOutcome(line)
+}
+
+// pop3SendXCLIENT tells the backend who the client is with XCLIENT (see
+// xclientCommand) before the login. Dovecot answers +OK whether or not it
+// trusts kanmon (login_trusted_networks) and ignores the command when it
+// does not; anything but +OK fails the login, since forwarding was asked
+// for.
+func pop3SendXCLIENT(bc *backendConn, c ClientInfo) error {
+	cmd := xclientCommand(c, false)
+	if cmd == "" {
+		return nil
+	}
+	line, err := pop3Command(bc, cmd)
+	if err != nil {
+		return unavailable("backend XCLIENT", err)
+	}
+	if !strings.HasPrefix(line, "+OK") {
+		return unavailable(fmt.Sprintf("backend refused XCLIENT (forward_client_ip = \"xclient\"): %.120q", line), nil)
+	}
+	return nil
 }
 
 // pop3Command sends one line and reads the one-line reply.

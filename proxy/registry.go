@@ -47,6 +47,12 @@ type SessionInfo struct {
 type registry struct {
 	mu   sync.Mutex
 	live map[*liveSession]struct{}
+	// closing is set by CloseSessions: from then on a session is closed
+	// as soon as it registers.
+	closing bool
+	// ended holds the bytes relayed by the sessions that have ended, by
+	// protocol: client→backend, backend→client.
+	ended map[string]*[2]int64
 }
 
 // liveSession is one registry entry.
@@ -59,14 +65,19 @@ type liveSession struct {
 	tap      *relayTap
 	log      *slog.Logger
 	cancel   context.CancelFunc
-	// doomed is set once a revocation of the session has begun.
-	doomed atomic.Bool
-	once   sync.Once
+	// doomed is set once a revocation of the session, or its close at
+	// shutdown, has begun; closedByShutdown tells the two apart.
+	doomed           atomic.Bool
+	closedByShutdown atomic.Bool
+	once             sync.Once
 }
 
-// imapRevokedBye is the last line of an IMAP session whose credential was
-// revoked (RFC 9051 §7.1.5).
-const imapRevokedBye = "* BYE Your credential was revoked. Please sign in again.\r\n"
+// The last line of an IMAP session that kanmon closes (RFC 9051 §7.1.5):
+// its credential was revoked, or the server is shutting down.
+const (
+	imapRevokedBye  = "* BYE Your credential was revoked. Please sign in again.\r\n"
+	imapShutdownBye = "* BYE Server shutting down.\r\n"
+)
 
 // register lists the session whose relay is about to start and returns
 // the context to relay under (a revocation cancels it) and the tap to
@@ -85,16 +96,19 @@ func (s *Server) register(ctx context.Context, sess *session, log *slog.Logger, 
 		log:      log,
 		cancel:   cancel,
 	}
-	if ls.protocol == config.ProtocolIMAP {
-		ls.tap.bye = []byte(imapRevokedBye)
-	}
+	ls.tap.gated = ls.protocol == config.ProtocolIMAP
 	r := &s.sessions
 	r.mu.Lock()
 	if r.live == nil {
 		r.live = map[*liveSession]struct{}{}
 	}
 	r.live[ls] = struct{}{}
+	closing := r.closing
 	r.mu.Unlock()
+	if closing && ls.doomed.CompareAndSwap(false, true) {
+		ls.shutDown()
+		return ctx, ls
+	}
 	// Swap stores the new runtime before it sweeps the registry, under
 	// the registry's lock: a session added after that sweep sees the new
 	// runtime here.
@@ -111,7 +125,38 @@ func (s *Server) unregister(ls *liveSession) {
 	r := &s.sessions
 	r.mu.Lock()
 	delete(r.live, ls)
+	if r.ended == nil {
+		r.ended = map[string]*[2]int64{}
+	}
+	if r.ended[ls.protocol] == nil {
+		r.ended[ls.protocol] = new([2]int64)
+	}
+	r.ended[ls.protocol][0] += ls.tap.up.Load()
+	r.ended[ls.protocol][1] += ls.tap.down.Load()
 	r.mu.Unlock()
+}
+
+// CloseSessions closes every live session at once, as the end of the
+// drain after SIGTERM does: an IMAP client first gets "* BYE Server
+// shutting down." where the stream allows it (see relayTap). A session
+// that begins relaying afterwards is closed as soon as it does. It
+// returns how many sessions it is closing; the relays end in the
+// background, and Wait waits for them.
+func (s *Server) CloseSessions() int {
+	r := &s.sessions
+	r.mu.Lock()
+	r.closing = true
+	var all []*liveSession
+	for ls := range r.live {
+		if ls.doomed.CompareAndSwap(false, true) {
+			all = append(all, ls)
+		}
+	}
+	r.mu.Unlock()
+	for _, ls := range all {
+		go ls.shutDown()
+	}
+	return len(all)
 }
 
 // Sessions lists the live authenticated sessions, oldest first.
@@ -167,12 +212,23 @@ func (s *Server) revokeStale(p *auth.Policy) int {
 }
 
 // revoke stops the session's relay (see relayTap for the IMAP goodbye)
-// and logs why. Only the first call does anything.
+// and logs why. Only the first call of revoke or shutDown does anything.
 func (ls *liveSession) revoke(reason string) {
+	ls.end(imapRevokedBye, "session closed: credential revoked", "reason", reason)
+}
+
+// shutDown stops the session's relay because the server is shutting down.
+func (ls *liveSession) shutDown() {
+	ls.closedByShutdown.Store(true)
+	ls.end(imapShutdownBye, "session closed: server shutting down")
+}
+
+// end stops the relay, with bye for an IMAP client, and logs msg.
+func (ls *liveSession) end(bye, msg string, attrs ...any) {
 	ls.once.Do(func() {
-		bye := ls.tap.stop()
+		sent := ls.tap.stop([]byte(bye))
 		ls.cancel()
-		ls.log.Info("session closed: credential revoked", "reason", reason, "bye", bye)
+		ls.log.Info(msg, append(attrs, "bye", sent)...)
 	})
 }
 

@@ -46,9 +46,10 @@ type relayTap struct {
 	up, down atomic.Int64
 
 	client, backend net.Conn
-	// bye is the last line for the client on revocation (with CRLF), or
-	// nil: no line, and no gate.
-	bye []byte
+	// gated is set for IMAP: the client's writes go through the gate,
+	// and stop may end the stream with a goodbye line. Unset: no line,
+	// and no gate.
+	gated bool
 
 	stopping atomic.Bool
 	mu       sync.Mutex // the gate: held around every write to the client
@@ -64,9 +65,9 @@ const byeTimeout = 300 * time.Millisecond
 var errRevoked = fmt.Errorf("session revoked: %w", net.ErrClosed)
 
 // gate returns the connection the backend→client copier writes to: the
-// client itself, or, when the tap has a goodbye line, the gated client.
+// client itself, or, when the tap is gated, the gated client.
 func (t *relayTap) gate(client net.Conn) net.Conn {
-	if t == nil || t.bye == nil {
+	if t == nil || !t.gated {
 		return client
 	}
 	return &gatedConn{Conn: client, tap: t}
@@ -105,19 +106,20 @@ func (g *gatedConn) CloseWrite() error {
 	return nil
 }
 
-// stop ends the relay's traffic for a revocation: no more writes to the
-// client, the backend closed, and the goodbye line written if the client
-// stands between two responses. It reports whether the line was written.
-// The caller then closes the relay (its context).
-func (t *relayTap) stop() bool {
-	if t.bye != nil {
+// stop ends the relay's traffic for a revocation or a shutdown: no more
+// writes to the client, the backend closed, and, on a gated tap, the
+// goodbye line bye (with CRLF) written if the client stands between two
+// responses. It reports whether the line was written. The caller then
+// closes the relay (its context).
+func (t *relayTap) stop(bye []byte) bool {
+	if t.gated {
 		_ = t.client.SetWriteDeadline(time.Now().Add(byeTimeout))
 	}
 	t.stopping.Store(true)
 	if t.backend != nil {
 		t.backend.Close()
 	}
-	if t.bye == nil {
+	if !t.gated {
 		return false
 	}
 	t.mu.Lock()
@@ -125,8 +127,8 @@ func (t *relayTap) stop() bool {
 	if !t.bound.clean() {
 		return false
 	}
-	n, err := t.client.Write(t.bye)
-	t.bound.feed(t.bye[:n])
+	n, err := t.client.Write(bye)
+	t.bound.feed(bye[:n])
 	return err == nil
 }
 

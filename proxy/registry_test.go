@@ -45,7 +45,7 @@ func newRegWorld(t *testing.T) *regWorld {
 	w.srv = NewServer(slog.New(slog.DiscardHandler), w.runtime([]string{"A", "B", "D"}, nil), ServerOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
 	w.ctx = ctx
-	t.Cleanup(func() { cancel(); w.wg.Wait() })
+	t.Cleanup(func() { cancel(); w.srv.CloseSessions(); w.wg.Wait() })
 	return w
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/lockout"
+	"github.com/kanmon-mail/kanmon/metrics"
 )
 
 // Runtime is one generation of configuration with everything loaded from
@@ -91,6 +92,8 @@ type Server struct {
 	current  atomic.Pointer[Runtime]
 	buffers  *BufferPool
 	sessions registry
+	limits   limits
+	metrics  *metrics.Metrics
 	wg       sync.WaitGroup
 }
 
@@ -100,12 +103,17 @@ type ServerOptions struct {
 	Lockout *lockout.Guard
 	// LastUse records each passcode login; nil records nothing.
 	LastUse *auth.LastUseStore
+	// Metrics records logins, backend errors and refusals, and reads the
+	// server's connections, sessions and relayed bytes at each scrape;
+	// nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // NewServer returns a server that starts with rt.
 func NewServer(log *slog.Logger, rt *Runtime, opts ServerOptions) *Server {
-	s := &Server{log: log, guard: opts.Lockout, lastUse: opts.LastUse, buffers: NewBufferPool()}
+	s := &Server{log: log, guard: opts.Lockout, lastUse: opts.LastUse, buffers: NewBufferPool(), metrics: opts.Metrics}
 	s.current.Store(rt)
+	s.metrics.WatchServer(s.stats)
 	if s.lastUse != nil {
 		if err := s.lastUse.Retain(rt.Policy.PasscodeIDs()); err != nil {
 			log.Warn("pruning passcode last use failed", "err", err)

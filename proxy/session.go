@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -17,13 +18,31 @@ import (
 type session struct {
 	// ctx ends when the server shuts down; handle then interrupts any
 	// pre-auth read (see preAuthDeadline).
-	ctx      context.Context
-	srv      *Server
-	rt       *Runtime
-	spec     config.Listener
-	conn     net.Conn
+	ctx  context.Context
+	srv  *Server
+	rt   *Runtime
+	spec config.Listener
+	conn net.Conn
+	// clientIP is the real client's address, the one every policy uses
+	// (trusted_networks, lockout, logs, last use): the connection's peer,
+	// or the source of its PROXY header, or the x-originating-ip of an
+	// IMAP ID from id_trusted_networks.
 	clientIP netip.Addr
 	log      *slog.Logger
+	// clientPort is the client's port from the same source as clientIP,
+	// 0 when unknown; forwarded to the backend with it.
+	clientPort uint16
+	// connIP is the host that sent the connection's commands: the peer,
+	// or the PROXY header's source. IMAP ID fields are trusted by it.
+	connIP netip.Addr
+	// localAddr is where the client connected (the PROXY header's
+	// destination when there was one), forwarded as x-connected-ip.
+	localAddr netip.AddrPort
+	// id is the session id of the log lines, forwarded to the backend
+	// where it takes one.
+	id string
+	// baseLog is log without its "client" attribute (see setClient).
+	baseLog *slog.Logger
 	// tls is true once the client connection is encrypted.
 	tls bool
 	// failures counts bad and failed pre-auth commands.
@@ -34,6 +53,12 @@ type session struct {
 	// admitted is the decision of the successful login (set by
 	// authenticate), which the session registry checks on every reload.
 	admitted *auth.Decision
+	// hold is what the connection holds of the caps (limits.go); handle
+	// releases it when the connection ends.
+	hold *capHold
+	// interrupt ends a pre-auth read when the server shuts down; relay
+	// disarms it (shutdown.go).
+	interrupt *readInterrupt
 }
 
 // maxPreAuthFailures is how many bad or failed commands a client gets
@@ -83,19 +108,29 @@ func (s *session) goodbyeDeadline() {
 // which closes it when a reload revokes its credential.
 func (s *session) relay(ctx context.Context, log *slog.Logger, client, backend Endpoint) {
 	start := time.Now()
+	s.srv.limits.endPreAuth(s.hold)
+	s.interrupt.disarm()
 	opts := RelayOptions{Idle: s.rt.Config.IdleTimeout.Duration, Buffers: s.srv.buffers}
 	var ls *liveSession
 	if s.admitted != nil {
-		ctx, ls = s.srv.register(ctx, s, log, client, backend)
+		// A logged-in session outlives the end of ctx (shutdown): the
+		// drain lets it go on, and CloseSessions ends it.
+		ctx, ls = s.srv.register(context.WithoutCancel(ctx), s, log, client, backend)
 		defer s.srv.unregister(ls)
 		opts.tap = ls.tap
 	}
 	stats, err := Relay(ctx, client, backend, opts)
 	attrs := []any{"duration", time.Since(start).Round(time.Millisecond), "bytes_in", stats.ClientToBackend, "bytes_out", stats.BackendToClient}
+	if err != nil && !errors.Is(err, errRelayIdle) {
+		s.srv.metrics.BackendError(s.spec.Protocol, backendErrRelay)
+	}
 	if err != nil {
 		attrs = append(attrs, "err", err)
 	}
-	if ls != nil && ls.doomed.Load() {
+	switch {
+	case ls != nil && ls.closedByShutdown.Load():
+		attrs = append(attrs, "shutdown", true)
+	case ls != nil && ls.doomed.Load():
 		attrs = append(attrs, "revoked", true)
 	}
 	log.Info("session ended", attrs...)

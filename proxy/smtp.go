@@ -1,9 +1,436 @@
 package proxy
 
-import "context"
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/kanmon-mail/kanmon/auth"
+	"github.com/kanmon-mail/kanmon/config"
+)
+
+// The SMTP submission front speaks SMTP only until AUTH succeeds. Then it
+// has logged into the backend (smtp_backend.go) and relays bytes both
+// ways, so every reply after AUTH, the 250 for a message included, is the
+// backend's own: kanmon cannot acknowledge a message the backend did not
+// accept, and buffers none. Before AUTH its EHLO reply mirrors the
+// backend's extensions (cached per backend), so that the client uses
+// what the backend implements: PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
+// CHUNKING, DSN and the rest work through the relay.
+
+// Line limits of the SMTP front. Memory is bounded by them, never by what
+// a client sends.
+const (
+	// smtpMaxCommandLine is the longest command line, CRLF included
+	// (RFC 5321 §4.5.3.1.4).
+	smtpMaxCommandLine = 512
+	// smtpMaxReplyLine is the longest reply line, CRLF included (RFC
+	// 5321 §4.5.3.1.5); longer mirrored EHLO lines are dropped.
+	smtpMaxReplyLine = 512
+	// smtpMaxAuthLine is the longest AUTH command line with its initial
+	// response, and the longest SASL response, CRLF included. RFC 4954
+	// §4 asks a server to take the longest response its mechanisms
+	// produce, whatever its other line limits; 12288 octets is what many
+	// servers allow, far more than any PLAIN or LOGIN response needs. A
+	// line longer than this is cut off at the limit and the connection
+	// closed, since its rest cannot be told from the next command.
+	smtpMaxAuthLine = 12288
+)
+
+// Replies of the SMTP front (RFC 5321 §4.2, RFC 4954 §6, RFC 3207 §4,
+// enhanced codes per RFC 3463). The front always gives enhanced codes.
+const (
+	smtpAuthOK = "235 2.7.0 Authentication successful"
+	// smtpFailedReply is every failed login, whatever the reason.
+	smtpFailedReply        = "535 5.7.8 " + auth.FailureText
+	smtpUnavailable        = "454 4.7.0 Temporary authentication failure"
+	smtpEncryptionRequired = "538 5.7.11 Encryption required for requested authentication mechanism"
+	smtpAuthRequired       = "530 5.7.0 Authentication required"
+	smtpHelloFirst         = "503 5.5.1 Send EHLO first"
+	smtpAuthSyntax         = "501 5.5.4 Syntax: AUTH mechanism [initial-response]"
+	smtpCancelled          = "501 5.0.0 Authentication cancelled"
+	smtpBadBase64          = "501 5.5.2 Cannot decode response"
+	smtpMalformed          = "501 5.5.2 Malformed authentication response"
+	smtpUnknownMechanism   = "504 5.5.4 Unrecognized authentication type"
+	smtpAuthLineTooLong    = "500 5.5.6 Authentication Exchange line is too long"
+	smtpLineTooLong        = "500 5.5.2 Line too long"
+	smtpUnknownCommand     = "500 5.5.2 Command not recognized"
+	smtpTooManyErrors      = "421 4.7.0 Too many errors; closing connection"
+	smtpShuttingDown       = "421 4.3.2 Server shutting down"
+	smtpIdle               = "421 4.4.2 Idle for too long; closing connection"
+	smtpOK                 = "250 2.0.0 OK"
+)
+
+// smtpAuthMechanisms is kanmon's own AUTH line in EHLO.
+const smtpAuthMechanisms = "AUTH PLAIN LOGIN"
+
+// errSMTPLineTooLong is a line over its limit.
+var errSMTPLineTooLong = errors.New("smtp: line too long")
+
+// smtpFront is the pre-auth SMTP conversation on one connection.
+type smtpFront struct {
+	*session
+	br *bufio.Reader
+	// line is the current line, reused; at most smtpMaxAuthLine long.
+	line []byte
+	// helo is the name the backend gets in EHLO: the client's EHLO or
+	// HELO name if it is a valid domain or address literal, else
+	// kanmon's own. Empty until the client said EHLO or HELO, and again
+	// after STARTTLS (RFC 3207 §4.2).
+	helo string
+}
 
 // serveSubmission runs the pre-auth SMTP submission front and, after AUTH,
 // the relay.
 func serveSubmission(ctx context.Context, s *session) {
-	_, _ = s.conn.Write([]byte("554 5.3.2 Submission is not served yet.\r\n"))
+	f := &smtpFront{session: s}
+	f.setConn(s.conn)
+	f.preAuthDeadline()
+	if err := f.reply("220 " + smtpHostname() + " ESMTP kanmon ready"); err != nil {
+		return
+	}
+	for !contextDone(ctx) {
+		f.preAuthDeadline()
+		line, err := f.readLine(smtpMaxAuthLine)
+		if err != nil {
+			f.readFailed(err, smtpLineTooLong)
+			return
+		}
+		if done := f.dispatch(ctx, line); done {
+			return
+		}
+	}
+	_ = f.reply(smtpShuttingDown)
 }
+
+// setConn (re)binds the reader to conn, after accept or STARTTLS.
+func (f *smtpFront) setConn(conn net.Conn) {
+	f.conn = conn
+	f.br = bufio.NewReaderSize(conn, 4096)
+}
+
+// readLine reads one line of at most limit octets with its line end and
+// returns it without CRLF (a bare LF ends a line too). A longer line is
+// errSMTPLineTooLong; no more of it is read.
+func (f *smtpFront) readLine(limit int) (string, error) {
+	f.line = f.line[:0]
+	for {
+		chunk, err := f.br.ReadSlice('\n')
+		if len(f.line)+len(chunk) > limit {
+			return "", errSMTPLineTooLong
+		}
+		f.line = append(f.line, chunk...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimSuffix(string(f.line[:len(f.line)-1]), "\r"), nil
+	}
+}
+
+// readFailed says goodbye after a read error where one is due: tooLong
+// for a line over its limit, 421 for an idle client or shutdown.
+func (f *smtpFront) readFailed(err error, tooLong string) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, errSMTPLineTooLong):
+		_ = f.reply(tooLong)
+	case errors.As(err, &ne) && ne.Timeout():
+		f.goodbyeDeadline()
+		if f.shuttingDown() {
+			_ = f.reply(smtpShuttingDown)
+		} else {
+			_ = f.reply(smtpIdle)
+		}
+	}
+}
+
+// dispatch runs one pre-auth command and reports whether the front is done
+// (QUIT, close, or handed over to the relay).
+func (f *smtpFront) dispatch(ctx context.Context, line string) bool {
+	verb, arg, _ := strings.Cut(line, " ")
+	verb = strings.ToUpper(verb)
+	if verb != "AUTH" && len(line)+len("\r\n") > smtpMaxCommandLine {
+		return f.failed(smtpLineTooLong)
+	}
+	switch verb {
+	case "EHLO", "HELO":
+		return f.hello(ctx, verb, arg)
+	case "STARTTLS":
+		return f.startTLS(arg)
+	case "AUTH":
+		return f.cmdAuth(ctx, arg)
+	case "NOOP", "RSET":
+		return f.reply(smtpOK) != nil
+	case "HELP":
+		return f.reply("214 2.0.0 Send EHLO, then AUTH; the mail server takes over after that") != nil
+	case "QUIT":
+		_ = f.reply("221 2.0.0 Bye")
+		return true
+	case "MAIL", "RCPT", "DATA", "VRFY", "EXPN", "ETRN", "BURL":
+		return f.failed(smtpAuthRequired)
+	case "BDAT":
+		return f.bdat(arg)
+	}
+	return f.failed(smtpUnknownCommand)
+}
+
+// failed answers a bad or failed command, counts it, and after too many
+// says 421 and reports that the connection must close.
+func (f *smtpFront) failed(reply string) bool {
+	if f.reply(reply) != nil {
+		return true
+	}
+	if f.fail() {
+		_ = f.reply(smtpTooManyErrors)
+		return true
+	}
+	return false
+}
+
+// hello answers EHLO (RFC 5321 §4.1.1.1) with the backend's extensions
+// and kanmon's STARTTLS and AUTH, or HELO with a plain 250.
+func (f *smtpFront) hello(ctx context.Context, verb, arg string) bool {
+	name := strings.TrimSpace(arg)
+	if name == "" {
+		return f.failed("501 5.5.4 Syntax: " + verb + " hostname")
+	}
+	f.helo = smtpClientName(name)
+	if verb == "HELO" {
+		return f.reply("250 "+smtpHostname()) != nil
+	}
+	lines := []string{smtpHostname()}
+	for _, ext := range f.backendExtensions(ctx) {
+		if smtpMirrored(ext) {
+			lines = append(lines, ext)
+		}
+	}
+	if !f.tls && f.spec.TLS == config.TLSStartTLS {
+		lines = append(lines, "STARTTLS")
+	}
+	if f.authAllowed() {
+		lines = append(lines, smtpAuthMechanisms)
+	}
+	var b strings.Builder
+	for i, l := range lines {
+		sep := "-"
+		if i == len(lines)-1 {
+			sep = " "
+		}
+		b.WriteString("250" + sep + l + "\r\n")
+	}
+	_, err := io.WriteString(f.conn, b.String())
+	return err != nil
+}
+
+// backendExtensions is the backend's EHLO extension list, from the cache
+// or a probe; a safe minimal list when the backend cannot be asked.
+func (f *smtpFront) backendExtensions(ctx context.Context) []string {
+	b := f.rt.Backends[f.spec.Protocol]
+	if b == nil {
+		return smtpFallbackExtensions
+	}
+	exts, err := b.submissionExtensions(ctx)
+	if err != nil {
+		f.log.Warn("backend EHLO probe failed; advertising the last known or a minimal extension list", "err", err)
+	}
+	return exts
+}
+
+// smtpMirrored reports whether a backend EHLO line goes into kanmon's EHLO
+// reply. AUTH and STARTTLS are kanmon's own business with the client, and
+// local extensions, the keywords that begin with X (RFC 5321 §4.1.5;
+// XCLIENT and XFORWARD among them), are kanmon's business with the
+// backend. A line that is not a well-formed keyword with printable
+// parameters, or too long for a reply line, is dropped.
+func smtpMirrored(ext string) bool {
+	keyword, params, _ := strings.Cut(ext, " ")
+	keyword = strings.ToUpper(keyword)
+	switch {
+	case keyword == "" || len(ext) > smtpMaxReplyLine-len("250-\r\n"):
+		return false
+	case keyword == "AUTH", keyword == "STARTTLS", strings.HasPrefix(keyword, "AUTH="), keyword[0] == 'X':
+		return false
+	}
+	for i := 0; i < len(keyword); i++ {
+		c := keyword[i]
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' && i > 0) {
+			return false
+		}
+	}
+	return printable(params, len(params)) == params
+}
+
+// startTLS upgrades the connection (RFC 3207). Bytes the client pipelined
+// after the STARTTLS line were sent in clear text and are discarded,
+// never executed after the handshake (CVE-2011-0411). Whatever the client
+// said before, its EHLO included, no longer counts (RFC 3207 §4.2).
+func (f *smtpFront) startTLS(arg string) bool {
+	switch {
+	case f.tls:
+		return f.failed("503 5.5.1 TLS already active")
+	case f.spec.TLS != config.TLSStartTLS:
+		return f.failed("502 5.5.1 STARTTLS is not available here")
+	case arg != "":
+		return f.failed("501 5.5.4 Syntax error (no parameters allowed)")
+	}
+	if f.reply("220 2.0.0 Ready to start TLS") != nil {
+		return true
+	}
+	tc := f.upgradeTLS(f.br, "STARTTLS")
+	if tc == nil {
+		return true
+	}
+	f.setConn(tc)
+	f.helo = ""
+	return false
+}
+
+// cmdAuth handles AUTH PLAIN and LOGIN, with or without an initial
+// response (RFC 4954 §4).
+func (f *smtpFront) cmdAuth(ctx context.Context, arg string) bool {
+	if !f.authAllowed() {
+		return f.failed(smtpEncryptionRequired)
+	}
+	if f.helo == "" {
+		return f.failed(smtpHelloFirst)
+	}
+	mech, ir, hasIR := strings.Cut(arg, " ")
+	if mech == "" {
+		return f.failed(smtpAuthSyntax)
+	}
+	var initial *string
+	if hasIR {
+		initial = &ir
+	}
+	user, secret, err := saslCredentials(mech, initial, func(challenge string) (string, error) {
+		if err := f.reply("334 " + challenge); err != nil {
+			return "", err
+		}
+		f.preAuthDeadline()
+		return f.readLine(smtpMaxAuthLine)
+	})
+	switch {
+	case err == nil:
+		return f.login(ctx, user, secret)
+	case errors.Is(err, errSASLAuthzid):
+		f.log.Info("login failed", "user", user, "reason", "PLAIN authzid differs from authcid")
+		return f.failed(smtpFailedReply)
+	case errors.Is(err, errSASLMechanism):
+		return f.failed(smtpUnknownMechanism)
+	case errors.Is(err, errSASLCancelled):
+		return f.failed(smtpCancelled)
+	case errors.Is(err, errSASLBase64):
+		return f.failed(smtpBadBase64)
+	case errors.Is(err, errSASLMalformed):
+		return f.failed(smtpMalformed)
+	}
+	f.readFailed(err, smtpAuthLineTooLong)
+	return true
+}
+
+// login decides, logs into the backend, answers 235 and relays.
+func (f *smtpFront) login(ctx context.Context, user, secret string) bool {
+	var backend *SubmissionLogin
+	outcome, log := f.authenticate(ctx, user, secret, func(ctx context.Context, b *Backend, cred Credentials) error {
+		var err error
+		backend, err = b.LoginSubmission(ctx, cred, f.helo)
+		return err
+	})
+	switch outcome {
+	case outcomeFailed:
+		return f.failed(smtpFailedReply)
+	case outcomeUnavailable:
+		return f.failed(smtpUnavailable)
+	}
+	if !f.admitSession() {
+		backend.Conn.Close()
+		return f.reply(smtpSessionLimit) != nil
+	}
+	if err := f.reply(smtpAuthOK); err != nil {
+		backend.Conn.Close()
+		return true
+	}
+	f.relay(ctx, log, f.clientEndpoint(f.br), backend.Endpoint)
+	return true
+}
+
+// bdat refuses BDAT before AUTH. Its chunk follows the command without
+// waiting for a reply (RFC 3030 §2), so the chunk is read and discarded
+// first, never taken for commands; memory stays bounded and the pre-auth
+// deadline bounds the time. A size that does not parse leaves no way to
+// find the next command, so the connection closes.
+func (f *smtpFront) bdat(arg string) bool {
+	sizeArg, _, _ := strings.Cut(arg, " ")
+	size, err := strconv.ParseInt(sizeArg, 10, 64)
+	if err != nil || size < 0 {
+		_ = f.reply("501 5.5.4 Syntax: BDAT size [LAST]")
+		return true
+	}
+	if _, err := io.CopyN(io.Discard, f.br, size); err != nil {
+		f.readFailed(err, smtpLineTooLong)
+		return true
+	}
+	return f.failed(smtpAuthRequired)
+}
+
+// reply sends one reply line and CRLF.
+func (f *smtpFront) reply(text string) error {
+	if _, err := io.WriteString(f.conn, text+"\r\n"); err != nil {
+		return fmt.Errorf("smtp write: %w", err)
+	}
+	return nil
+}
+
+// smtpClientName is the client's EHLO or HELO argument if it is a domain
+// or an address literal (RFC 5321 §4.1.3), which the backend then gets in
+// its EHLO; anything else is replaced by kanmon's own name.
+func smtpClientName(name string) string {
+	if smtpValidName(name) {
+		return name
+	}
+	return smtpHostname()
+}
+
+// smtpValidName reports whether name is a domain (letters, digits, hyphens
+// and dots) or an address literal ("[192.0.2.1]", "[IPv6:2001:db8::1]").
+func smtpValidName(name string) bool {
+	if len(name) == 0 || len(name) > 255 {
+		return false
+	}
+	allowed := "-."
+	if lit, ok := strings.CutPrefix(name, "["); ok {
+		inner, ok := strings.CutSuffix(lit, "]")
+		if !ok || inner == "" {
+			return false
+		}
+		name, allowed = inner, ":."
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(allowed, c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// smtpHostname is kanmon's name in its greeting, its EHLO reply and, when
+// the client's name will not do, its EHLO to the backend: the host name,
+// or "localhost" when that is not a valid domain.
+var smtpHostname = sync.OnceValue(func() string {
+	h, err := os.Hostname()
+	if err != nil || !smtpValidName(h) || strings.HasPrefix(h, "[") {
+		return "localhost"
+	}
+	return h
+})

@@ -31,6 +31,8 @@ missing() {
 		[ -x "$LIBEXEC/$b" ] || echo "dovecot-$b"
 	done
 	command -v curl >/dev/null 2>&1 || echo curl
+	command -v swaks >/dev/null 2>&1 || echo swaks
+	perl -MNet::SSLeay -e1 >/dev/null 2>&1 || echo libnet-ssleay-perl # swaks's TLS
 	[ -s /etc/ssl/certs/ca-certificates.crt ] || echo ca-certificates
 }
 
@@ -128,9 +130,9 @@ why="not root"
 [ "$(id -u)" -eq 0 ] && why="no apt-get"
 cat >&2 <<EOF
 test-deps: cannot install ($why). Install as root:
-    apt-get install dovecot-imapd dovecot-pop3d dovecot-submissiond curl ca-certificates
+    apt-get install dovecot-imapd dovecot-pop3d dovecot-submissiond curl swaks libnet-ssleay-perl ca-certificates
 EOF
-what="tests that run curl"
+what="tests that run curl or swaks"
 case " $absent" in *" dovecot"*) what="real-Dovecot tests (internal/dovecottest and every test using it) and $what" ;; esac
 if [ "$ci" = true ]; then
 	echo "test-deps: CI=true, so the $what will FAIL" >&2

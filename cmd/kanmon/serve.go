@@ -19,12 +19,9 @@ import (
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/lockout"
+	"github.com/kanmon-mail/kanmon/metrics"
 	"github.com/kanmon-mail/kanmon/proxy"
 )
-
-// drainTimeout is how long sessions may run on after SIGTERM before the
-// process exits anyway.
-const drainTimeout = 10 * time.Second
 
 func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -44,11 +41,16 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 	return 0
 }
 
-// newLogger returns the process logger at the config's level.
-func newLogger(w io.Writer, level string) *slog.Logger {
+// newLogger returns the process logger at the config's level, in its
+// format (config.LogFormatText or config.LogFormatJSON).
+func newLogger(w io.Writer, level, format string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	opts := &slog.HandlerOptions{Level: l}
+	if format == config.LogFormatJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // serve runs the proxy for the config at path until ctx ends. SIGHUP
@@ -58,7 +60,7 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 	if err != nil {
 		return err
 	}
-	log := newLogger(logOut, cfg.LogLevel)
+	log := newLogger(logOut, cfg.LogLevel, cfg.LogFormat)
 	rt, err := proxy.LoadRuntime(cfg)
 	if err != nil {
 		return err
@@ -81,12 +83,24 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 			log.Error("closing the last-use database", "err", err)
 		}
 	}()
-	srv := proxy.NewServer(log, rt, proxy.ServerOptions{Lockout: guard, LastUse: lastUse})
+	var m *metrics.Metrics
+	if cfg.MetricsAddress != "" {
+		m = metrics.New()
+		m.WatchLockouts(guard.LockCounts)
+		stopMetrics, err := serveMetrics(cfg.MetricsAddress, m, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+	srv := proxy.NewServer(log, rt, proxy.ServerOptions{Lockout: guard, LastUse: lastUse, Metrics: m})
 	var reloadMu sync.Mutex
 	doReload := func() error {
 		reloadMu.Lock()
 		defer reloadMu.Unlock()
-		return reload(srv, guard, path, log)
+		err := reload(srv, guard, path, log)
+		m.Reload(err == nil)
+		return err
 	}
 	adminSrv, err := admin.Listen(cfg.StateDir, admin.Handlers{
 		Reload: doReload,
@@ -109,9 +123,9 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 		return err
 	}
 	defer adminSrv.Close()
-	sessionCtx, cancelSessions := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelSessions()
-	acceptCtx, stopAccepting := context.WithCancel(sessionCtx)
+	// Listeners and the sessions that have not logged in end when the
+	// loop below says so; logged-in sessions drain (see the end).
+	acceptCtx, stopAccepting := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopAccepting()
 	var accepting sync.WaitGroup
 	errs := make(chan error, len(lns))
@@ -145,16 +159,17 @@ loop:
 			_ = doReload()
 		}
 	}
-	log.Info("kanmon stopping: no new connections; draining sessions", "timeout", drainTimeout)
+	drain := srv.Runtime().Config.DrainTimeout.Duration
+	log.Info("kanmon stopping: no new connections; closing sessions not logged in; draining the others", "timeout", drain)
 	stopAccepting()
 	accepting.Wait()
 	drained := make(chan struct{})
 	go func() { srv.Wait(); close(drained) }()
 	select {
 	case <-drained:
-	case <-time.After(drainTimeout):
-		log.Warn("drain timeout: closing remaining sessions")
-		cancelSessions()
+	case <-time.After(drain):
+		n := srv.CloseSessions()
+		log.Warn("drain timeout: closing the remaining sessions", "sessions", n)
 		<-drained
 	}
 	log.Info("kanmon stopped")

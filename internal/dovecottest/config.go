@@ -211,6 +211,12 @@ func (s *Server) pickPorts() error {
 			targets = append(targets, &s.SubmissionsAddr)
 		}
 	}
+	if s.opts.HAProxy {
+		targets = append(targets, &s.IMAPHAProxyAddr, &s.POP3HAProxyAddr)
+		if s.opts.SubmissionRelay != "" {
+			targets = append(targets, &s.SubmissionHAProxyAddr)
+		}
+	}
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
@@ -245,27 +251,30 @@ func (s *Server) config() (string, error) {
 	}
 	maxConns := s.opts.MaxUserConnections
 	data := map[string]any{
-		"Dir":          s.Dir,
-		"Instance":     filepath.Base(s.Dir),
-		"InternalUser": s.id.internalUser,
-		"InternalGrp":  s.id.internalGroup,
-		"LoginUser":    s.id.loginUser,
-		"MailUID":      s.id.mailUID,
-		"MailGID":      s.id.mailGID,
-		"Opts":         s.opts,
-		"Protocols":    "imap pop3",
-		"Trusted":      strings.Join(s.opts.LoginTrustedNetworks, " "),
-		"RelayHost":    relayHost,
-		"RelayPort":    relayPort,
-		"MaxConns":     maxConns,
-		"ProcessLimit": maxConns + 100,
-		"LoginClients": 2*maxConns + 100,
-		"IMAP":         port(s.IMAPAddr),
-		"POP3":         port(s.POP3Addr),
-		"Submission":   port(s.SubmissionAddr),
-		"IMAPS":        port(s.IMAPSAddr),
-		"POP3S":        port(s.POP3SAddr),
-		"Submissions":  port(s.SubmissionsAddr),
+		"Dir":               s.Dir,
+		"Instance":          filepath.Base(s.Dir),
+		"InternalUser":      s.id.internalUser,
+		"InternalGrp":       s.id.internalGroup,
+		"LoginUser":         s.id.loginUser,
+		"MailUID":           s.id.mailUID,
+		"MailGID":           s.id.mailGID,
+		"Opts":              s.opts,
+		"Protocols":         "imap pop3",
+		"Trusted":           strings.Join(s.opts.LoginTrustedNetworks, " "),
+		"RelayHost":         relayHost,
+		"RelayPort":         relayPort,
+		"MaxConns":          maxConns,
+		"ProcessLimit":      maxConns + 100,
+		"LoginClients":      2*maxConns + 100,
+		"IMAP":              port(s.IMAPAddr),
+		"POP3":              port(s.POP3Addr),
+		"Submission":        port(s.SubmissionAddr),
+		"IMAPS":             port(s.IMAPSAddr),
+		"POP3S":             port(s.POP3SAddr),
+		"Submissions":       port(s.SubmissionsAddr),
+		"IMAPHAProxy":       port(s.IMAPHAProxyAddr),
+		"POP3HAProxy":       port(s.POP3HAProxyAddr),
+		"SubmissionHAProxy": port(s.SubmissionHAProxyAddr),
 	}
 	if relayHost != "" {
 		data["Protocols"] = "imap pop3 submission"
@@ -308,6 +317,8 @@ auth_cache_size = 0
 # Failed logins answer at once: kanmon's tests make many on purpose.
 auth_failure_delay = 0
 {{with .Trusted}}login_trusted_networks = {{.}}
+{{end}}
+{{- if .Opts.HAProxy}}haproxy_trusted_networks = 127.0.0.0/8
 {{end}}
 {{- if .Opts.TLS}}
 ssl = yes
@@ -366,6 +377,13 @@ service imap-login {
     port = {{.IMAPS}}
     ssl = yes
   }
+{{- if .Opts.HAProxy}}
+  inet_listener imap_haproxy {
+    address = 127.0.0.1
+    port = {{.IMAPHAProxy}}
+    haproxy = yes
+  }
+{{- end}}
 }
 service pop3-login {
   chroot =
@@ -381,6 +399,13 @@ service pop3-login {
     port = {{.POP3S}}
     ssl = yes
   }
+{{- if .Opts.HAProxy}}
+  inet_listener pop3_haproxy {
+    address = 127.0.0.1
+    port = {{.POP3HAProxy}}
+    haproxy = yes
+  }
+{{- end}}
 }
 {{if .RelayHost}}
 service submission-login {
@@ -397,6 +422,13 @@ service submission-login {
     port = {{.Submissions}}
     ssl = yes
   }
+{{- if .Opts.HAProxy}}
+  inet_listener submission_haproxy {
+    address = 127.0.0.1
+    port = {{.SubmissionHAProxy}}
+    haproxy = yes
+  }
+{{- end}}
 }
 {{end}}
 # One mail process per logged-in session.

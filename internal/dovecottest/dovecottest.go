@@ -87,6 +87,13 @@ type Options struct {
 	// MaxUserConnections becomes mail_max_userip_connections and sizes the
 	// process limits. Default: 1000 (Dovecot's own default is 10).
 	MaxUserConnections int
+	// HAProxy adds a second plaintext listener per protocol that expects a
+	// PROXY protocol (v1 or v2) header first (inet_listener { haproxy =
+	// yes }), with haproxy_trusted_networks = 127.0.0.0/8: Dovecot then
+	// logs the header's source as rip=. Their addresses are
+	// IMAPHAProxyAddr, POP3HAProxyAddr and SubmissionHAProxyAddr.
+	// Default: none.
+	HAProxy bool
 	// TLS enables ssl = yes with a self-signed certificate for localhost
 	// and 127.0.0.1: STARTTLS/STLS on the plain ports, and implicit-TLS
 	// listeners at IMAPSAddr, POP3SAddr (and SubmissionsAddr). Use
@@ -105,6 +112,10 @@ type Server struct {
 	// IMAPSAddr, POP3SAddr and SubmissionsAddr are the implicit-TLS
 	// listeners; empty unless Options.TLS is set.
 	IMAPSAddr, POP3SAddr, SubmissionsAddr string
+	// IMAPHAProxyAddr, POP3HAProxyAddr and SubmissionHAProxyAddr are the
+	// listeners that take a PROXY header; empty unless Options.HAProxy
+	// is set (SubmissionHAProxyAddr also needs SubmissionRelay).
+	IMAPHAProxyAddr, POP3HAProxyAddr, SubmissionHAProxyAddr string
 	// Dir is the instance directory: dovecot.conf, passwd files, the log,
 	// base_dir (run/) and the users' homes (home/NAME/Maildir).
 	Dir string

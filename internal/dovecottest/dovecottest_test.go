@@ -326,6 +326,45 @@ func TestTrustedNetworksForwardClientIP(t *testing.T) {
 	waitLog(t, s, "rip=203.0.113.7")
 }
 
+func TestPOP3XCLIENTForwardClientIP(t *testing.T) {
+	t.Parallel()
+	s := start(t, Options{LoginTrustedNetworks: []string{"127.0.0.0/8"}})
+	x := dialRaw(t, s.POP3Addr)
+	x.line()
+	x.cmd("XCLIENT ADDR=203.0.113.8 PORT=40001", "+OK")
+	x.cmd("USER alice", "+OK")
+	x.cmd("PASS alice-pw", "+OK")
+	x.cmd("QUIT", "+OK")
+	waitLog(t, s, "rip=203.0.113.8")
+}
+
+func TestHAProxyListeners(t *testing.T) {
+	t.Parallel()
+	s := start(t, Options{HAProxy: true})
+	if s.IMAPHAProxyAddr == "" || s.POP3HAProxyAddr == "" {
+		t.Fatalf("HAProxy listeners: %q %q", s.IMAPHAProxyAddr, s.POP3HAProxyAddr)
+	}
+	x := dialRaw(t, s.IMAPHAProxyAddr)
+	fmt.Fprintf(x.c, "PROXY TCP4 203.0.113.9 127.0.0.1 40002 143\r\n")
+	x.line()
+	x.cmd("a LOGIN alice alice-pw", "a OK")
+	x.cmd("b LOGOUT", "* BYE")
+	waitLog(t, s, "rip=203.0.113.9")
+	p := dialRaw(t, s.POP3HAProxyAddr)
+	fmt.Fprintf(p.c, "PROXY TCP4 203.0.113.10 127.0.0.1 40003 110\r\n")
+	p.line()
+	p.cmd("USER alice", "+OK")
+	p.cmd("PASS alice-pw", "+OK")
+	p.cmd("QUIT", "+OK")
+	waitLog(t, s, "rip=203.0.113.10")
+	// The plain listeners stay as they were.
+	c := dialIMAP(t, s.IMAPAddr)
+	if err := c.Login("alice", "alice-pw").Wait(); err != nil {
+		t.Fatalf("plain listener: %v", err)
+	}
+	logClean(t, s)
+}
+
 func TestMaxUserConnections(t *testing.T) {
 	t.Parallel()
 	s := start(t, Options{MaxUserConnections: 2})

@@ -1,9 +1,11 @@
 package dovecottest
 
 import (
+	"fmt"
 	"io"
 	"log"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,6 +33,8 @@ type Sink struct {
 	mu      sync.Mutex
 	msgs    []SinkMessage
 	changed chan struct{} // closed and replaced on every new message
+	deliver *Server       // set by DeliverTo
+	t       testing.TB    // the test that started the sink
 }
 
 // StartSink starts a Sink and closes it when the test ends.
@@ -40,7 +44,7 @@ func StartSink(t testing.TB) *Sink {
 	if err != nil {
 		t.Fatalf("dovecottest: sink: %v", err)
 	}
-	k := &Sink{Addr: l.Addr().String(), changed: make(chan struct{})}
+	k := &Sink{Addr: l.Addr().String(), changed: make(chan struct{}), t: t}
 	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
 		return &sinkSession{sink: k}, nil
 	}))
@@ -107,6 +111,9 @@ func (s *sinkSession) Data(r io.Reader) error {
 	}
 	s.cur.Data = data
 	k := s.sink
+	if err := k.deliverAll(s.cur); err != nil {
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: err.Error()}
+	}
 	k.mu.Lock()
 	k.msgs = append(k.msgs, s.cur)
 	close(k.changed)
@@ -114,4 +121,72 @@ func (s *sinkSession) Data(r io.Reader) error {
 	k.mu.Unlock()
 	s.cur = SinkMessage{}
 	return nil
+}
+
+// DeliverTo makes the sink deliver every message it accepts into s, as a
+// mail server's local delivery would: into the INBOX of each recipient
+// whose local part (before "@") names a user of s. Delivery happens before
+// the sink answers the message's DATA, so a client whose submission
+// succeeded finds the message in the recipient's INBOX. Other recipients
+// are only kept, as before. A failed delivery answers DATA with a 451.
+//
+// Dovecot needs the sink's address before it starts, and the sink needs
+// the running Dovecot to deliver, so this is set after both have started.
+func (k *Sink) DeliverTo(s *Server) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.deliver = s
+}
+
+// deliverAll delivers m to each of its recipients that is a user of the
+// DeliverTo server.
+func (k *Sink) deliverAll(m SinkMessage) error {
+	k.mu.Lock()
+	s := k.deliver
+	k.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	for _, rcpt := range m.To {
+		local, _, _ := strings.Cut(rcpt, "@")
+		if !s.users[strings.ToLower(local)] {
+			continue
+		}
+		if err := deliverFrom(k.t, s, local, m.Data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deliverFrom runs Server.Deliver on the sink's own goroutine, where the
+// test's Fatalf must not run (it would end that goroutine, not the test):
+// a failure comes back as an error instead.
+func deliverFrom(t testing.TB, s *Server, user string, data []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(deliverFailure)
+			if !ok {
+				panic(r)
+			}
+			err = f
+		}
+	}()
+	s.Deliver(fatalAsPanic{t}, user, data)
+	return nil
+}
+
+// deliverFailure is a Fatalf of Server.Deliver called through fatalAsPanic.
+type deliverFailure string
+
+func (f deliverFailure) Error() string { return string(f) }
+
+// fatalAsPanic is a testing.TB whose Fatalf panics with a deliverFailure,
+// for deliverFrom to recover; everything else is the test's.
+type fatalAsPanic struct{ testing.TB }
+
+func (fatalAsPanic) Helper() {}
+
+func (fatalAsPanic) Fatalf(format string, args ...any) {
+	panic(deliverFailure(fmt.Sprintf(format, args...)))
 }

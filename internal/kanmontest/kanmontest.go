@@ -22,6 +22,7 @@ import (
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/internal/selfsigned"
 	"github.com/kanmon-mail/kanmon/lockout"
+	"github.com/kanmon-mail/kanmon/metrics"
 	"github.com/kanmon-mail/kanmon/proxy"
 )
 
@@ -50,6 +51,12 @@ type Options struct {
 	// POP3Backend and SubmissionBackend, when set, add that protocol's
 	// three listeners and a [backend.X] with the same master credentials.
 	POP3Backend, SubmissionBackend string
+	// POP3BackendExtra is appended inside [backend.pop3], e.g.
+	// `forward_client_ip = "xclient"`.
+	POP3BackendExtra string
+	// ListenerExtra is appended inside every [[listener]], e.g.
+	// "proxy_protocol = true".
+	ListenerExtra string
 	// Lockout is the body of the [lockout] section. Empty means
 	// DefaultLockout: real counters with a 1 ms tarpit, so tests stay fast.
 	Lockout string
@@ -81,13 +88,17 @@ type Kanmon struct {
 	LastUse *auth.LastUseStore
 	// Server is the running server.
 	Server *proxy.Server
+	// Metrics are the server's metrics; serve them with
+	// httptest.NewServer(k.Metrics.Handler()).
+	Metrics *metrics.Metrics
 	// ClientTLS trusts kanmon's certificate.
 	ClientTLS *tls.Config
 
-	passcodes map[string]string
-	logs      *syncBuffer
-	stopOnce  sync.Once
-	stop      func()
+	passcodes     map[string]string
+	logs          *syncBuffer
+	stopOnce      sync.Once
+	stop          func()
+	stopAccepting func()
 }
 
 // Start starts kanmon and stops it at test cleanup.
@@ -140,7 +151,7 @@ key  = "key.pem"
 		implicit, starttls, plain *string
 	}{
 		{"imap", opts.IMAPBackend, opts.BackendTLS, opts.BackendExtra, &k.IMAPS, &k.IMAPStartTLS, &k.IMAPPlain},
-		{"pop3", opts.POP3Backend, "", "", &k.POP3S, &k.POP3StartTLS, &k.POP3Plain},
+		{"pop3", opts.POP3Backend, "", opts.POP3BackendExtra, &k.POP3S, &k.POP3StartTLS, &k.POP3Plain},
 		{"submission", opts.SubmissionBackend, "", "", &k.SubmissionS, &k.SubmissionStartTLS, &k.SubmissionPlain},
 	}
 	for _, p := range protocols {
@@ -149,7 +160,7 @@ key  = "key.pem"
 		}
 		*p.implicit, *p.starttls, *p.plain = ports.next(), ports.next(), ports.next()
 		for _, l := range []struct{ addr, mode string }{{*p.implicit, "implicit"}, {*p.starttls, "starttls"}, {*p.plain, "none"}} {
-			fmt.Fprintf(&b, "[[listener]]\nprotocol = %q\naddress = %q\ntls = %q\n\n", p.name, l.addr, l.mode)
+			fmt.Fprintf(&b, "[[listener]]\nprotocol = %q\naddress = %q\ntls = %q\n%s\n\n", p.name, l.addr, l.mode, opts.ListenerExtra)
 		}
 		backendTLS := p.tls
 		if backendTLS == "" {
@@ -192,7 +203,11 @@ key  = "key.pem"
 	if k.LastUse, err = auth.OpenLastUse(filepath.Join(cfg.StateDir, auth.LastUseDBName), 0); err != nil {
 		t.Fatal(err)
 	}
-	k.Server = proxy.NewServer(log, rt, proxy.ServerOptions{Lockout: k.Guard, LastUse: k.LastUse})
+	k.Metrics = metrics.New()
+	if k.Guard != nil {
+		k.Metrics.WatchLockouts(k.Guard.LockCounts)
+	}
+	k.Server = proxy.NewServer(log, rt, proxy.ServerOptions{Lockout: k.Guard, LastUse: k.LastUse, Metrics: k.Metrics})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for i, ln := range lns {
@@ -202,9 +217,13 @@ key  = "key.pem"
 			_ = k.Server.Serve(ctx, ln, spec)
 		}(ln, cfg.Listeners[i])
 	}
-	k.stop = func() {
+	k.stopAccepting = func() {
 		cancel()
 		wg.Wait()
+	}
+	k.stop = func() {
+		k.stopAccepting()
+		k.Server.CloseSessions()
 		k.Server.Wait()
 		if k.Guard != nil {
 			_ = k.Guard.Close()
@@ -221,9 +240,15 @@ key  = "key.pem"
 }
 
 // Stop shuts kanmon down as SIGTERM does after its drain timeout: it
-// cancels every session and returns once the listeners and all sessions
+// closes every session and returns once the listeners and all sessions
 // have ended. Cleanup calls it too; calling it twice is fine.
 func (k *Kanmon) Stop() { k.stopOnce.Do(k.stop) }
+
+// StopAccepting begins a shutdown as SIGTERM does: it returns once the
+// listeners are closed. The sessions that had not logged in are told so
+// and closed; the logged-in ones go on (the drain) until Stop, or
+// Server.CloseSessions, ends them.
+func (k *Kanmon) StopAccepting() { k.stopAccepting() }
 
 // Passcode returns the passcode made for user's app at start.
 func (k *Kanmon) Passcode(user, app string) string {

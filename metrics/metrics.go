@@ -1,0 +1,253 @@
+// Package metrics holds kanmon's Prometheus metrics, in a registry of
+// their own (no package-level globals), and serves them for scraping.
+//
+// Every label value comes from a fixed set chosen by the caller (a
+// protocol, a result, a reason, a kind): never a user name, an address or
+// anything else a client sent. All methods of a nil *Metrics do nothing,
+// so code that records need not check whether metrics are on.
+package metrics
+
+import (
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Login results, the "result" label of kanmon_logins_total.
+const (
+	ResultOK          = "ok"          // logged in at the backend
+	ResultFailed      = "failed"      // the uniform authentication failure
+	ResultUnavailable = "unavailable" // a temporary failure: try again later
+)
+
+// Directions of kanmon_relayed_bytes_total.
+const (
+	DirectionIn  = "client_to_backend"
+	DirectionOut = "backend_to_client"
+)
+
+// authBuckets are the bounds of the login-duration histogram, in seconds:
+// from an answer without backend contact to a tarpit's 8 s and a slow
+// backend's 15 s timeout.
+var authBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20}
+
+// Metrics is kanmon's set of metrics. Create it with New.
+type Metrics struct {
+	reg           *prometheus.Registry
+	logins        *prometheus.CounterVec
+	authSeconds   *prometheus.HistogramVec
+	backendErrors *prometheus.CounterVec
+	reloads       *prometheus.CounterVec
+	refusals      *prometheus.CounterVec
+
+	mu       sync.Mutex
+	server   func() ServerStats
+	lockouts func() map[string]int
+}
+
+// ServerStats is the proxy's state at a scrape, by protocol.
+type ServerStats struct {
+	// Connections is the number of open client connections, logged in or
+	// not, all listeners together.
+	Connections int
+	// Sessions counts the logged-in sessions that are relaying.
+	Sessions map[string]int
+	// BytesIn counts the bytes relayed from clients to backends since
+	// the start, BytesOut those from backends to clients; both include
+	// the live sessions.
+	BytesIn, BytesOut map[string]int64
+}
+
+// New returns the metrics, registered in a new registry together with the
+// Go runtime and process collectors and kanmon_build_info.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		reg: reg,
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kanmon_logins_total",
+			Help: "Login attempts by protocol, result (ok, failed, unavailable) and reason.",
+		}, []string{"protocol", "result", "reason"}),
+		authSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "kanmon_login_duration_seconds",
+			Help:    "Time from a login command to its answer (tarpit and backend login included), by protocol and result.",
+			Buckets: authBuckets,
+		}, []string{"protocol", "result"}),
+		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kanmon_backend_errors_total",
+			Help: "Backend failures by protocol and kind (dial, tls, timeout, master_rejected, login, relay).",
+		}, []string{"protocol", "kind"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kanmon_reloads_total",
+			Help: "Configuration reloads by result (ok, error).",
+		}, []string{"result"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kanmon_limit_refusals_total",
+			Help: "Connections and logins refused by a cap, by protocol and limit (the config key).",
+		}, []string{"protocol", "limit"}),
+	}
+	reg.MustRegister(
+		m.logins, m.authSeconds, m.backendErrors, m.reloads, m.refusals,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(),
+		(*stateCollector)(m),
+	)
+	return m
+}
+
+// Registry is where the metrics are registered, for tests and for a
+// caller that adds its own.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the metrics at /metrics in the Prometheus text and
+// OpenMetrics formats; any other path is 404.
+func (m *Metrics) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		EnableOpenMetrics: true,
+		Registry:          m.reg, // counts its own errors as promhttp_metric_handler_errors_total
+	}))
+	return mux
+}
+
+// Login records one login attempt and how long its answer took.
+func (m *Metrics) Login(protocol, result, reason string, took time.Duration) {
+	if m == nil {
+		return
+	}
+	m.logins.WithLabelValues(protocol, result, reason).Inc()
+	m.authSeconds.WithLabelValues(protocol, result).Observe(took.Seconds())
+}
+
+// BackendError records a failure at a protocol's backend.
+func (m *Metrics) BackendError(protocol, kind string) {
+	if m == nil {
+		return
+	}
+	m.backendErrors.WithLabelValues(protocol, kind).Inc()
+}
+
+// Reload records a reload and whether it took effect.
+func (m *Metrics) Reload(ok bool) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if !ok {
+		result = "error"
+	}
+	m.reloads.WithLabelValues(result).Inc()
+}
+
+// Refused records a connection or login refused by the cap named by its
+// config key (max_connections, max_preauth_per_ip,
+// max_sessions_per_user_ip).
+func (m *Metrics) Refused(protocol, limit string) {
+	if m == nil {
+		return
+	}
+	m.refusals.WithLabelValues(protocol, limit).Inc()
+}
+
+// WatchServer makes every scrape ask f for the proxy's connections,
+// sessions and relayed bytes. The last call wins.
+func (m *Metrics) WatchServer(f func() ServerStats) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.server = f
+	m.mu.Unlock()
+}
+
+// WatchLockouts makes every scrape ask f for the locks in force, by
+// scope. The last call wins.
+func (m *Metrics) WatchLockouts(f func() map[string]int) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.lockouts = f
+	m.mu.Unlock()
+}
+
+// Descriptions of the metrics read at scrape time.
+var (
+	connectionsDesc = prometheus.NewDesc("kanmon_connections",
+		"Open client connections, logged in or not.", nil, nil)
+	sessionsDesc = prometheus.NewDesc("kanmon_sessions",
+		"Logged-in sessions relaying to a backend, by protocol.", []string{"protocol"}, nil)
+	bytesDesc = prometheus.NewDesc("kanmon_relayed_bytes_total",
+		"Bytes relayed between clients and backends, by protocol and direction (client_to_backend, backend_to_client).",
+		[]string{"protocol", "direction"}, nil)
+	lockoutsDesc = prometheus.NewDesc("kanmon_lockouts_active",
+		"Locks in force, by scope (account+ip, account, ip, prefix).", []string{"scope"}, nil)
+)
+
+// stateCollector reads the proxy's and the lockout guard's state at each
+// scrape.
+type stateCollector Metrics
+
+// Describe sends the descriptions of the metrics Collect sends.
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- connectionsDesc
+	ch <- sessionsDesc
+	ch <- bytesDesc
+	ch <- lockoutsDesc
+}
+
+// Collect asks the watched functions for the current values.
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	server, lockouts := c.server, c.lockouts
+	c.mu.Unlock()
+	if server != nil {
+		st := server()
+		ch <- prometheus.MustNewConstMetric(connectionsDesc, prometheus.GaugeValue, float64(st.Connections))
+		for proto, n := range st.Sessions {
+			ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(n), proto)
+		}
+		for proto, n := range st.BytesIn {
+			ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(n), proto, DirectionIn)
+		}
+		for proto, n := range st.BytesOut {
+			ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(n), proto, DirectionOut)
+		}
+	}
+	if lockouts != nil {
+		for scope, n := range lockouts() {
+			ch <- prometheus.MustNewConstMetric(lockoutsDesc, prometheus.GaugeValue, float64(n), scope)
+		}
+	}
+}
+
+// buildInfo is kanmon_build_info, always 1, labelled with what
+// debug.ReadBuildInfo knows of the binary: the main module's version, the
+// VCS revision and the Go version.
+func buildInfo() prometheus.Collector {
+	version, revision, goVersion := "unknown", "unknown", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && s.Value != "" {
+				revision = s.Value
+			}
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "kanmon_build_info",
+		Help:        "Always 1; the labels say which kanmon this is.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+	})
+	g.Set(1)
+	return g
+}

@@ -1,0 +1,223 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/internal/userkey"
+)
+
+// The caps (config max_connections, max_preauth_per_ip,
+// max_sessions_per_user_ip) and the replies a client gets when one is hit.
+// The connection caps are checked when a connection is accepted, before
+// the greeting, which the refusal replaces; the session cap when a login
+// has succeeded, before the client is told so. Each connection reads the
+// caps of the configuration in force, so a reload changes them for the
+// connections and logins that follow.
+
+// Names of the caps, as their config keys: the "limit" label of
+// kanmon_limit_refusals_total and the log's "limit" attribute.
+const (
+	limitConnections   = "max_connections"
+	limitPreAuthPerIP  = "max_preauth_per_ip"
+	limitSessionUserIP = "max_sessions_per_user_ip"
+)
+
+// Replies when a connection cap is hit, in place of the greeting.
+//
+//   - IMAP: a BYE greeting (RFC 9051 §7.1.5: the server will not accept
+//     the connection) with UNAVAILABLE (RFC 5530 §3: temporary, try
+//     again later).
+//   - POP3: -ERR with SYS/TEMP (RFC 3206 §4: a temporary problem of the
+//     server, not of the user's credentials).
+//   - SMTP: 421 (RFC 5321 §3.8, §4.2.3: service not available, closing
+//     the channel; the client retries later), 4.7.0 as Postfix sends for
+//     its connection limits (RFC 3463 §3.8: security or policy status).
+const (
+	imapTooManyConns = "* BYE [UNAVAILABLE] Too many connections; please try again later.\r\n"
+	pop3TooManyConns = "-ERR [SYS/TEMP] Too many connections; please try again later.\r\n"
+	smtpTooManyConns = "421 4.7.0 Too many connections; please try again later\r\n"
+)
+
+// Replies when max_sessions_per_user_ip refuses a login whose credentials
+// were right; the texts follow Dovecot's for mail_max_userip_connections.
+//
+//   - IMAP: NO [LIMIT] (RFC 5530 §3: an implementation limit was hit), as
+//     Dovecot answers.
+//   - POP3: -ERR [IN-USE] (RFC 2449 §8.1.1: the credentials were valid,
+//     but the maildrop is in use by other sessions; clients retry
+//     later instead of asking for a new password), as Dovecot answers.
+//     Not [SYS/TEMP], which says nothing about the user's own sessions,
+//     nor [AUTH], which would say the credentials are wrong.
+//   - SMTP (for the submission front): 454 4.7.0 (RFC 4954 §6: a
+//     temporary authentication failure), with its own text.
+const (
+	imapSessionLimit = "NO [LIMIT] Maximum number of connections from user+IP exceeded"
+	pop3SessionLimit = "-ERR [IN-USE] Maximum number of connections from user+IP exceeded"
+	smtpSessionLimit = "454 4.7.0 Maximum number of connections from user+IP exceeded"
+)
+
+// refusalTimeout bounds the TLS handshake and the write of a refusal.
+const refusalTimeout = 2 * time.Second
+
+// limits counts what the caps count. The zero value is empty and ready.
+type limits struct {
+	mu sync.Mutex
+	// total is the number of open client connections.
+	total int
+	// preAuth counts, by client address, the connections that have not
+	// logged in yet.
+	preAuth map[netip.Addr]int
+	// userIP counts the logged-in sessions by protocol, user and address.
+	userIP map[userIPKey]int
+}
+
+// userIPKey is what max_sessions_per_user_ip counts by.
+type userIPKey struct {
+	protocol, user string // user case-folded (userkey.Fold)
+	ip             netip.Addr
+}
+
+// capHold is what one connection holds of the caps. Only its session's
+// goroutine changes it, under limits.mu.
+type capHold struct {
+	ip      netip.Addr // the address its pre-auth slot is counted under
+	preAuth bool       // it still holds its pre-auth slot
+	userIP  *userIPKey // the session slot it holds, if any
+}
+
+// admit counts a new connection from ip against the connection caps of
+// cfg. It returns the connection's hold, or the name of the cap that
+// refuses it.
+func (l *limits) admit(cfg *config.Config, ip netip.Addr) (*capHold, string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.total >= cfg.MaxConnections {
+		return nil, limitConnections
+	}
+	if l.preAuth[ip] >= cfg.MaxPreAuthPerIP {
+		return nil, limitPreAuthPerIP
+	}
+	if l.preAuth == nil {
+		l.preAuth = map[netip.Addr]int{}
+	}
+	l.total++
+	l.preAuth[ip]++
+	return &capHold{ip: ip, preAuth: true}, ""
+}
+
+// endPreAuth gives back h's pre-auth slot: the connection has logged in.
+func (l *limits) endPreAuth(h *capHold) {
+	if h == nil || !h.preAuth {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dropPreAuth(h)
+}
+
+// release gives back everything h holds: the connection has ended.
+func (l *limits) release(h *capHold) {
+	if h == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	l.dropPreAuth(h)
+	if h.userIP != nil {
+		if l.userIP[*h.userIP]--; l.userIP[*h.userIP] <= 0 {
+			delete(l.userIP, *h.userIP)
+		}
+		h.userIP = nil
+	}
+}
+
+// dropPreAuth gives back h's pre-auth slot; l.mu is held.
+func (l *limits) dropPreAuth(h *capHold) {
+	if !h.preAuth {
+		return
+	}
+	h.preAuth = false
+	if l.preAuth[h.ip]--; l.preAuth[h.ip] <= 0 {
+		delete(l.preAuth, h.ip)
+	}
+}
+
+// connections is the number of open client connections.
+func (l *limits) connections() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
+}
+
+// admitSession takes, for the session's lifetime, one of the
+// max_sessions_per_user_ip slots of the user that authenticate has just
+// admitted and of the client address. When none is left it logs the
+// refusal, counts it and returns false: the front must then close the
+// backend connection and answer with its session-limit reply
+// (imapSessionLimit, pop3SessionLimit, smtpSessionLimit) instead of its
+// OK, and the client stays unauthenticated. Call it after authenticate
+// returned outcomeOK and before answering the client.
+func (s *session) admitSession() bool {
+	if s.admitted == nil || s.hold == nil {
+		return true
+	}
+	key := userIPKey{protocol: s.spec.Protocol, user: userkey.Fold(s.admitted.User), ip: s.clientIP}
+	most := s.rt.Config.MaxSessionsPerUserIP
+	l := &s.srv.limits
+	l.mu.Lock()
+	ok := l.userIP[key] < most
+	if ok {
+		if l.userIP == nil {
+			l.userIP = map[userIPKey]int{}
+		}
+		l.userIP[key]++
+		s.hold.userIP = &key
+	}
+	l.mu.Unlock()
+	if !ok {
+		s.log.Warn("login refused: too many sessions for this user from this address",
+			"user", s.admitted.User, "limit", limitSessionUserIP, "max", most)
+		s.srv.metrics.Refused(s.spec.Protocol, limitSessionUserIP)
+		s.admitted = nil
+	}
+	return ok
+}
+
+// refuseConn tells a client that a connection cap (limit) refused it and
+// closes nothing itself: handle does. On an implicit-TLS listener the
+// reply needs a TLS handshake first; both are bounded by refusalTimeout.
+func (s *Server) refuseConn(ctx context.Context, conn net.Conn, spec config.Listener, rt *Runtime, log *slog.Logger, limit string) {
+	log.Warn("connection refused: too many connections", "limit", limit)
+	s.metrics.Refused(spec.Protocol, limit)
+	_ = conn.SetDeadline(time.Now().Add(refusalTimeout))
+	if spec.TLS == config.TLSImplicit {
+		tc := tls.Server(conn, rt.TLS)
+		hctx, cancel := context.WithTimeout(ctx, refusalTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			return
+		}
+		conn = tc
+	}
+	var reply string
+	switch spec.Protocol {
+	case config.ProtocolIMAP:
+		reply = imapTooManyConns
+	case config.ProtocolPOP3:
+		reply = pop3TooManyConns
+	case config.ProtocolSubmission:
+		reply = smtpTooManyConns
+	default:
+		return
+	}
+	_, _ = conn.Write([]byte(reply))
+}

@@ -1,0 +1,294 @@
+package proxy_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kanmon-mail/kanmon/internal/selfsigned"
+	"github.com/kanmon-mail/kanmon/proxy"
+)
+
+// smtpLoginAs logs in at kanmon's plain submission listener with AUTH
+// PLAIN and returns the reply.
+func smtpLoginAs(t *testing.T, addr, user, secret string) string {
+	t.Helper()
+	c := dialSMTP(t, addr)
+	c.ehlo("client.example.org")
+	c.run("C: AUTH PLAIN " + plainIR("", user, secret))
+	return c.line()
+}
+
+// A backend that is down, busy or refuses the master login, or a lockout
+// store that cannot be trusted, gets the client 454 4.7.0, never 535.
+func TestSMTPBackendUnavailable(t *testing.T) {
+	t.Run("down", func(t *testing.T) {
+		k := startSMTPKanmon(t, deadAddr(t))
+		c := dialSMTP(t, k.SubmissionPlain)
+		// The probe failed: the minimal list, and kanmon's own AUTH.
+		if got, want := c.ehlo("client.example.org")[1:], []string{"PIPELINING", "ENHANCEDSTATUSCODES", "AUTH PLAIN LOGIN"}; !slices.Equal(got, want) {
+			t.Errorf("EHLO with the backend down: %q, want %q", got, want)
+		}
+		c.run("C: AUTH PLAIN "+plainIR("", "alice", k.Passcode("alice", app)), "S: "+smtpUnavailable)
+		c.run("C: AUTH PLAIN "+plainIR("", "carol", carolPW), "S: "+smtpUnavailable)
+		wantLog(t, k, "backend EHLO probe failed", "backend unavailable", "backend dial failed")
+	})
+	t.Run("temporary failure at the backend", func(t *testing.T) {
+		w := newSMTPWorld(t, worldOptions{})
+		if got := smtpLoginAs(t, w.k.SubmissionPlain, "dave", davePW); got != smtpUnavailable {
+			t.Errorf("got %q, want %q", got, smtpUnavailable)
+		}
+		wantLog(t, w.k, `backend replied 454 \"4.7.0 Backend is busy\"`)
+	})
+	t.Run("master login rejected", func(t *testing.T) {
+		const wrongPW = "wrong-master-pw-Jj3"
+		w := newSMTPWorld(t, worldOptions{masterPW: wrongPW})
+		if got := smtpLoginAs(t, w.k.SubmissionPlain, "alice", w.passcode); got != smtpUnavailable {
+			t.Errorf("got %q, want %q", got, smtpUnavailable)
+		}
+		wantLog(t, w.k, "level=ERROR", "BACKEND REJECTED THE MASTER LOGIN", "master_user="+masterUser)
+		noLeak(t, w.k.Logs(), wrongPW, w.passcode)
+	})
+	t.Run("lockout store unavailable", func(t *testing.T) {
+		w := newSMTPWorld(t, worldOptions{})
+		if err := w.k.Guard.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got := smtpLoginAs(t, w.k.SubmissionPlain, "alice", w.passcode); got != smtpUnavailable {
+			t.Errorf("got %q, want %q", got, smtpUnavailable)
+		}
+		if n := w.be.auths.Load(); n != 0 {
+			t.Errorf("backend asked %d times with the lockout store closed", n)
+		}
+	})
+}
+
+// kanmon's EHLO keeps what the client may use of the backend's list and
+// drops the rest: AUTH and STARTTLS (kanmon's own), X- extensions such as
+// XCLIENT, malformed lines. The list is probed once and then cached.
+func TestSMTPEHLOMirror(t *testing.T) {
+	probe := startTCPServer(t, backendScript(t, nil,
+		"S: 220-backend.test ESMTP\r\n220 more greeting",
+		"C: EHLO ...",
+		"S: 250-backend.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-AUTH PLAIN LOGIN\r\n250-AUTH=LOGIN\r\n"+
+			"250-STARTTLS\r\n250-XCLIENT ADDR NAME\r\n250-XFORWARD NAME\r\n250-8bitmime\r\n250-BAD_KEYWORD\r\n"+
+			"250-DELIVERBY 300\r\n250-CTRL \x1b[31m\r\n250-"+strings.Repeat("L", 600)+"\r\n250 DSN",
+		"C: QUIT",
+		"S: 221 bye",
+	))
+	k := startSMTPKanmon(t, probe.addr)
+	want := []string{"PIPELINING", "SIZE 1000", "8bitmime", "DELIVERBY 300", "DSN", "AUTH PLAIN LOGIN"}
+	for i := range 3 {
+		c := dialSMTP(t, k.SubmissionPlain)
+		if got := c.ehlo("client.example.org")[1:]; !slices.Equal(got, want) {
+			t.Errorf("EHLO %d: %q, want %q", i, got, want)
+		}
+	}
+	if n := probe.accepts.Load(); n != 1 {
+		t.Errorf("backend probed %d times, want once", n)
+	}
+}
+
+// submissionLogin calls LoginSubmission directly.
+func submissionLogin(t *testing.T, b *proxy.Backend, cred proxy.Credentials) (*proxy.SubmissionLogin, *proxy.LoginError) {
+	t.Helper()
+	if b.Timeout == 0 {
+		b.Timeout = ioTimeout
+	}
+	l, err := b.LoginSubmission(context.Background(), cred, "client.example.org")
+	if err == nil {
+		t.Cleanup(func() { l.Conn.Close() })
+		return l, nil
+	}
+	var le *proxy.LoginError
+	if !errors.As(err, &le) {
+		t.Fatalf("LoginSubmission error %T is not a *LoginError: %v", err, err)
+	}
+	return nil, le
+}
+
+// The backend login on its own: STARTTLS, the AUTH PLAIN forms, the bytes
+// handed over, and how replies are classified.
+func TestSMTPBackendLogin(t *testing.T) {
+	cert, err := selfsigned.New("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientTLS := &tls.Config{RootCAs: cert.Pool, ServerName: "127.0.0.1"}
+	t.Run("STARTTLS, EHLO again, initial response, bytes past the login", func(t *testing.T) {
+		fake := startTCPServer(t, backendScript(t, &cert.TLS,
+			"S: 220 backend.test ESMTP",
+			"C: EHLO client.example.org",
+			"S: 250-backend.test\r\n250-STARTTLS\r\n250 SIZE 1",
+			"C: STARTTLS",
+			"S: 220 2.0.0 Go ahead",
+			"TLS",
+			"C: EHLO client.example.org",
+			"S: 250-backend.test\r\n250-AUTH PLAIN\r\n250 SIZE 2",
+			"C: AUTH PLAIN "+plainIR("alice", masterUser, masterPW),
+			"S: 235 2.7.0 OK\r\n250 early",
+		))
+		l, le := submissionLogin(t, &proxy.Backend{Address: fake.addr, TLSMode: "starttls", TLSConfig: clientTLS}, masterCred)
+		if le != nil {
+			t.Fatal(le)
+		}
+		if _, ok := l.Conn.(*tls.Conn); !ok || string(l.Pending) != "250 early\r\n" {
+			t.Errorf("endpoint: TLS %v, pending %q", ok, l.Pending)
+		}
+		if !slices.Equal(l.Extensions, []string{"AUTH PLAIN", "SIZE 2"}) {
+			t.Errorf("extensions %q: want those after TLS", l.Extensions)
+		}
+	})
+	t.Run("implicit TLS", func(t *testing.T) {
+		fake := startTCPServer(t, func(c net.Conn) {
+			tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
+			backendScript(t, nil, "S: 220 ready", "C: EHLO ...", "S: 250 backend.test", "C: AUTH PLAIN ...", "S: 235 2.7.0 OK")(tc)
+		})
+		if _, le := submissionLogin(t, &proxy.Backend{Address: fake.addr, TLSMode: "implicit", TLSConfig: clientTLS}, masterCred); le != nil {
+			t.Fatal(le)
+		}
+	})
+	t.Run("long password after the 334", func(t *testing.T) {
+		long := strings.Repeat("p", 400)
+		fake := startTCPServer(t, backendScript(t, nil,
+			"S: 220 ready", "C: EHLO ...", "S: 250 backend.test",
+			"C: AUTH PLAIN", "S: 334 ", "C: "+plainIR("", "carol", long), "S: 235 2.7.0 OK",
+		))
+		if _, le := submissionLogin(t, &proxy.Backend{Address: fake.addr}, proxy.Credentials{Authcid: "carol", Password: long}); le != nil {
+			t.Fatal(le)
+		}
+	})
+	hello := []string{"S: 220 ready", "C: EHLO ...", "S: 250 backend.test", "C: AUTH PLAIN ..."}
+	for _, tc := range []struct {
+		name       string
+		mode       string
+		steps      []string
+		authFailed bool
+		detail     string
+	}{
+		{"bytes after STARTTLS 220", "starttls", []string{"S: 220 ready", "C: EHLO ...", "S: 250 backend.test", "C: STARTTLS", "S: 220 Go ahead\r\n250 forged"},
+			false, "backend sent data after its STARTTLS reply"},
+		{"STARTTLS refused", "starttls", []string{"S: 220 ready", "C: EHLO ...", "S: 250 backend.test", "C: STARTTLS", "S: 454 4.7.0 TLS not available"},
+			false, "backend refused STARTTLS: 454"},
+		{"greeting 554", "none", []string{"S: 554 5.3.2 No service"}, false, "backend greeting is not 220: 554"},
+		{"EHLO refused", "none", []string{"S: 220 ready", "C: EHLO ...", "S: 550 5.7.1 Go away"}, false, "backend refused EHLO: 550"},
+		{"malformed reply", "none", []string{"S: 220 ready", "C: EHLO ...", "S: hello?"}, false, "malformed reply line"},
+		{"codes differ between lines", "none", []string{"S: 220-ready\r\n250 ready"}, false, "malformed reply line"},
+		{"535", "none", append(hello, "S: 535 5.7.8 Authentication credentials invalid"), true, "backend replied 535"},
+		{"454", "none", append(hello, "S: 454 4.7.0 Temporary authentication failure"), false, "backend replied 454"},
+		{"534 mechanism too weak", "none", append(hello, "S: 534 5.7.9 Authentication mechanism is too weak"), false, "backend replied 534"},
+		{"538 encryption required", "none", append(hello, "S: 538 5.7.11 Encryption required"), false, "backend replied 538"},
+		{"334 after an initial response", "none", append(hello, "S: 334 "), false, "backend replied 334"},
+		{"endless reply", "none", []string{"S: 220 ready", "C: EHLO ...", "S: " + strings.Repeat("250-X\r\n", 200)}, false, "reply longer than"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := startTCPServer(t, backendScript(t, nil, tc.steps...))
+			_, le := submissionLogin(t, &proxy.Backend{Address: fake.addr, TLSMode: tc.mode, TLSConfig: clientTLS}, masterCred)
+			if le == nil {
+				t.Fatal("login succeeded")
+			}
+			if le.AuthFailed != tc.authFailed || !strings.Contains(le.Error(), tc.detail) {
+				t.Errorf("got AuthFailed %v, %q; want %v, %q", le.AuthFailed, le.Error(), tc.authFailed, tc.detail)
+			}
+		})
+	}
+	t.Run("closes after greeting", func(t *testing.T) {
+		fake := startTCPServer(t, func(c net.Conn) {
+			_, _ = io.WriteString(c, "220 ready\r\n")
+			c.Close()
+		})
+		if _, le := submissionLogin(t, &proxy.Backend{Address: fake.addr}, masterCred); le == nil || le.AuthFailed || !strings.Contains(le.Error(), "backend EHLO") {
+			t.Errorf("got %v", le)
+		}
+	})
+	t.Run("never answers", func(t *testing.T) {
+		silent := startTCPServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+		start := time.Now()
+		_, le := submissionLogin(t, &proxy.Backend{Address: silent.addr, Timeout: 300 * time.Millisecond}, masterCred)
+		if le == nil || le.AuthFailed || !strings.Contains(le.Error(), "reading backend greeting") {
+			t.Errorf("got %v", le)
+		}
+		if d := time.Since(start); d < 250*time.Millisecond || d > 3*time.Second {
+			t.Errorf("failed after %v, want about the 300ms timeout", d)
+		}
+	})
+}
+
+// forward_client_ip = "xclient": the client's address goes to the backend
+// in XCLIENT, with the attributes its EHLO lists, and EHLO is said again
+// after the backend's new 220; a backend that does not offer XCLIENT or
+// refuses it fails the login, temporarily.
+func TestSMTPBackendXCLIENT(t *testing.T) {
+	v4 := proxy.ClientInfo{Addr: netip.MustParseAddrPort("192.0.2.7:40000"), Session: "s1"}
+	v6 := proxy.ClientInfo{Addr: netip.MustParseAddrPort("[2001:db8::7]:40000"), Session: "s1"}
+	ehlo := func(xclient string) string {
+		return "S: 250-backend.test\r\n250-XCLIENT " + xclient + "\r\n250 AUTH PLAIN"
+	}
+	for _, tc := range []struct {
+		name   string
+		client proxy.ClientInfo
+		steps  []string
+		detail string // "" for success
+	}{
+		{"IPv4, SESSION not offered", v4, []string{ehlo("NAME ADDR PORT"), "C: XCLIENT ADDR=192.0.2.7 PORT=40000", "S: 220 again",
+			"C: EHLO client.example.org", "S: 250 backend.test", "C: AUTH PLAIN ...", "S: 235 2.7.0 OK"}, ""},
+		{"IPv6, all offered", v6, []string{ehlo("ADDR PORT SESSION"), "C: XCLIENT ADDR=IPV6:2001:db8::7 PORT=40000 SESSION=s1", "S: 220 again",
+			"C: EHLO client.example.org", "S: 250 backend.test", "C: AUTH PLAIN ...", "S: 235 2.7.0 OK"}, ""},
+		{"client unknown: nothing to forward", proxy.ClientInfo{}, []string{"S: 250 backend.test", "C: AUTH PLAIN ...", "S: 235 2.7.0 OK"}, ""},
+		{"not offered", v4, []string{"S: 250-backend.test\r\n250 AUTH PLAIN"}, "backend does not offer XCLIENT"},
+		{"no ADDR", v4, []string{ehlo("NAME HELO")}, "backend does not offer XCLIENT"},
+		{"refused", v4, []string{ehlo("ADDR PORT"), "C: XCLIENT ...", "S: 550 5.7.14 You are not from trusted IP"}, "backend refused XCLIENT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := startTCPServer(t, backendScript(t, nil, append([]string{"S: 220 ready", "C: EHLO client.example.org"}, tc.steps...)...))
+			cred := masterCred
+			cred.Client = tc.client
+			_, le := submissionLogin(t, &proxy.Backend{Address: fake.addr, ForwardClientIP: "xclient"}, cred)
+			switch {
+			case tc.detail == "" && le != nil:
+				t.Fatal(le)
+			case tc.detail != "" && (le == nil || le.AuthFailed || !strings.Contains(le.Error(), tc.detail)):
+				t.Errorf("got %v, want an unavailable error with %q", le, tc.detail)
+			}
+		})
+	}
+}
+
+// max_sessions_per_user_ip: a login over the cap gets 454 and stays
+// unauthenticated; the backend connection it made is closed.
+func TestSMTPSessionLimit(t *testing.T) {
+	w := newSMTPWorld(t, worldOptions{extra: "max_sessions_per_user_ip = 1"})
+	first := dialSMTP(t, w.k.SubmissionPlain)
+	first.smtpLogin("alice", w.passcode)
+	c := dialSMTP(t, w.k.SubmissionPlain)
+	c.ehlo("client.example.org")
+	c.run(
+		"C: AUTH PLAIN "+plainIR("", "alice", w.passcode),
+		"S: 454 4.7.0 Maximum number of connections from user+IP exceeded",
+		"C: MAIL FROM:<alice@example.org>",
+		"S: "+smtpAuthNeeded,
+	)
+	expectSMTPSession(t, w, first, "alice")
+	first.conn.Close() // else the relay waits out its close grace
+	// The slot is free once kanmon has seen the first session end. Retries
+	// are not counted as failures.
+	deadline := time.Now().Add(ioTimeout)
+	for {
+		c.run("C: AUTH PLAIN " + plainIR("", "alice", w.passcode))
+		if c.line() == smtpAuthOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the session limit did not let go after the first session ended")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	expectSMTPSession(t, w, c, "alice")
+}
