@@ -147,3 +147,14 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 	}
 	return errors.New("MOVE not supported")
 }
+
+// Idle polls once before idling. go-imap's session tracker does not poll
+// when IDLE starts, so an update landing between the server's "+ idling"
+// and the tracker's setup would wait for the client's next command; the
+// poll narrows that window to a few instructions.
+func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	if err := s.Session.Poll(w, true); err != nil {
+		return err
+	}
+	return s.Session.Idle(w, stop)
+}
