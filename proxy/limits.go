@@ -182,6 +182,11 @@ func (s *session) admitSession() bool {
 		s.hold.userIP = &key
 	}
 	l.mu.Unlock()
+	if ok {
+		// Logged in: the pre-auth slot is free before the client hears
+		// its OK, so a client that reconnects at once finds it free.
+		l.endPreAuth(s.hold)
+	}
 	if !ok {
 		s.log.Warn("login refused: too many sessions for this user from this address",
 			"user", s.admitted.User, "limit", limitSessionUserIP, "max", most)
