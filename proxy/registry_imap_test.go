@@ -161,6 +161,9 @@ func TestPasscodeLastUse(t *testing.T) {
 	if u.User != "alice" || u.App != app || u.Protocol != "imap" || u.ClientIP != "127.0.0.1" || u.Client != "Thunderbird 128.3.1" || u.Time.Before(before) {
 		t.Errorf("last use: %+v", u)
 	}
+	// The session is registered when the relay starts, just after the
+	// client has its OK.
+	capWaitFor(t, "the session to be listed", func() bool { return len(w.k.Server.Sessions()) == 1 })
 	if s := w.k.Server.Sessions(); len(s) != 1 || s[0].Client != "Thunderbird 128.3.1" {
 		t.Errorf("sessions: %+v", s)
 	}
