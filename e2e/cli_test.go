@@ -74,6 +74,8 @@ master_password_file = "master.pw"
 		t.Fatalf("passcode add printed no grouped passcode:\n%s", out)
 	}
 	passcode := grouped[1]
+	cybozuOut := mustRun(t, bin, "passcode", "add", "-config", cfg, "alice", "Cybozu")
+	cybozu := regexp.MustCompile(`(?m)^\s+([A-Z]{4} [A-Z]{4} [A-Z]{4} [A-Z]{4})$`).FindStringSubmatch(cybozuOut)[1]
 	if list := mustRun(t, bin, "passcode", "list", "-config", cfg); strings.Contains(list, strings.ReplaceAll(passcode, " ", "")) || !strings.Contains(list, "Thunderbird") {
 		t.Fatalf("passcode list shows the secret or misses the app:\n%s", list)
 	}
@@ -117,6 +119,23 @@ master_password_file = "master.pw"
 	waitFor(t, 10*time.Second, "the revoked passcode to stop working", func() bool {
 		return exec.Command(curl, curlArgs(passcode)...).Run() != nil
 	})
+
+	// A broken config on reload: kanmon reload prints file:line and exits
+	// 1, and the running configuration keeps serving.
+	good, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, cfg, string(good)+"bogus_key = 1\n")
+	bad := exec.Command(bin, "reload", "-config", cfg)
+	badOut, err := bad.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !regexp.MustCompile(`kanmon\.toml:\d+: .*bogus_key`).Match(badOut) {
+		t.Fatalf("kanmon reload of a broken config: %v\n%s", err, badOut)
+	}
+	if out, err := exec.Command(curl, curlArgs(cybozu)...).CombinedOutput(); err != nil || !strings.Contains(string(out), "served by kanmon serve 55e1") {
+		t.Fatalf("after a failed reload the old configuration should still serve: %v\n%s", err, out)
+	}
+	writeFile(t, cfg, string(good))
 
 	if err := serve.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
