@@ -157,6 +157,12 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener
 		serveSubmission(ctx, sess)
 	default:
 		log.Error("protocol not served", "protocol", spec.Protocol)
+		return
+	}
+	if sess.admitted == nil {
+		// A client that never logged in: a health check, a scanner, a
+		// client that gave up. Worth a debug line, not more.
+		sess.log.Debug("connection closed before login")
 	}
 }
 

@@ -276,6 +276,10 @@ func (s *Server) config() (string, error) {
 		"POP3HAProxy":       port(s.POP3HAProxyAddr),
 		"SubmissionHAProxy": port(s.SubmissionHAProxyAddr),
 	}
+	data["IMAPClientLimit"] = s.opts.IMAPClientLimit
+	// Every mail process keeps a connection to the log, anvil and stats
+	// services, whose client_limit is default_client_limit (1000).
+	data["DefaultClientLimit"] = max(1000, 2*maxConns+100)
 	if relayHost != "" {
 		data["Protocols"] = "imap pop3 submission"
 	}
@@ -306,6 +310,7 @@ last_valid_uid = 0
 first_valid_gid = {{.MailGID}}
 last_valid_gid = 0
 
+default_client_limit = {{.DefaultClientLimit}}
 mail_location = maildir:~/Maildir
 mail_max_userip_connections = {{.MaxConns}}
 
@@ -434,6 +439,10 @@ service submission-login {
 # One mail process per logged-in session.
 service imap {
   process_limit = {{.ProcessLimit}}
+{{- if gt .IMAPClientLimit 1}}
+  client_limit = {{.IMAPClientLimit}}
+  service_count = 0
+{{- end}}
 }
 service pop3 {
   process_limit = {{.ProcessLimit}}

@@ -99,6 +99,13 @@ type Options struct {
 	// listeners at IMAPSAddr, POP3SAddr (and SubmissionsAddr). Use
 	// Server.TLSConfig to trust it. Default: ssl = no.
 	TLS bool
+	// IMAPClientLimit, when above 1, lets one imap process serve that
+	// many logged-in sessions (service imap { client_limit = N,
+	// service_count = 0 }), so that thousands of IDLE sessions do not
+	// need thousands of processes. All mail runs as one user, which
+	// this needs. Default 1, Dovecot's own: one imap process per
+	// session, started at login and ended at logout.
+	IMAPClientLimit int
 }
 
 // Server is a running private Dovecot.

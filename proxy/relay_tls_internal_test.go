@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kanmon-mail/kanmon/internal/selfsigned"
+)
+
+// tlsRelayWorld is a relay whose client side is TLS over loopback TCP
+// and whose backend side is plain TCP, with the buffer pool in view.
+type tlsRelayWorld struct {
+	client  *tls.Conn // the client's end
+	backend net.Conn  // the backend's end
+	pool    *BufferPool
+	done    chan error
+}
+
+func loopbackPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-accepted
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+func startTLSRelay(t *testing.T) *tlsRelayWorld {
+	t.Helper()
+	cert, err := selfsigned.New("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, ce := loopbackPair(t)
+	bp, be := loopbackPair(t)
+	w := &tlsRelayWorld{
+		client:  tls.Client(cp, &tls.Config{RootCAs: cert.Pool, ServerName: "127.0.0.1"}),
+		backend: bp,
+		pool:    NewBufferPool(),
+		done:    make(chan error, 1),
+	}
+	server := tls.Server(ce, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
+	hs := make(chan error, 1)
+	go func() { hs <- server.Handshake() }()
+	if err := w.client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-hs; err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_, err := Relay(context.Background(), Endpoint{Conn: server}, Endpoint{Conn: be}, RelayOptions{Idle: time.Minute, Buffers: w.pool})
+		w.done <- err
+	}()
+	t.Cleanup(func() {
+		w.client.Close()
+		w.backend.Close()
+		select {
+		case <-w.done:
+		case <-time.After(10 * time.Second):
+			t.Error("relay did not end")
+		}
+	})
+	return w
+}
+
+// expect reads exactly want from c within a second.
+func expect(t *testing.T, c net.Conn, want string) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("reading %q: got %q, %v", want, got, err)
+	}
+	if string(got) != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// waitLent waits until no relay buffer is on loan.
+func waitLent(t *testing.T, p *BufferPool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for p.lent.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d relay buffers still on loan while the session is idle", p.lent.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// An idle session holds no copy buffer in either direction, a TLS client
+// included: the relay waits for a TLS record without one.
+func TestRelayTLSIdleHoldsNoBuffer(t *testing.T) {
+	w := startTLSRelay(t)
+	for range 3 {
+		if _, err := io.WriteString(w.client, "a NOOP\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, w.backend, "a NOOP\r\n")
+		if _, err := io.WriteString(w.backend, "a OK\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, w.client, "a OK\r\n")
+		waitLent(t, w.pool)
+	}
+}
+
+// Every byte of a TLS record arrives at once, however the records fall:
+// one-byte records, several records that reach kanmon in one segment, and
+// a record larger than the relay's buffer. None waits for the next.
+func TestRelayTLSRecordsArriveWhole(t *testing.T) {
+	w := startTLSRelay(t)
+	// One-byte records, each on its own.
+	for _, b := range []string{"x", "y", "z"} {
+		if _, err := io.WriteString(w.client, b); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, w.backend, b)
+	}
+	// Three records written back to back: they may reach the relay in one
+	// read of the socket, and must not wait for more traffic.
+	for _, s := range []string{"DONE\r\n", "b NOOP\r\n", "c LOGOUT\r\n"} {
+		if _, err := io.WriteString(w.client, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect(t, w.backend, "DONE\r\nb NOOP\r\nc LOGOUT\r\n")
+	// Larger than a record and than the relay's buffer.
+	big := strings.Repeat("0123456789abcdef", (3*relayBufferSize)/16+7)
+	go func() { _, _ = io.WriteString(w.client, big) }()
+	expect(t, w.backend, big)
+	waitLent(t, w.pool)
+	// The client's close_notify ends the client→backend direction: the
+	// backend sees the end of the stream.
+	if err := w.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.backend.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := w.backend.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("after close_notify: %d bytes, %v; want EOF", n, err)
+	}
+}
