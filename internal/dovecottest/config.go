@@ -312,6 +312,9 @@ last_valid_gid = 0
 
 default_client_limit = {{.DefaultClientLimit}}
 mail_location = maildir:~/Maildir
+# IDLE falls back to polling when inotify instances run out (many
+# Dovecots on one machine as one uid); poll often so tests stay prompt.
+mailbox_idle_check_interval = 1 secs
 mail_max_userip_connections = {{.MaxConns}}
 
 # kanmon terminates client TLS; plaintext logins on loopback are the point.

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/kanmon-mail/kanmon/auth"
@@ -131,52 +133,69 @@ func Start(t testing.TB, opts Options) *Kanmon {
 	if lockoutBody == "" {
 		lockoutBody = DefaultLockout
 	}
-	ports := reservePorts(t)
-	var b strings.Builder
-	fmt.Fprintf(&b, `state_dir = "state"
-accounts  = "accounts.toml"
-trusted_networks = [%s]
-require_2fa_outside = %t
-log_level = "debug"
-%s
-[tls]
-cert = "cert.pem"
-key  = "key.pem"
+	// Ports are reserved, released, then bound by proxy.Listen; another
+	// socket on the machine (a client's ephemeral port, say) can take one
+	// in between, so a bind that finds its port taken starts over.
+	var cfg *config.Config
+	var lns []net.Listener
+	for attempt := 1; ; attempt++ {
+		var err error
+		cfg, err = func() (*config.Config, error) {
+			ports := reservePorts(t)
+			var b strings.Builder
+			fmt.Fprintf(&b, `state_dir = "state"
+		accounts  = "accounts.toml"
+		trusted_networks = [%s]
+		require_2fa_outside = %t
+		log_level = "debug"
+		%s
+		[tls]
+		cert = "cert.pem"
+		key  = "key.pem"
 
-[lockout]
-%s
-`, strings.Join(quoted, ", "), !opts.AllowOutside, opts.Extra, lockoutBody)
-	protocols := []struct {
-		name, backend, tls, extra string
-		implicit, starttls, plain *string
-	}{
-		{"imap", opts.IMAPBackend, opts.BackendTLS, opts.BackendExtra, &k.IMAPS, &k.IMAPStartTLS, &k.IMAPPlain},
-		{"pop3", opts.POP3Backend, "", opts.POP3BackendExtra, &k.POP3S, &k.POP3StartTLS, &k.POP3Plain},
-		{"submission", opts.SubmissionBackend, "", "", &k.SubmissionS, &k.SubmissionStartTLS, &k.SubmissionPlain},
-	}
-	for _, p := range protocols {
-		if p.backend == "" {
-			continue
+		[lockout]
+		%s
+		`, strings.Join(quoted, ", "), !opts.AllowOutside, opts.Extra, lockoutBody)
+			protocols := []struct {
+				name, backend, tls, extra string
+				implicit, starttls, plain *string
+			}{
+				{"imap", opts.IMAPBackend, opts.BackendTLS, opts.BackendExtra, &k.IMAPS, &k.IMAPStartTLS, &k.IMAPPlain},
+				{"pop3", opts.POP3Backend, "", opts.POP3BackendExtra, &k.POP3S, &k.POP3StartTLS, &k.POP3Plain},
+				{"submission", opts.SubmissionBackend, "", "", &k.SubmissionS, &k.SubmissionStartTLS, &k.SubmissionPlain},
+			}
+			for _, p := range protocols {
+				if p.backend == "" {
+					continue
+				}
+				*p.implicit, *p.starttls, *p.plain = ports.next(), ports.next(), ports.next()
+				for _, l := range []struct{ addr, mode string }{{*p.implicit, "implicit"}, {*p.starttls, "starttls"}, {*p.plain, "none"}} {
+					fmt.Fprintf(&b, "[[listener]]\nprotocol = %q\naddress = %q\ntls = %q\n%s\n\n", p.name, l.addr, l.mode, opts.ListenerExtra)
+				}
+				backendTLS := p.tls
+				if backendTLS == "" {
+					backendTLS = "none"
+				}
+				fmt.Fprintf(&b, "[backend.%s]\naddress = %q\ntls = %q\nmaster_user = %q\nmaster_password = %q\n%s\n\n",
+					p.name, p.backend, backendTLS, opts.MasterUser, opts.MasterPassword, p.extra)
+			}
+			ports.release()
+			cfgText := b.String()
+			if err := os.WriteFile(k.ConfigPath, []byte(cfgText), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return config.Load(k.ConfigPath)
+		}()
+		if err != nil {
+			t.Fatal(err)
 		}
-		*p.implicit, *p.starttls, *p.plain = ports.next(), ports.next(), ports.next()
-		for _, l := range []struct{ addr, mode string }{{*p.implicit, "implicit"}, {*p.starttls, "starttls"}, {*p.plain, "none"}} {
-			fmt.Fprintf(&b, "[[listener]]\nprotocol = %q\naddress = %q\ntls = %q\n%s\n\n", p.name, l.addr, l.mode, opts.ListenerExtra)
+		lns, err = proxy.Listen(cfg)
+		if err == nil {
+			break
 		}
-		backendTLS := p.tls
-		if backendTLS == "" {
-			backendTLS = "none"
+		if attempt == 5 || !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatal(err)
 		}
-		fmt.Fprintf(&b, "[backend.%s]\naddress = %q\ntls = %q\nmaster_user = %q\nmaster_password = %q\n%s\n\n",
-			p.name, p.backend, backendTLS, opts.MasterUser, opts.MasterPassword, p.extra)
-	}
-	ports.release()
-	cfgText := b.String()
-	if err := os.WriteFile(k.ConfigPath, []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(k.ConfigPath)
-	if err != nil {
-		t.Fatal(err)
 	}
 	for user, apps := range opts.Passcodes {
 		for _, app := range apps {
@@ -187,10 +206,6 @@ key  = "key.pem"
 		}
 	}
 	rt, err := proxy.LoadRuntime(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lns, err := proxy.Listen(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
