@@ -8,7 +8,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -159,10 +158,10 @@ func (rb *tapeBackend) serve(c net.Conn) {
 	}
 }
 
-// kanmonFor starts kanmon with proto's backend at addr (and, for IMAP and
-// the other protocols alike, alice on 2FA with a passcode), then applies
-// backendKeys to the [backend.proto] section with a reload: kanmontest
-// has no option for every protocol's backend keys.
+// kanmonFor starts kanmon with proto's backend at addr and alice on 2FA
+// with a passcode (unless o says otherwise), then applies backendKeys to
+// the [backend.proto] section with a reload: kanmontest has no option for
+// every protocol's backend keys.
 func kanmonFor(t *testing.T, proto, addr string, o kanmontest.Options, backendKeys ...string) *kanmontest.Kanmon {
 	t.Helper()
 	o.MasterUser, o.MasterPassword = masterUser, masterPW
@@ -279,7 +278,7 @@ func wantOneLinePerRecord(t *testing.T, log string) {
 	}
 }
 
-// since returns the log written after the first n bytes.
+// logSince returns the log written after the first n bytes.
 func logSince(k *kanmontest.Kanmon, n int) string {
 	l := k.Logs()
 	if n > len(l) {
@@ -298,9 +297,4 @@ func waitLog(t *testing.T, k *kanmontest.Kanmon, want string, count int) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// protoName is a subtest name.
-func protoName(proto string, parts ...any) string {
-	return strings.TrimSpace(proto + " " + fmt.Sprint(parts...))
 }
