@@ -161,7 +161,7 @@ func ParseAccounts(file string, data []byte) (*Accounts, error) {
 	if err := dec.Decode(&a); err != nil {
 		return nil, decodeError(file, err)
 	}
-	if err := a.validate(file, indexLines(data)); err != nil {
+	if err := a.validate(file, data); err != nil {
 		return nil, err
 	}
 	return &a, nil
@@ -189,7 +189,17 @@ func decodeError(file string, err error) error {
 // validate checks what TOML cannot: names present, valid and unique, hashes
 // well-formed. lines may be nil (for values not read from a file); then
 // errors name only the file.
-func (a *Accounts) validate(file string, lines *lineIndex) error {
+func (a *Accounts) validate(file string, data []byte) error {
+	// The line index is only for wording an error: building it asks the
+	// TOML parser for each key's position, which costs a scan from the
+	// start of the file per key, so a valid file never pays for it.
+	var idx *lineIndex
+	lines := func() *lineIndex {
+		if idx == nil {
+			idx = indexLines(data)
+		}
+		return idx
+	}
 	users := map[string]int{} // folded user -> index
 	for i, acct := range a.Accounts {
 		at := func(line int, format string, args ...any) error {
@@ -198,31 +208,29 @@ func (a *Accounts) validate(file string, lines *lineIndex) error {
 			}
 			return fmt.Errorf("%s: %s", file, fmt.Sprintf(format, args...))
 		}
-		aline := lines.account(i)
 		if err := ValidateUser(acct.User); err != nil {
-			return at(lines.accountKey(i, "user"), "account: %v", err)
+			return at(lines().accountKey(i, "user"), "account: %v", err)
 		}
 		key := foldKey(acct.User)
 		if j, dup := users[key]; dup {
-			return at(aline, "account %q: user is listed twice (also %s)", acct.User, lines.where(j, -1, a.Accounts[j].User))
+			return at(lines().account(i), "account %q: user is listed twice (also %s)", acct.User, lines().where(j, -1, a.Accounts[j].User))
 		}
 		users[key] = i
 		apps := map[string]int{}
 		for k, pc := range acct.Passcodes {
-			pline := lines.passcode(i, k)
 			if err := ValidateApp(pc.App); err != nil {
-				return at(lines.passcodeKey(i, k, "app"), "account %q: passcode: %v", acct.User, err)
+				return at(lines().passcodeKey(i, k, "app"), "account %q: passcode: %v", acct.User, err)
 			}
 			akey := foldKey(pc.App)
 			if j, dup := apps[akey]; dup {
-				return at(pline, "account %q: passcode %q: app name is used twice (also %s)", acct.User, pc.App, lines.where(i, j, acct.Passcodes[j].App))
+				return at(lines().passcode(i, k), "account %q: passcode %q: app name is used twice (also %s)", acct.User, pc.App, lines().where(i, j, acct.Passcodes[j].App))
 			}
 			apps[akey] = k
 			if _, err := parseHash(pc.Hash); err != nil {
-				return at(lines.passcodeKey(i, k, "hash"), "account %q: passcode %q: malformed hash: %v", acct.User, pc.App, err)
+				return at(lines().passcodeKey(i, k, "hash"), "account %q: passcode %q: malformed hash: %v", acct.User, pc.App, err)
 			}
 			if err := ValidateProtocols(pc.Protocols); err != nil {
-				return at(lines.passcodeKey(i, k, "protocols"), "account %q: passcode %q: %v", acct.User, pc.App, err)
+				return at(lines().passcodeKey(i, k, "protocols"), "account %q: passcode %q: %v", acct.User, pc.App, err)
 			}
 		}
 	}

@@ -8,8 +8,9 @@
 //     messages, plaintext and TLS on the client side;
 //  3. idle memory: N IDLE sessions held through kanmon, plaintext and TLS,
 //     and kanmon's RSS growth per session;
-//  4. reload: an accounts file of A accounts and P passcodes, the
-//     `kanmon reload` round trip, kanmon's memory, and which live sessions
+//  4. reload: the accounts file grown step by step (-reload-steps, up to
+//     50,000 accounts and 100,000 passcodes), the `kanmon reload` round
+//     trip after each step, kanmon's memory, and which live sessions
 //     survive (only the revoked ones may be closed).
 //
 // It starts a private Dovecot (internal/dovecottest) and the real
@@ -73,7 +74,7 @@ func main() {
 	flag.StringVar(&o.reloadSteps, "reload-steps", "5000:10000,50000:100000", "ACCOUNTS:PASSCODES sizes the accounts file grows to, one reload each, comma-separated")
 	flag.DurationVar(&o.reloadTimeout, "reload-timeout", 90*time.Second, "give up on one reload after this long")
 	flag.IntVar(&o.dovecotClient, "dovecot-imap-client-limit", 1, "Dovecot's service imap { client_limit } (1, Dovecot's default: one imap process per session)")
-	flag.DurationVar(&o.gcWait, "idle-gc-wait", 130*time.Second, "how long to wait for kanmon's next garbage collection while the IDLE sessions are held")
+	flag.DurationVar(&o.gcWait, "idle-gc-wait", 60*time.Second, "how long login cycles may run to bring on kanmon's next garbage collection while the IDLE sessions are held")
 	flag.StringVar(&o.out, "out", "", "also write the report (Markdown) to this `file`")
 	flag.DurationVar(&o.maxTime, "max-time", 15*time.Minute, "abort the whole run after this long")
 	flag.Parse()

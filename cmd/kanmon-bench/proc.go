@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -185,12 +184,4 @@ func loadAvg() string {
 		return "?"
 	}
 	return strings.Fields(string(b))[0]
-}
-
-// exe resolves a program path for the report.
-func exe(path string) string {
-	if p, err := filepath.Abs(path); err == nil {
-		return p
-	}
-	return path
 }
