@@ -239,7 +239,7 @@ tarpit_max = "1ms"
 		t.Errorf("sessions not logged in closed %v after SIGTERM, want at once", d)
 	}
 	for _, s := range []*revokeIdle{a, b} {
-		if l := s.line(); l != "* BYE Server shutting down." {
+		if l := s.bye(); l != "* BYE Server shutting down." {
 			t.Errorf("IDLE session got %q, want the shutdown BYE", l)
 		}
 	}

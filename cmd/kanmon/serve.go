@@ -65,10 +65,6 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 	if err != nil {
 		return err
 	}
-	lns, err := proxy.Listen(cfg)
-	if err != nil {
-		return err
-	}
 	guard, err := proxy.OpenLockout(rt)
 	if err != nil {
 		return err
@@ -123,6 +119,12 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 		return err
 	}
 	defer adminSrv.Close()
+	// The mail listeners open last: once a client can connect, the
+	// admin socket (kanmon sessions, reload) answers too.
+	lns, err := proxy.Listen(cfg)
+	if err != nil {
+		return err
+	}
 	// Listeners and the sessions that have not logged in end when the
 	// loop below says so; logged-in sessions drain (see the end).
 	acceptCtx, stopAccepting := context.WithCancel(context.WithoutCancel(ctx))
