@@ -81,7 +81,16 @@ func isTemporaryAccept(err error) bool {
 // handle runs one client connection. A panic in a session is logged and
 // ends only that session.
 func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener, log *slog.Logger) {
-	defer conn.Close()
+	// A session that logged in returns here while its relay runs on
+	// (session.relay): the relay then closes the connection and gives
+	// back the caps when it ends.
+	var sess *session
+	detached := func() bool { return sess != nil && sess.detached }
+	defer func(c net.Conn) {
+		if !detached() {
+			c.Close()
+		}
+	}(conn)
 	id := newSessionID()
 	ip := remoteIP(conn)
 	// The "client" attribute goes last: the fail2ban filter expects the
@@ -119,7 +128,11 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener
 		s.refuseConn(ctx, conn, spec, rt, log, refused)
 		return
 	}
-	defer s.limits.release(hold)
+	defer func() {
+		if !detached() {
+			s.limits.release(hold)
+		}
+	}()
 	if spec.TLS == config.TLSImplicit {
 		tc := tls.Server(conn, rt.TLS)
 		hctx, cancel := context.WithTimeout(ctx, rt.Config.PreAuthTimeout.Duration)
@@ -131,7 +144,7 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener
 		}
 		conn = tc
 	}
-	sess := &session{
+	sess = &session{
 		ctx:        ctx,
 		srv:        s,
 		rt:         rt,

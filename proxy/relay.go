@@ -2,11 +2,9 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,6 +24,13 @@ const relayBufferSize = 128 << 10
 // first one ended (a peer's LOGOUT reply still on its way, say). Then both
 // sides are closed: a mail session is over when either side ends it.
 const relayCloseGrace = 5 * time.Second
+
+// relayParkAfter is how long a direction of a relay waits for bytes on a
+// goroutine of its own before it parks: the goroutine ends and the
+// server's poller watches the socket instead (park.go). Long enough that
+// a busy session never parks between two chunks; short, next to the
+// minutes an IMAP IDLE lasts.
+const relayParkAfter = time.Second
 
 // Endpoint is one side of a relay: a connection plus the bytes already read
 // from it (held in a bufio.Reader during the pre-auth phase) that must reach
@@ -52,6 +57,11 @@ type RelayOptions struct {
 	// tap, set by the session registry, counts the bytes live and gates
 	// the writes to the client (see relayTap). Nil: neither.
 	tap *relayTap
+	// poller, the server's, lets an idle direction park without a
+	// goroutine (park.go). Nil: directions never park.
+	poller *poller
+	// parkAfter overrides relayParkAfter (tests).
+	parkAfter time.Duration
 }
 
 // BufferPool lends relay copy buffers; share one across all sessions.
@@ -84,12 +94,38 @@ func (p *BufferPool) put(b *[]byte) {
 // ends, ctx is cancelled, or neither side sends anything for opts.Idle. It
 // closes both connections before returning. It never parses what it moves.
 func Relay(ctx context.Context, client, backend Endpoint, opts RelayOptions) (RelayStats, error) {
-	idle := opts.Idle
+	type result struct {
+		stats RelayStats
+		err   error
+	}
+	done := make(chan result, 1)
+	startRelay(ctx, client, backend, opts, func(stats RelayStats, err error) {
+		done <- result{stats, err}
+	})
+	res := <-done
+	return res.stats, res.err
+}
+
+// startRelay is Relay without the wait: it starts the relay and returns at
+// once; onDone gets Relay's results once both connections are closed and
+// both directions have ended. A session relays this way, so that no
+// goroutine of its own waits for the end (see park.go).
+func startRelay(ctx context.Context, client, backend Endpoint, opts RelayOptions, onDone func(RelayStats, error)) {
 	buffers := opts.Buffers
 	if buffers == nil {
 		buffers = NewBufferPool()
 	}
-	r := &relay{client: client.Conn, backend: backend.Conn, buffers: buffers}
+	r := &relay{
+		client:    client.Conn,
+		backend:   backend.Conn,
+		buffers:   buffers,
+		poller:    opts.poller,
+		parkAfter: opts.parkAfter,
+		onDone:    onDone,
+	}
+	if r.parkAfter <= 0 {
+		r.parkAfter = relayParkAfter
+	}
 	r.touch()
 	up, down := &r.upBytes, &r.downBytes
 	if opts.tap != nil {
@@ -97,70 +133,51 @@ func Relay(ctx context.Context, client, backend Endpoint, opts RelayOptions) (Re
 	}
 	// The backend→client copier writes to toClient: the client, or the
 	// registry's gate in front of it.
-	toClient := opts.tap.gate(client.Conn)
-
-	var closeOnce sync.Once
-	closeBoth := func() {
-		closeOnce.Do(func() {
-			client.Conn.Close()
-			backend.Conn.Close()
-		})
+	r.toClient = opts.tap.gate(client.Conn)
+	r.up.init(r, backend.Conn, client, up, true)
+	r.down.init(r, r.toClient, backend, down, false)
+	if opts.Idle > 0 {
+		r.stopIdle = r.watchIdle(opts.Idle, r.closeBoth)
 	}
-	defer closeBoth()
-
-	if idle > 0 {
-		stopIdle := r.watchIdle(idle, closeBoth)
-		defer stopIdle()
-	}
-	stopCtx := context.AfterFunc(ctx, closeBoth)
-	defer stopCtx()
-
-	type result struct {
-		toBackend bool
-		err       error
-	}
-	done := make(chan result, 2)
-	go func() {
-		err := r.copyHalf(backend.Conn, client, up)
-		done <- result{toBackend: true, err: err}
-	}()
-	go func() {
-		err := r.copyHalf(toClient, backend, down)
-		done <- result{toBackend: false, err: err}
-	}()
-
-	first := <-done
-	// Pass the end on: a half-close lets the peer finish its reply.
-	if first.toBackend {
-		closeWrite(backend.Conn)
-	} else {
-		closeWrite(toClient)
-	}
-	grace := time.AfterFunc(relayCloseGrace, closeBoth)
-	second := <-done
-	grace.Stop()
-	closeBoth()
-
-	stats := RelayStats{ClientToBackend: up.Load(), BackendToClient: down.Load()}
-	if r.idleExpired.Load() {
-		return stats, errRelayIdle
-	}
-	if err := firstRealError(first.err, second.err); err != nil {
-		return stats, err
-	}
-	return stats, nil
+	r.stopCtx = context.AfterFunc(ctx, r.closeBoth)
+	go r.up.run()
+	go r.down.run()
 }
 
 // errRelayIdle reports that the session was closed for inactivity.
 var errRelayIdle = errors.New("relay: idle timeout")
 
+// relay is one running relay: its two directions and how it ends.
 type relay struct {
 	client, backend net.Conn
-	buffers         *BufferPool
-	upBytes         atomic.Int64
-	downBytes       atomic.Int64
-	lastActive      atomic.Int64 // unix nanoseconds
-	idleExpired     atomic.Bool
+	// toClient is what the backend→client direction writes to: the
+	// client, or the registry's gate in front of it.
+	toClient net.Conn
+	buffers  *BufferPool
+	// poller watches the parked directions; nil: a direction never parks.
+	poller *poller
+	// parkAfter is how long a direction waits with a goroutine before it
+	// parks.
+	parkAfter   time.Duration
+	up, down    direction
+	upBytes     atomic.Int64
+	downBytes   atomic.Int64
+	lastActive  atomic.Int64 // unix nanoseconds
+	idleExpired atomic.Bool
+	stopIdle    func() // nil without an idle timeout
+	stopCtx     func() bool
+	onDone      func(RelayStats, error)
+	closeOnce   sync.Once
+
+	mu sync.Mutex // guards what follows and the directions' state
+	// closing is set once closeBoth has begun: nothing parks any more.
+	closing bool
+	// ended counts the directions that have ended, errs their errors in
+	// the order they ended.
+	ended int
+	errs  [2]error
+	// grace closes both sides a while after the first direction ended.
+	grace *time.Timer
 }
 
 func (r *relay) touch() { r.lastActive.Store(time.Now().UnixNano()) }
@@ -198,211 +215,102 @@ func (r *relay) watchIdle(idle time.Duration, closeBoth func()) (stop func()) {
 	}
 }
 
-// copyHalf moves src's pending bytes and then everything src sends to dst.
-func (r *relay) copyHalf(dst net.Conn, src Endpoint, counter *atomic.Int64) error {
-	if len(src.Pending) > 0 {
-		n, err := dst.Write(src.Pending)
-		counter.Add(int64(n))
-		if err != nil {
-			return err
-		}
+// directionEnded records the end of d, one of the relay's two
+// directions. The first end is passed on as a half-close and starts the
+// grace period; the second one finishes the relay.
+func (r *relay) directionEnded(d *direction, err error) {
+	r.mu.Lock()
+	d.state = dirEnded
+	r.errs[r.ended] = err
+	r.ended++
+	n := r.ended
+	r.mu.Unlock()
+	if n == 2 {
+		r.finish()
+		return
 	}
-	srcTCP, srcIsTCP := src.Conn.(*net.TCPConn)
-	dstTCP, dstIsTCP := dst.(*net.TCPConn)
-	if srcIsTCP && dstIsTCP {
-		return r.spliceLoop(dstTCP, srcTCP, counter)
+	// Pass the end on: a half-close lets the peer finish its reply.
+	if d.toBackend {
+		closeWrite(r.backend)
+	} else {
+		closeWrite(r.toClient)
 	}
-	if srcTLS, ok := src.Conn.(*tls.Conn); ok {
-		return r.tlsLoop(dst, srcTLS, counter)
+	grace := time.AfterFunc(relayCloseGrace, r.closeBoth)
+	r.mu.Lock()
+	if r.ended == 1 {
+		r.grace, grace = grace, nil
 	}
-	var raw syscall.RawConn
-	if srcIsTCP {
-		if rc, err := srcTCP.SyscallConn(); err == nil {
-			raw = rc
-		}
-	}
-	return r.bufferLoop(dst, src.Conn, raw, counter)
-}
-
-// tlsLoop copies from a TLS source. A read from crypto/tls waits inside
-// the record layer with the caller's buffer in hand, so a pooled buffer
-// passed to it would stay with an idle session for as long as it sleeps.
-// Instead the loop waits in a one-byte read, which brings a whole record
-// into crypto/tls's own buffer, and only then borrows a pooled buffer for
-// the rest of what crypto/tls already holds (drainTLS), which never waits.
-func (r *relay) tlsLoop(dst net.Conn, src *tls.Conn, counter *atomic.Int64) error {
-	first := new([1]byte)
-	for {
-		n, rerr := src.Read(first[:])
-		if n == 0 {
-			if rerr == nil {
-				continue
-			}
-			if errors.Is(rerr, io.EOF) {
-				return nil
-			}
-			return rerr
-		}
-		r.touch()
-		bp := r.buffers.get()
-		buf := *bp
-		buf[0] = first[0]
-		n = 1
-		if rerr == nil {
-			n, rerr = drainTLS(src, buf, n)
-		}
-		wn, werr := dst.Write(buf[:n])
-		counter.Add(int64(wn))
-		r.buffers.put(bp)
-		if werr != nil {
-			return werr
-		}
-		if rerr != nil {
-			if errors.Is(rerr, io.EOF) {
-				return nil
-			}
-			return rerr
-		}
+	r.mu.Unlock()
+	if grace != nil {
+		grace.Stop() // the other direction ended meanwhile
 	}
 }
 
-// aLongTimeAgo is a read deadline that has always passed.
-var aLongTimeAgo = time.Unix(1, 0)
-
-// drainTLS reads into buf[n:] what src holds already: the plaintext left
-// of the current record and any records already received, up to a full
-// buffer. The reads run under an expired read deadline, so they return
-// what is buffered but never wait on the socket; crypto/tls keeps a
-// record it has partly received, and a timeout does not break the
-// connection. It returns the new fill and the first error other than that
-// timeout.
-func drainTLS(src *tls.Conn, buf []byte, n int) (int, error) {
-	if err := src.SetReadDeadline(aLongTimeAgo); err != nil {
-		return n, err
+// finish closes what is left, disarms the timers and reports the result.
+func (r *relay) finish() {
+	r.closeBoth()
+	if r.stopIdle != nil {
+		r.stopIdle()
 	}
-	var rerr error
-	for n < len(buf) {
-		m, err := src.Read(buf[n:])
-		n += m
-		if err != nil {
-			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				rerr = err
-			}
-			break
-		}
+	r.stopCtx()
+	r.mu.Lock()
+	grace := r.grace
+	errs := r.errs
+	r.mu.Unlock()
+	if grace != nil {
+		grace.Stop()
 	}
-	if err := src.SetReadDeadline(time.Time{}); err != nil && rerr == nil {
-		rerr = err
+	stats := RelayStats{ClientToBackend: r.up.counter.Load(), BackendToClient: r.down.counter.Load()}
+	var err error
+	switch {
+	case r.idleExpired.Load():
+		err = errRelayIdle
+	default:
+		err = firstRealError(errs[0], errs[1])
 	}
-	return n, rerr
+	r.onDone(stats, err)
 }
 
-// bufferLoop copies with a pooled buffer. When src is a plain socket it
-// first waits for readability without any buffer, so an idle session holds
-// none; any other source (not TCP, not TLS) reads straight into the
-// pooled buffer.
-func (r *relay) bufferLoop(dst, src net.Conn, raw syscall.RawConn, counter *atomic.Int64) error {
-	for {
-		if raw != nil {
-			if err := waitReadable(raw); err != nil {
-				return err
+// closeBoth closes both connections, once. A parked direction is taken
+// from the poller first (its socket must not be closed while the poller
+// may still use its descriptor) and resumed on a goroutine, which then
+// meets the closed connection and ends as a running one does.
+func (r *relay) closeBoth() {
+	r.closeOnce.Do(func() {
+		var resume []*direction
+		r.mu.Lock()
+		r.closing = true
+		for _, d := range []*direction{&r.up, &r.down} {
+			if d.state == dirParked {
+				r.poller.remove(d.parkID)
+				d.state = dirRunning
+				resume = append(resume, d)
 			}
 		}
-		bp := r.buffers.get()
-		n, rerr := src.Read(*bp)
-		var werr error
-		if n > 0 {
-			r.touch()
-			var wn int
-			wn, werr = dst.Write((*bp)[:n])
-			counter.Add(int64(wn))
+		r.mu.Unlock()
+		r.client.Close()
+		r.backend.Close()
+		for _, d := range resume {
+			go d.run()
 		}
-		r.buffers.put(bp)
-		if werr != nil {
-			return werr
-		}
-		if rerr != nil {
-			if errors.Is(rerr, io.EOF) {
-				return nil
-			}
-			return rerr
-		}
-	}
-}
-
-// spliceLoop moves bytes kernel-side between two plain TCP sockets: wait
-// until src is readable, ask how much is queued (SIOCINQ), and splice exactly
-// that much, so the call never blocks on a half-filled request and the idle
-// timer sees every chunk.
-func (r *relay) spliceLoop(dst, src *net.TCPConn, counter *atomic.Int64) error {
-	raw, err := src.SyscallConn()
-	if err != nil {
-		return err
-	}
-	for {
-		if err := waitReadable(raw); err != nil {
-			return err
-		}
-		queued, err := queuedBytes(raw)
-		if err != nil {
-			return err
-		}
-		if queued == 0 {
-			// Readable with nothing queued: end of stream or an error.
-			var probe [1]byte
-			n, rerr := src.Read(probe[:])
-			if n > 0 {
-				wn, werr := dst.Write(probe[:n])
-				counter.Add(int64(wn))
-				if werr != nil {
-					return werr
-				}
-				continue
-			}
-			if rerr == nil || errors.Is(rerr, io.EOF) {
-				return nil
-			}
-			return rerr
-		}
-		r.touch()
-		n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: int64(queued)})
-		counter.Add(n)
-		if err != nil {
-			return err
-		}
-	}
-}
-
-// waitReadable blocks until the socket has data or has ended, holding no
-// buffer: the readiness callback peeks one byte into a stack array.
-func waitReadable(raw syscall.RawConn) error {
-	var peek [1]byte
-	var sysErr error
-	err := raw.Read(func(fd uintptr) bool {
-		_, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		if err == unix.EAGAIN || err == unix.EINTR {
-			return false
-		}
-		sysErr = nil // data, end of stream, or an error the next read reports
-		return true
 	})
-	if err != nil {
-		return err
-	}
-	return sysErr
 }
 
-// queuedBytes reports how many bytes wait in the socket's receive queue.
-func queuedBytes(raw syscall.RawConn) (int, error) {
-	var n int
-	var ioErr error
-	err := raw.Control(func(fd uintptr) {
-		n, ioErr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-	})
-	if err != nil {
-		return 0, err
+// park hands d's socket to the poller, and reports whether it did: then
+// d's goroutine must end, and the poller resumes d when the socket has
+// bytes or has ended. Nothing parks once the relay is closing.
+func (r *relay) park(d *direction) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing || r.poller == nil {
+		return false
 	}
-	return n, ioErr
+	id, err := r.poller.add(d.srcRaw, d)
+	if err != nil {
+		return false
+	}
+	d.parkID, d.state = id, dirParked
+	return true
 }
 
 // closeWrite half-closes c where the type allows it (TCP FIN, TLS

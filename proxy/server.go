@@ -91,6 +91,7 @@ type Server struct {
 	lastUse  *auth.LastUseStore
 	current  atomic.Pointer[Runtime]
 	buffers  *BufferPool
+	parking  poller // the parked relay directions (park.go)
 	sessions registry
 	limits   limits
 	metrics  *metrics.Metrics

@@ -59,6 +59,9 @@ type session struct {
 	// interrupt ends a pre-auth read when the server shuts down; relay
 	// disarms it (shutdown.go).
 	interrupt *readInterrupt
+	// detached is set by relay: the relay runs on after handle returns,
+	// and closes the connection and gives back hold itself.
+	detached bool
 }
 
 // maxPreAuthFailures is how many bad or failed commands a client gets
@@ -103,37 +106,50 @@ func (s *session) goodbyeDeadline() {
 	_ = s.conn.SetWriteDeadline(time.Now().Add(goodbyeTimeout))
 }
 
-// relay hands the session over to the byte relay and logs its end. While
-// it relays, the session is listed in the server's session registry,
-// which closes it when a reload revokes its credential.
+// relay hands the session over to the byte relay and returns at once:
+// the relay runs on without this goroutine (see park.go), and when it
+// ends it logs the end and gives back the connection's caps, in place of
+// handle (s.detached). Nothing of the pre-auth front stays reachable:
+// its reader and buffers become garbage once the caller returns, and
+// what the front had read past the login is in client.Pending. While it
+// relays, the session is listed in the server's session registry, which
+// closes it when a reload revokes its credential.
 func (s *session) relay(ctx context.Context, log *slog.Logger, client, backend Endpoint) {
 	start := time.Now()
-	s.srv.limits.endPreAuth(s.hold)
+	srv, protocol, hold := s.srv, s.spec.Protocol, s.hold
+	srv.limits.endPreAuth(hold)
 	s.interrupt.disarm()
-	opts := RelayOptions{Idle: s.rt.Config.IdleTimeout.Duration, Buffers: s.srv.buffers}
+	opts := RelayOptions{Idle: s.rt.Config.IdleTimeout.Duration, Buffers: srv.buffers, poller: &srv.parking}
 	var ls *liveSession
 	if s.admitted != nil {
 		// A logged-in session outlives the end of ctx (shutdown): the
 		// drain lets it go on, and CloseSessions ends it.
-		ctx, ls = s.srv.register(context.WithoutCancel(ctx), s, log, client, backend)
-		defer s.srv.unregister(ls)
+		ctx, ls = srv.register(context.WithoutCancel(ctx), s, log, client, backend)
 		opts.tap = ls.tap
 	}
-	stats, err := Relay(ctx, client, backend, opts)
-	attrs := []any{"duration", time.Since(start).Round(time.Millisecond), "bytes_in", stats.ClientToBackend, "bytes_out", stats.BackendToClient}
-	if err != nil && !errors.Is(err, errRelayIdle) {
-		s.srv.metrics.BackendError(s.spec.Protocol, backendErrRelay)
-	}
-	if err != nil {
-		attrs = append(attrs, "err", err)
-	}
-	switch {
-	case ls != nil && ls.closedByShutdown.Load():
-		attrs = append(attrs, "shutdown", true)
-	case ls != nil && ls.doomed.Load():
-		attrs = append(attrs, "revoked", true)
-	}
-	log.Info("session ended", attrs...)
+	s.detached = true
+	srv.wg.Add(1) // handle's own count is still held here
+	startRelay(ctx, client, backend, opts, func(stats RelayStats, err error) {
+		defer srv.wg.Done()
+		attrs := []any{"duration", time.Since(start).Round(time.Millisecond), "bytes_in", stats.ClientToBackend, "bytes_out", stats.BackendToClient}
+		if err != nil && !errors.Is(err, errRelayIdle) {
+			srv.metrics.BackendError(protocol, backendErrRelay)
+		}
+		if err != nil {
+			attrs = append(attrs, "err", err)
+		}
+		switch {
+		case ls != nil && ls.closedByShutdown.Load():
+			attrs = append(attrs, "shutdown", true)
+		case ls != nil && ls.doomed.Load():
+			attrs = append(attrs, "revoked", true)
+		}
+		log.Info("session ended", attrs...)
+		if ls != nil {
+			srv.unregister(ls)
+		}
+		srv.limits.release(hold)
+	})
 }
 
 // upgradeTLS runs the server side of the TLS handshake after a front

@@ -1,0 +1,355 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// dirState is where a direction of a relay stands.
+type dirState uint8
+
+const (
+	// dirRunning: a goroutine copies, or waits for the source.
+	dirRunning dirState = iota
+	// dirParked: no goroutine; the poller watches the source.
+	dirParked
+	// dirEnded: the direction is over.
+	dirEnded
+)
+
+// errParkable says that a direction's source stayed silent for the
+// relay's parkAfter: its goroutine may end and the direction park.
+var errParkable = errors.New("relay: source idle, parkable")
+
+// direction is one half of a relay: everything src sends goes to dst.
+type direction struct {
+	r        *relay
+	dst, src net.Conn
+	// pending is what the front had already read from src; it goes
+	// first, on the direction's first run.
+	pending []byte
+	counter *atomic.Int64
+	// toBackend tells the client→backend direction from the other.
+	toBackend bool
+	// srcTCP is the socket src reads from (under TLS, the socket beneath
+	// it) and srcRaw its descriptor; both nil when src is no TCP socket,
+	// and then the direction never parks.
+	srcTCP *net.TCPConn
+	srcRaw syscall.RawConn
+	// one is tlsLoop's one-byte read.
+	one [1]byte
+	// state and parkID (the poller's id while parked) are guarded by r.mu.
+	state  dirState
+	parkID uint64
+}
+
+// init sets d up to copy src (and its pending bytes) to dst.
+func (d *direction) init(r *relay, dst net.Conn, src Endpoint, counter *atomic.Int64, toBackend bool) {
+	d.r, d.dst, d.src, d.pending, d.counter, d.toBackend = r, dst, src.Conn, src.Pending, counter, toBackend
+	sock := src.Conn
+	if tc, ok := sock.(*tls.Conn); ok {
+		sock = tc.NetConn()
+	}
+	if tcp, ok := sock.(*net.TCPConn); ok {
+		if raw, err := tcp.SyscallConn(); err == nil {
+			d.srcTCP, d.srcRaw = tcp, raw
+		}
+	}
+}
+
+// run copies until the direction ends or parks. It runs on a goroutine of
+// its own: one the relay starts, or one the poller starts to resume a
+// parked direction.
+func (d *direction) run() {
+	for {
+		err := d.copy()
+		if errors.Is(err, errParkable) {
+			if d.r.park(d) {
+				return
+			}
+			continue
+		}
+		d.r.directionEnded(d, err)
+		return
+	}
+}
+
+// wake resumes d, parked under id, on a new goroutine. The poller calls it
+// once the socket has bytes or has ended; a relay that closed meanwhile
+// has resumed d already, and then wake does nothing.
+func (d *direction) wake(id uint64) {
+	r := d.r
+	r.mu.Lock()
+	if d.state != dirParked || d.parkID != id {
+		r.mu.Unlock()
+		return
+	}
+	d.state = dirRunning
+	r.mu.Unlock()
+	go d.run()
+}
+
+// parking reports whether d may park: the relay has a poller and src is a
+// socket.
+func (d *direction) parking() bool { return d.r.poller != nil && d.srcRaw != nil }
+
+// copy moves the pending bytes and then everything src sends to dst, until
+// src ends (nil), a side fails, or src stays silent long enough to park
+// (errParkable).
+func (d *direction) copy() error {
+	if len(d.pending) > 0 {
+		n, err := d.dst.Write(d.pending)
+		d.counter.Add(int64(n))
+		if err != nil {
+			return err
+		}
+		d.pending = nil
+	}
+	srcTCP, srcIsTCP := d.src.(*net.TCPConn)
+	dstTCP, dstIsTCP := d.dst.(*net.TCPConn)
+	if srcIsTCP && dstIsTCP && d.srcRaw != nil {
+		return d.spliceLoop(dstTCP, srcTCP)
+	}
+	if srcTLS, ok := d.src.(*tls.Conn); ok {
+		return d.tlsLoop(srcTLS)
+	}
+	return d.bufferLoop()
+}
+
+// waitReadable blocks, holding no buffer, until src's socket has data or
+// has ended. When d may park it waits for at most the relay's parkAfter,
+// and returns errParkable when nothing came.
+func (d *direction) waitReadable() error {
+	if !d.parking() {
+		return waitReadable(d.srcRaw)
+	}
+	ready, err := peekReadable(d.srcRaw)
+	if err != nil || ready {
+		return err
+	}
+	if err := d.srcTCP.SetReadDeadline(time.Now().Add(d.r.parkAfter)); err != nil {
+		return err
+	}
+	err = waitReadable(d.srcRaw)
+	if derr := d.srcTCP.SetReadDeadline(time.Time{}); derr != nil && err == nil {
+		err = derr
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return errParkable
+	}
+	return err
+}
+
+// tlsLoop copies from a TLS source. A read from crypto/tls waits inside
+// the record layer with the caller's buffer in hand, so a pooled buffer
+// passed to it would stay with an idle session for as long as it sleeps.
+// Instead the loop waits in a one-byte read, which brings a whole record
+// into crypto/tls's own buffer, and only then borrows a pooled buffer for
+// the rest of what crypto/tls already holds (drainTLS), which never waits.
+//
+// Before that read, a direction that may park waits for the socket
+// beneath, so that it can park; but only once crypto/tls is known to hold
+// no whole record already received (held): a record that waits in
+// crypto/tls makes the socket no more readable.
+func (d *direction) tlsLoop(src *tls.Conn) error {
+	held := true // at the start, the front's reads may have left records
+	for {
+		var n int
+		var rerr error
+		if d.parking() {
+			if held {
+				// What crypto/tls holds, without waiting.
+				n, rerr = drainTLS(src, d.one[:], 0)
+				held = n > 0
+			}
+			if n == 0 && rerr == nil {
+				if err := d.waitReadable(); err != nil {
+					return err
+				}
+			}
+		}
+		if n == 0 && rerr == nil {
+			n, rerr = src.Read(d.one[:])
+		}
+		if n == 0 {
+			if rerr == nil {
+				continue
+			}
+			if errors.Is(rerr, io.EOF) {
+				return nil
+			}
+			return rerr
+		}
+		d.r.touch()
+		bp := d.r.buffers.get()
+		buf := *bp
+		buf[0] = d.one[0]
+		n = 1
+		if rerr == nil {
+			n, rerr = drainTLS(src, buf, n)
+		}
+		// drainTLS stops at a full buffer, or once crypto/tls has no
+		// whole record left.
+		held = n == len(buf)
+		wn, werr := d.dst.Write(buf[:n])
+		d.counter.Add(int64(wn))
+		d.r.buffers.put(bp)
+		if werr != nil {
+			return werr
+		}
+		if rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				return nil
+			}
+			return rerr
+		}
+	}
+}
+
+// aLongTimeAgo is a read deadline that has always passed.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// drainTLS reads into buf[n:] what src holds already: the plaintext left
+// of the current record and any records already received, up to a full
+// buffer. The reads run under an expired read deadline, so they return
+// what is buffered but never wait on the socket; crypto/tls keeps a
+// record it has partly received, and a timeout does not break the
+// connection. It returns the new fill and the first error other than that
+// timeout.
+func drainTLS(src *tls.Conn, buf []byte, n int) (int, error) {
+	if err := src.SetReadDeadline(aLongTimeAgo); err != nil {
+		return n, err
+	}
+	var rerr error
+	for n < len(buf) {
+		m, err := src.Read(buf[n:])
+		n += m
+		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				rerr = err
+			}
+			break
+		}
+	}
+	if err := src.SetReadDeadline(time.Time{}); err != nil && rerr == nil {
+		rerr = err
+	}
+	return n, rerr
+}
+
+// bufferLoop copies with a pooled buffer. When src is a plain socket it
+// first waits for readability without any buffer, so an idle session holds
+// none; any other source (not TCP, not TLS) reads straight into the
+// pooled buffer.
+func (d *direction) bufferLoop() error {
+	for {
+		if d.srcRaw != nil {
+			if err := d.waitReadable(); err != nil {
+				return err
+			}
+		}
+		bp := d.r.buffers.get()
+		n, rerr := d.src.Read(*bp)
+		var werr error
+		if n > 0 {
+			d.r.touch()
+			var wn int
+			wn, werr = d.dst.Write((*bp)[:n])
+			d.counter.Add(int64(wn))
+		}
+		d.r.buffers.put(bp)
+		if werr != nil {
+			return werr
+		}
+		if rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				return nil
+			}
+			return rerr
+		}
+	}
+}
+
+// spliceLoop moves bytes kernel-side between two plain TCP sockets: wait
+// until src is readable, ask how much is queued (SIOCINQ), and splice exactly
+// that much, so the call never blocks on a half-filled request and the idle
+// timer sees every chunk.
+func (d *direction) spliceLoop(dst, src *net.TCPConn) error {
+	for {
+		if err := d.waitReadable(); err != nil {
+			return err
+		}
+		queued, err := queuedBytes(d.srcRaw)
+		if err != nil {
+			return err
+		}
+		if queued == 0 {
+			// Readable with nothing queued: end of stream or an error.
+			var probe [1]byte
+			n, rerr := src.Read(probe[:])
+			if n > 0 {
+				wn, werr := dst.Write(probe[:n])
+				d.counter.Add(int64(wn))
+				if werr != nil {
+					return werr
+				}
+				continue
+			}
+			if rerr == nil || errors.Is(rerr, io.EOF) {
+				return nil
+			}
+			return rerr
+		}
+		d.r.touch()
+		n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: int64(queued)})
+		d.counter.Add(n)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// waitReadable blocks until the socket has data or has ended, holding no
+// buffer: the readiness callback peeks one byte into a stack array.
+func waitReadable(raw syscall.RawConn) error {
+	var peek [1]byte
+	err := raw.Read(func(fd uintptr) bool {
+		_, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		// Data, end of stream, or an error the next read reports.
+		return err != unix.EAGAIN && err != unix.EINTR
+	})
+	return err
+}
+
+// peekReadable reports, without waiting, whether the socket has data or
+// has ended.
+func peekReadable(raw syscall.RawConn) (bool, error) {
+	var peek [1]byte
+	var ready bool
+	err := raw.Control(func(fd uintptr) {
+		_, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		ready = err != unix.EAGAIN && err != unix.EINTR
+	})
+	return ready, err
+}
+
+// queuedBytes reports how many bytes wait in the socket's receive queue.
+func queuedBytes(raw syscall.RawConn) (int, error) {
+	var n int
+	var ioErr error
+	err := raw.Control(func(fd uintptr) {
+		n, ioErr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, ioErr
+}
