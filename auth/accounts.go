@@ -35,10 +35,24 @@ type Account struct {
 	User string `toml:"user"`
 	// Enabled is when 2FA was turned on.
 	Enabled time.Time `toml:"enabled"`
+	// TOTP is the authenticator (TOTP) secret, sealed with the state
+	// directory's totp.key (see EnrollTOTP): "aes-256-gcm$nonce$ciphertext".
+	// Empty for an account whose 2FA the admin turned on: its passcodes
+	// are managed by the admin and it cannot sign in to the portal.
+	TOTP string `toml:"totp,omitempty"`
+	// TOTPEnrolled is when the authenticator was registered; set exactly
+	// when TOTP is.
+	TOTPEnrolled time.Time `toml:"totp_enrolled,omitempty"`
+	// OneTimeCodes are the hashes (as HashPasscode's) of the one-time
+	// codes not used yet; a used code's hash is removed. Only with TOTP.
+	OneTimeCodes []string `toml:"one_time_codes,omitempty"`
 	// Passcodes are the account's app passcodes, the [[account.passcode]]
 	// tables that follow the [[account]].
 	Passcodes []AppPasscode `toml:"passcode"`
 }
+
+// HasTOTP reports whether the account has an authenticator registered.
+func (a *Account) HasTOTP() bool { return a != nil && a.TOTP != "" }
 
 // AppPasscode is one app passcode, stored as a hash. (Named AppPasscode
 // because Passcode is the Kind of decision it leads to.)
@@ -216,6 +230,9 @@ func (a *Accounts) validate(file string, data []byte) error {
 			return at(lines().account(i), "account %q: user is listed twice (also %s)", acct.User, lines().where(j, -1, a.Accounts[j].User))
 		}
 		users[key] = i
+		if err := acct.validateTOTP(); err != nil {
+			return at(lines().accountKey(i, err.key), "account %q: %v", acct.User, err.err)
+		}
 		apps := map[string]int{}
 		for k, pc := range acct.Passcodes {
 			if err := ValidateApp(pc.App); err != nil {

@@ -11,6 +11,12 @@ import (
 // validHash is a well-formed hash (of no particular passcode).
 const validHash = "hmac-sha256$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
+// validHash2 is another well-formed hash.
+const validHash2 = "hmac-sha256$BBBBBBBBBBBBBBBBBBBBBA$BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA"
+
+// validSealed is a well-formed sealed TOTP secret (that opens under no key).
+const validSealed = "aes-256-gcm$AAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+
 const exampleAccounts = `# kanmon accounts: every account listed here has two-factor authentication on.
 [[account]]
 user = "alice"
@@ -72,6 +78,8 @@ func TestAccountsErrors(t *testing.T) {
 		return "\n[[account.passcode]]\napp = " + app + "\ncreated = 2026-11-25T12:01:00Z\nhash = " + hash + "\n"
 	}
 	vh := `"` + validHash + `"`
+	vs := `totp = "` + validSealed + `"` + "\n"
+	enrolled := "totp_enrolled = 2026-11-25T12:00:00Z\n"
 	for _, tc := range []struct {
 		name, doc, want string
 	}{
@@ -92,6 +100,16 @@ func TestAccountsErrors(t *testing.T) {
 		{"malformed hash", "# c\n" + acct(`"alice"`) + pc(`"T"`, `"hmac-sha256$abc$def"`), `accounts.toml:9: account "alice": passcode "T": malformed hash`},
 		{"missing hash", "# c\n" + acct(`"alice"`) + "\n[[account.passcode]]\napp = \"T\"\n", `accounts.toml:6: account "alice": passcode "T": malformed hash`},
 		{"plaintext hash", "# c\n" + acct(`"bob"`) + pc(`"T"`, `"ABCDEFGHIJKLMNOP"`), `accounts.toml:9: account "bob": passcode "T": malformed hash`},
+		{"malformed totp", "# c\n" + acct(`"alice"`) + `totp = "aes-256-gcm$AAAA$AAAA"` + "\n" + enrolled, `accounts.toml:5: account "alice": malformed totp: nonce`},
+		{"plaintext totp", "# c\n" + acct(`"alice"`) + enrolled + `totp = "ABCD EFGH IJKL MNOP"` + "\n", `accounts.toml:6: account "alice": malformed totp`},
+		{"totp not a string", "# c\n" + acct(`"alice"`) + "totp = 5\n", "accounts.toml:5: "},
+		{"totp without totp_enrolled", "# c\n" + acct(`"alice"`) + vs, `accounts.toml:5: account "alice": totp needs totp_enrolled`},
+		{"totp_enrolled without totp", "# c\n" + acct(`"alice"`) + enrolled, `accounts.toml:5: account "alice": totp_enrolled without totp`},
+		{"one_time_codes without totp", "# c\n" + acct(`"alice"`) + "one_time_codes = [" + vh + "]\n", `accounts.toml:5: account "alice": one_time_codes without totp`},
+		{"malformed one-time code", "# c\n" + acct(`"alice"`) + vs + enrolled + "one_time_codes = [\n  " + vh + `,
+  "abcde-fghjk",
+]
+`, `accounts.toml:7: account "alice": one_time_codes[1]: malformed hash`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseAccounts("accounts.toml", []byte(tc.doc))

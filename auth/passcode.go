@@ -102,9 +102,20 @@ func HashPasscode(pepper Pepper, normalized string) (string, error) {
 	if n, ok := NormalizePasscode(normalized); !ok || n != normalized {
 		return "", errors.New("hash passcode: not a normalized passcode")
 	}
+	h, err := hashSecret(pepper, normalized)
+	if err != nil {
+		return "", fmt.Errorf("hash passcode: %w", err)
+	}
+	return h, nil
+}
+
+// hashSecret encodes a new salted hash of a normalized secret (a passcode
+// or a one-time code): "hmac-sha256$" + base64url(salt) + "$" +
+// base64url(HMAC-SHA256(pepper, salt||secret)).
+func hashSecret(pepper Pepper, normalized string) (string, error) {
 	salt := make([]byte, saltLen)
 	if _, err := rand.Read(salt); err != nil {
-		return "", fmt.Errorf("hash passcode: %w", err)
+		return "", err
 	}
 	enc := base64.RawURLEncoding
 	return hashScheme + "$" + enc.EncodeToString(salt) + "$" + enc.EncodeToString(passcodeMAC(pepper, salt, normalized)), nil

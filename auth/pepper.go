@@ -39,74 +39,105 @@ func PepperPath(stateDir string) string { return filepath.Join(stateDir, PepperF
 // processes race, the loser reads the winner's file. A pepper file of the
 // wrong size is an error.
 func LoadOrCreatePepper(stateDir string) (Pepper, error) {
-	path := PepperPath(stateDir)
-	p, err := readPepper(path)
-	if err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return p, err
-	}
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("pepper: %w", err)
-	}
-	if err := createPepper(stateDir, path); err != nil && !errors.Is(err, fs.ErrExist) {
-		return nil, err
-	}
-	return readPepper(path)
+	b, err := pepperKeyFile().loadOrCreate(stateDir)
+	return Pepper(b), err
 }
 
-// readPepper reads and checks an existing pepper file.
-func readPepper(path string) (Pepper, error) {
+// pepperKeyFile describes the pepper file for the key-file helpers.
+func pepperKeyFile() keyFile {
+	return keyFile{name: PepperFileName, what: "pepper", loss: "every passcode"}
+}
+
+// keyFile is a file of keySize random bytes in the state directory: the
+// pepper, or the key that seals TOTP secrets.
+type keyFile struct {
+	name string // file name in the state directory
+	what string // prefix of every error ("pepper")
+	loss string // what replacing the file invalidates, for the wrong-size error
+}
+
+// keySize is the length in bytes of every key file (PepperSize).
+const keySize = PepperSize
+
+// loadOrCreate reads the key file in stateDir, creating stateDir (mode
+// 0700) and the file (mode 0600) on first use, as LoadOrCreatePepper
+// describes.
+func (k keyFile) loadOrCreate(stateDir string) ([]byte, error) {
+	path := filepath.Join(stateDir, k.name)
+	b, err := k.read(path)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return b, err
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("%s: %w", k.what, err)
+	}
+	if err := k.create(stateDir, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, err
+	}
+	return k.read(path)
+}
+
+// load reads the existing key file in stateDir; a missing file is an error
+// wrapping fs.ErrNotExist.
+func (k keyFile) load(stateDir string) ([]byte, error) {
+	return k.read(filepath.Join(stateDir, k.name))
+}
+
+// read reads and checks an existing key file.
+func (k keyFile) read(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("pepper: %w", err)
+		return nil, fmt.Errorf("%s: %w", k.what, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("pepper: %w", err)
+		return nil, fmt.Errorf("%s: %w", k.what, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("pepper: %s is not a regular file", path)
+		return nil, fmt.Errorf("%s: %s is not a regular file", k.what, path)
 	}
-	b, err := io.ReadAll(io.LimitReader(f, PepperSize+1))
+	b, err := io.ReadAll(io.LimitReader(f, keySize+1))
 	if err != nil {
-		return nil, fmt.Errorf("pepper: %w", err)
+		return nil, fmt.Errorf("%s: %w", k.what, err)
 	}
-	if len(b) != PepperSize {
-		return nil, fmt.Errorf("pepper: %s has %d bytes, want %d; refusing to use it (replacing it invalidates every passcode)", path, fi.Size(), PepperSize)
+	if len(b) != keySize {
+		return nil, fmt.Errorf("%s: %s has %d bytes, want %d; refusing to use it (replacing it invalidates %s)", k.what, path, fi.Size(), keySize, k.loss)
 	}
-	return Pepper(b), nil
+	return b, nil
 }
 
-// createPepper writes a new pepper to a temporary file (O_EXCL, 0600),
-// syncs it and links it to path. It returns an error wrapping fs.ErrExist
-// when another process created path first.
-func createPepper(dir, path string) error {
-	key := make([]byte, PepperSize)
+// create writes a new key to a temporary file (O_EXCL, 0600), syncs it
+// and links it to path. It returns an error wrapping fs.ErrExist when
+// another process created path first.
+func (k keyFile) create(dir, path string) error {
+	key := make([]byte, keySize)
 	if _, err := rand.Read(key); err != nil {
-		return fmt.Errorf("pepper: %w", err)
+		return fmt.Errorf("%s: %w", k.what, err)
 	}
-	tmp, err := os.CreateTemp(dir, ".pepper-*.tmp") // O_EXCL, mode 0600
+	tmp, err := os.CreateTemp(dir, "."+k.name+"-*.tmp") // O_EXCL, mode 0600
 	if err != nil {
-		return fmt.Errorf("pepper: %w", err)
+		return fmt.Errorf("%s: %w", k.what, err)
 	}
 	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
+	fail := func(err error) error {
 		tmp.Close()
-		return fmt.Errorf("pepper: %w", err)
+		return fmt.Errorf("%s: %w", k.what, err)
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		return fail(err)
 	}
 	if _, err := tmp.Write(key); err != nil {
-		tmp.Close()
-		return fmt.Errorf("pepper: %w", err)
+		return fail(err)
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("pepper: %w", err)
+		return fail(err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("pepper: %w", err)
+		return fmt.Errorf("%s: %w", k.what, err)
 	}
 	if err := os.Link(tmp.Name(), path); err != nil {
-		return fmt.Errorf("pepper: %w", err)
+		return fmt.Errorf("%s: %w", k.what, err)
 	}
 	return syncDir(dir)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,6 +62,10 @@ func TestStoreRoundTrip(t *testing.T) {
 			{App: `Odd "name" \ é`, Created: created.Add(1500 * time.Millisecond), Hash: validHash},
 		}},
 		{User: "bob", Enabled: enabled},
+		{User: "carol", Enabled: enabled, TOTP: validSealed, TOTPEnrolled: enabled.Add(time.Hour),
+			OneTimeCodes: []string{validHash, validHash2},
+			Passcodes:    []AppPasscode{{App: "iPhone", Created: enabled, Hash: validHash2, Protocols: []string{"imap"}}}},
+		{User: "dave", Enabled: enabled, TOTP: validSealed, TOTPEnrolled: enabled}, // every one-time code used
 	}}
 	if err := s.Update(func(a *Accounts) error { *a = want; return nil }); err != nil {
 		t.Fatal(err)
@@ -69,16 +74,18 @@ func TestStoreRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got.Accounts) != 2 || len(got.Accounts[0].Passcodes) != 2 || len(got.Accounts[1].Passcodes) != 0 {
+	if len(got.Accounts) != len(want.Accounts) {
 		t.Fatalf("got %+v", got)
 	}
 	for i, acct := range want.Accounts {
 		g := got.Accounts[i]
-		if g.User != acct.User || !g.Enabled.Equal(acct.Enabled) {
+		if g.User != acct.User || !g.Enabled.Equal(acct.Enabled) || g.TOTP != acct.TOTP || !g.TOTPEnrolled.Equal(acct.TOTPEnrolled) ||
+			!slices.Equal(g.OneTimeCodes, acct.OneTimeCodes) || g.HasTOTP() != (acct.TOTP != "") || len(g.Passcodes) != len(acct.Passcodes) {
 			t.Errorf("account %d: %+v, want %+v", i, g, acct)
+			continue
 		}
 		for k, pc := range acct.Passcodes {
-			if gp := g.Passcodes[k]; gp.App != pc.App || gp.Hash != pc.Hash || !gp.Created.Equal(pc.Created) {
+			if gp := g.Passcodes[k]; gp.App != pc.App || gp.Hash != pc.Hash || !gp.Created.Equal(pc.Created) || !slices.Equal(gp.Protocols, pc.Protocols) {
 				t.Errorf("passcode %d/%d: %+v, want %+v", i, k, gp, pc)
 			}
 		}
@@ -101,6 +108,28 @@ hash = "` + validHash + `"
 [[account]]
 user = "bob"
 enabled = 2026-11-25T12:00:00Z        # when 2FA was turned on
+
+[[account]]
+user = "carol"
+enabled = 2026-11-25T12:00:00Z        # when 2FA was turned on
+totp = "` + validSealed + `"
+totp_enrolled = 2026-11-25T13:00:00Z  # authenticator registered; totp is its secret, sealed with state_dir/totp.key
+one_time_codes = [                    # hashes of the unused one-time codes
+  "` + validHash + `",
+  "` + validHash2 + `",
+]
+
+[[account.passcode]]
+app = "iPhone"
+created = 2026-11-25T12:00:00Z
+hash = "` + validHash2 + `"
+protocols = ["imap"]
+
+[[account]]
+user = "dave"
+enabled = 2026-11-25T12:00:00Z        # when 2FA was turned on
+totp = "` + validSealed + `"
+totp_enrolled = 2026-11-25T12:00:00Z  # authenticator registered; totp is its secret, sealed with state_dir/totp.key
 `
 	if string(data) != wantText {
 		t.Errorf("file:\n%s\nwant:\n%s", data, wantText)

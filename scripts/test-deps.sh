@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the real-server tests need: Dovecot (IMAP, POP3, submission)
-# for internal/dovecottest, and curl as a real command-line mail client.
+# for internal/dovecottest, curl as a real command-line mail client, oathtool
+# as an independent TOTP authenticator (otp), and Chromium for the portal's
+# browser end-to-end test (e2e).
 #
 # As root with apt-get, missing packages are installed from Debian without
 # starting the system Dovecot (the tests start private instances of their
@@ -34,6 +36,18 @@ missing() {
 	command -v swaks >/dev/null 2>&1 || echo swaks
 	perl -MNet::SSLeay -e1 >/dev/null 2>&1 || echo libnet-ssleay-perl # swaks's TLS
 	[ -s /etc/ssl/certs/ca-certificates.crt ] || echo ca-certificates
+	command -v oathtool >/dev/null 2>&1 || echo oathtool
+	find_chromium >/dev/null || echo chromium
+}
+
+# find_chromium prints the path of a Chromium binary (Debian's package
+# installs /usr/bin/chromium).
+find_chromium() {
+	local b
+	for b in chromium chromium-browser; do
+		command -v "$b" 2>/dev/null && return 0
+	done
+	return 1
 }
 
 # stop_system_dovecot stops a system-wide Dovecot that a package install may
@@ -96,7 +110,7 @@ case "${CI:-}" in true | TRUE | True | 1 | yes) ci=true ;; esac
 
 absent=$(missing | tr '\n' ' ')
 if [ -z "$absent" ]; then
-	echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1) and $(curl --version | head -n1 | cut -d' ' -f1-2) present"
+	echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1), $(curl --version | head -n1 | cut -d' ' -f1-2), $(oathtool --version | head -n1) and $("$(find_chromium)" --version 2>/dev/null | head -n1) present"
 	exit 0
 fi
 
@@ -122,7 +136,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
 	if [ "$ci" = true ]; then
 		exit 1
 	fi
-	echo "test-deps: the real-Dovecot tests will be skipped" >&2
+	echo "test-deps: the tests that need them will be skipped" >&2
 	exit 0
 fi
 
@@ -130,9 +144,9 @@ why="not root"
 [ "$(id -u)" -eq 0 ] && why="no apt-get"
 cat >&2 <<EOF
 test-deps: cannot install ($why). Install as root:
-    apt-get install dovecot-imapd dovecot-pop3d dovecot-submissiond curl swaks libnet-ssleay-perl ca-certificates
+    apt-get install dovecot-imapd dovecot-pop3d dovecot-submissiond curl swaks libnet-ssleay-perl ca-certificates oathtool chromium
 EOF
-what="tests that run curl or swaks"
+what="tests that run curl, swaks, oathtool or chromium"
 case " $absent" in *" dovecot"*) what="real-Dovecot tests (internal/dovecottest and every test using it) and $what" ;; esac
 if [ "$ci" = true ]; then
 	echo "test-deps: CI=true, so the $what will FAIL" >&2

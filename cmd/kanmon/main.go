@@ -11,6 +11,7 @@
 //	kanmon passcode revoke -config FILE USER APP
 //	kanmon 2fa enable      -config FILE USER
 //	kanmon 2fa disable     -config FILE USER
+//	kanmon 2fa status      -config FILE USER
 //	kanmon reload          -config FILE
 //	kanmon sessions        -config FILE [USER]
 //	kanmon lockout list    -config FILE
@@ -38,6 +39,7 @@ commands:
   passcode revoke -config FILE USER APP   delete a passcode (then reload)
   2fa enable      -config FILE USER       turn two-factor authentication on
   2fa disable     -config FILE USER       admin reset: 2FA off, all passcodes removed
+  2fa status      -config FILE USER       2FA, authenticator, one-time codes left, passcodes
   reload          -config FILE            make the running server re-read its files
                                           (and close sessions whose credential was revoked)
   sessions        -config FILE [USER]     list the live sessions (asks the running server)

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"text/tabwriter"
+	"time"
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
@@ -11,9 +13,12 @@ import (
 const twoFAUsage = `usage:
   kanmon 2fa enable  -config FILE USER   turn two-factor authentication on
   kanmon 2fa disable -config FILE USER   admin reset: 2FA off, all passcodes removed
+                                         (also the authenticator and one-time codes)
+  kanmon 2fa status  -config FILE USER   show 2FA, the authenticator, one-time codes
+                                         left and the passcodes (never a secret)
 `
 
-// runTwoFA implements "kanmon 2fa enable|disable".
+// runTwoFA implements "kanmon 2fa enable|disable|status".
 func runTwoFA(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, twoFAUsage)
@@ -29,6 +34,11 @@ func runTwoFA(args []string, stdout, stderr io.Writer) int {
 		return adminCommand("2fa disable", "USER", 1, 1, args[1:], stderr,
 			func(cfg *config.Config, cfgPath string, pos []string) error {
 				return cmdTwoFADisable(cfg, cfgPath, pos[0], stdout)
+			})
+	case "status":
+		return adminCommand("2fa status", "USER", 1, 1, args[1:], stderr,
+			func(cfg *config.Config, _ string, pos []string) error {
+				return cmdTwoFAStatus(cfg, pos[0], stdout)
 			})
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, twoFAUsage)
@@ -70,4 +80,36 @@ func cmdTwoFADisable(cfg *config.Config, cfgPath, user string, stdout io.Writer)
 	fmt.Fprintf(stdout, "2FA is now off for %s; %d app passcode(s) removed.\n%s signs in with the account password, %s.\n%s\n",
 		name, removed, name, where, reloadHint(cfgPath))
 	return nil
+}
+
+// cmdTwoFAStatus prints user's 2FA status: since when it is on, the
+// authenticator, the one-time codes left and the passcodes. It shows no
+// secret and no hash.
+func cmdTwoFAStatus(cfg *config.Config, user string, stdout io.Writer) error {
+	st, err := auth.Status(auth.OpenStore(cfg.Accounts), user)
+	if err != nil {
+		return err
+	}
+	if !st.On {
+		return fmt.Errorf("%s does not have 2FA on", user)
+	}
+	ts := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+	fmt.Fprintf(stdout, "%s: 2FA on since %s\n", st.User, ts(st.Enabled))
+	if st.HasTOTP() {
+		fmt.Fprintf(stdout, "authenticator (TOTP): registered %s\n", ts(st.TOTPEnrolled))
+	} else {
+		fmt.Fprintln(stdout, "no authenticator: passcodes managed by the admin")
+	}
+	fmt.Fprintf(stdout, "one-time codes left: %d\n", st.OneTimeCodesLeft)
+	if len(st.Passcodes) == 0 {
+		fmt.Fprintln(stdout, "passcodes: none")
+		return nil
+	}
+	fmt.Fprintf(stdout, "passcodes: %d\n", len(st.Passcodes))
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  APP\tCREATED\tPROTOCOLS")
+	for _, pc := range st.Passcodes {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", pc.App, ts(pc.Created), auth.FormatProtocols(pc.Protocols))
+	}
+	return tw.Flush()
 }
