@@ -146,6 +146,9 @@ type Config struct {
 	Backend Backends `toml:"backend"`
 	// Lockout tunes the failed-login counters; see Lockout.
 	Lockout Lockout `toml:"lockout"`
+	// Portal turns on the self-service 2FA web portal; see Portal.
+	// Default: none, no portal.
+	Portal *Portal `toml:"portal"`
 
 	// TrustedPrefixes is TrustedNetworks parsed.
 	TrustedPrefixes []netip.Prefix `toml:"-"`

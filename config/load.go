@@ -50,6 +50,7 @@ func Parse(file string, data []byte) (*Config, error) {
 var durationKeys = []string{
 	"preauth_timeout", "idle_timeout", "drain_timeout",
 	"backend.imap.timeout", "backend.pop3.timeout", "backend.submission.timeout",
+	"portal.session_idle", "portal.session_max",
 }
 
 // decodeError turns a go-toml error into "file:line: message".

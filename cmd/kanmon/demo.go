@@ -25,6 +25,9 @@ const (
 	demoUser   = "demo"
 	demoApp    = "Thunderbird"
 	demoMaster = "kanmon"
+	// demoGuest has no 2FA: it signs in to the portal with its password
+	// and can turn 2FA on there.
+	demoGuest = "guest"
 )
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -32,31 +35,39 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	imapsPort := fs.Int("imaps-port", 19933, "implicit-TLS IMAP `port` on 127.0.0.1 (0: any free port)")
 	imapPort := fs.Int("imap-port", 19143, "STARTTLS IMAP `port` on 127.0.0.1 (0: any free port)")
+	portalPort := fs.Int("portal-port", 19443, "self-service portal (HTTPS) `port` on 127.0.0.1 (0: any free port)")
 	verbose := fs.Bool("v", false, "log every session")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if err := demo(ctx, *imapsPort, *imapPort, *verbose, stdout, stderr); err != nil {
+	if err := demo(ctx, demoPorts{*imapsPort, *imapPort, *portalPort}, *verbose, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, "kanmon demo:", err)
 		return 1
 	}
 	return 0
 }
 
+// demoPorts are the demo's ports on 127.0.0.1; 0 picks a free one.
+type demoPorts struct{ imaps, imap, portal int }
+
 // demo sets up a throwaway world in a temp dir: an in-process IMAP server
 // with a mailbox, a self-signed certificate, a config, a 2FA account with a
-// passcode; then serves until ctx ends.
-func demo(ctx context.Context, imapsPort, imapPort int, verbose bool, stdout, stderr io.Writer) error {
+// passcode, an account without 2FA for the self-service portal; then
+// serves until ctx ends.
+func demo(ctx context.Context, ports demoPorts, verbose bool, stdout, stderr io.Writer) error {
 	dir, err := os.MkdirTemp("", "kanmon-demo-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 
-	masterPW, userPW := rand.Text(), rand.Text()
+	masterPW, userPW, guestPW := rand.Text(), rand.Text(), rand.Text()
 	backend := memimap.New(demoMaster, masterPW)
 	defer backend.Close()
 	if err := backend.AddUser(demoUser, userPW); err != nil {
+		return err
+	}
+	if err := backend.AddUser(demoGuest, guestPW); err != nil {
 		return err
 	}
 	for i, subject := range []string{"Welcome to kanmon", "Your app passcode works", "関門: the checkpoint"} {
@@ -78,11 +89,15 @@ func demo(ctx context.Context, imapsPort, imapPort int, verbose bool, stdout, st
 	if _, _, err := cert.WriteFiles(dir, "cert.pem", "key.pem"); err != nil {
 		return err
 	}
-	imapsAddr, err := freeAddr(imapsPort)
+	imapsAddr, err := freeAddr(ports.imaps)
 	if err != nil {
 		return err
 	}
-	imapAddr, err := freeAddr(imapPort)
+	imapAddr, err := freeAddr(ports.imap)
+	if err != nil {
+		return err
+	}
+	portalAddr, err := freeAddr(ports.portal)
 	if err != nil {
 		return err
 	}
@@ -96,6 +111,11 @@ log_level = %q
 [tls]
 cert = "cert.pem"
 key  = "key.pem"
+
+[portal]
+address = %q
+issuer  = "kanmon demo"
+mail_host = "127.0.0.1"
 
 [[listener]]
 protocol = "imap"
@@ -112,7 +132,7 @@ address = %q
 tls = "none"
 master_user = %q
 master_password = %q
-`, map[bool]string{true: "info", false: "warn"}[verbose], imapsAddr, imapAddr, backendAddr, demoMaster, masterPW)
+`, map[bool]string{true: "info", false: "warn"}[verbose], portalAddr, imapsAddr, imapAddr, backendAddr, demoMaster, masterPW)
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		return err
 	}
@@ -150,7 +170,11 @@ Thunderbird (Account Settings > Add Mail Account > Configure manually):
   Password: the app passcode above (accept the self-signed certificate)
   (or port %[8]s with STARTTLS)
 
-`, demoUser, grouped, demoApp, imapsAddr, imapAddr, userPW, portOf(imapsAddr), portOf(imapAddr))
+The self-service portal (turn on 2FA with an authenticator app, make your
+own app passcodes) is at https://%[9]s/ (accept the certificate there too).
+Sign in as %[10]s, an account without 2FA, with the password %[11]s
+
+`, demoUser, grouped, demoApp, imapsAddr, imapAddr, userPW, portOf(imapsAddr), portOf(imapAddr), portalAddr, demoGuest, guestPW)
 	})
 }
 

@@ -119,6 +119,22 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 		return err
 	}
 	defer adminSrv.Close()
+	// The self-service portal, when [portal] is set, shares the guard,
+	// the last-use store, the runtime and the reload; it stops with the
+	// listeners at SIGTERM.
+	portalSrv, err := startPortal(cfg, srv, guard, doReload, log)
+	if err != nil {
+		return err
+	}
+	stopPortal := sync.OnceFunc(func() {
+		if portalSrv == nil {
+			return
+		}
+		if err := portalSrv.Shutdown(); err != nil {
+			log.Warn("portal shutdown", "err", err)
+		}
+	})
+	defer stopPortal()
 	// The mail listeners open last: once a client can connect, the
 	// admin socket (kanmon sessions, reload) answers too.
 	lns, err := proxy.Listen(cfg)
@@ -164,6 +180,7 @@ loop:
 	drain := srv.Runtime().Config.DrainTimeout.Duration
 	log.Info("kanmon stopping: no new connections; closing sessions not logged in; draining the others", "timeout", drain)
 	stopAccepting()
+	stopPortal()
 	accepting.Wait()
 	drained := make(chan struct{})
 	go func() { srv.Wait(); close(drained) }()
@@ -206,6 +223,9 @@ func reload(srv *proxy.Server, guard *lockout.Guard, path string, log *slog.Logg
 			if !slices.EqualFunc(old.Config.Listeners, cfg.Listeners, sameListener) {
 				log.Warn("reload: listener changes take effect only after a restart")
 			}
+			if !samePortal(old.Config.Portal, cfg.Portal) {
+				log.Warn("reload: [portal] changes take effect only after a restart")
+			}
 			for _, user := range old.Policy.TwoFAChanges(rt.Policy) {
 				guard.ResetAccount(user)
 			}
@@ -216,6 +236,14 @@ func reload(srv *proxy.Server, guard *lockout.Guard, path string, log *slog.Logg
 	}
 	log.Error("reload failed; the previous configuration stays in force", "err", err)
 	return err
+}
+
+// samePortal reports whether two [portal] tables (nil: none) are equal.
+func samePortal(a, b *config.Portal) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
 
 func sameListener(a, b config.Listener) bool {

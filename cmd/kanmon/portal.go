@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+
+	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/lockout"
+	"github.com/kanmon-mail/kanmon/portal"
+	"github.com/kanmon-mail/kanmon/proxy"
+)
+
+// startPortal starts the self-service portal when cfg has [portal] (nil,
+// nil when it has not). It shares the mail proxy's lockout guard, last-use
+// store and runtime (read anew on every request, since a reload swaps
+// it), and runs reload, the same in-process reload as `kanmon reload`,
+// after each change it writes. It serves the [tls] certificate in force,
+// so a reload that renews the certificate renews it here too.
+func startPortal(cfg *config.Config, srv *proxy.Server, guard *lockout.Guard, reload func() error, log *slog.Logger) (*portal.HTTPServer, error) {
+	p := cfg.Portal
+	if p == nil {
+		return nil, nil
+	}
+	h, err := portal.New(portal.Options{
+		Log:     log,
+		Runtime: srv.Runtime,
+		Guard:   guard,
+		CheckPassword: func(ctx context.Context, user, password string, client proxy.ClientInfo) error {
+			return srv.Runtime().CheckPassword(ctx, user, password, client)
+		},
+		LastUse:     srv.LastUse,
+		Reload:      reload,
+		Issuer:      p.Issuer,
+		MailHost:    p.MailHost,
+		SessionIdle: p.SessionIdle.Duration,
+		SessionMax:  p.SessionMax.Duration,
+	})
+	if err != nil {
+		return nil, err
+	}
+	hs, err := portal.Listen(p.Address, h, func() *tls.Certificate {
+		if rt := srv.Runtime(); rt.TLS != nil && len(rt.TLS.Certificates) > 0 {
+			return &rt.TLS.Certificates[0]
+		}
+		return nil
+	}, log)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("portal started", "address", hs.Addr().String())
+	return hs, nil
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kanmon-mail/kanmon/internal/memimap"
+	"github.com/kanmon-mail/kanmon/internal/selfsigned"
+	"github.com/kanmon-mail/kanmon/otp"
+	"github.com/kanmon-mail/kanmon/proxy"
+)
+
+const carolPortalPW = "carol-portal-pw-Tn8"
+
+// portalBrowser is an HTTPS client with cookies, remembering the last
+// page's CSRF token.
+type portalBrowser struct {
+	t    *testing.T
+	base string
+	c    *http.Client
+	csrf string
+}
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+func (b *portalBrowser) do(req *http.Request) string {
+	b.t.Helper()
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		b.t.Fatalf("%s %s: %d\n%s", req.Method, req.URL.Path, resp.StatusCode, body)
+	}
+	if m := csrfField.FindSubmatch(body); m != nil {
+		b.csrf = string(m[1])
+	}
+	return string(body)
+}
+
+func (b *portalBrowser) get(path string) string {
+	b.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, b.base+path, nil)
+	return b.do(req)
+}
+
+func (b *portalBrowser) post(path string, kv ...string) string {
+	b.t.Helper()
+	v := url.Values{"csrf": {b.csrf}}
+	for i := 0; i+1 < len(kv); i += 2 {
+		v.Set(kv[i], kv[i+1])
+	}
+	req, _ := http.NewRequest(http.MethodPost, b.base+path, strings.NewReader(v.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return b.do(req)
+}
+
+// `kanmon serve` with [portal]: the portal answers over HTTPS with the
+// [tls] certificate, checks the password at the real (in-process)
+// backend, and its changes go through serve's reload: a passcode made in
+// the portal logs into IMAP at once, and deleting it closes that session.
+// SIGTERM (the context's end) stops the portal.
+func TestServePortal(t *testing.T) {
+	mem := memimap.New("kanmon", "master-pw-Vq3")
+	if err := mem.AddUser("carol", carolPortalPW); err != nil {
+		t.Fatal(err)
+	}
+	memAddr, err := mem.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mem.Close() })
+	dir := t.TempDir()
+	cert, err := selfsigned.New("localhost", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cert.WriteFiles(dir, "cert.pem", "key.pem"); err != nil {
+		t.Fatal(err)
+	}
+	imapAddr, portalAddr := opsFreeAddr(t), opsFreeAddr(t)
+	cfg := filepath.Join(dir, "kanmon.toml")
+	text := fmt.Sprintf(`state_dir = "state"
+accounts = "accounts.toml"
+trusted_networks = ["127.0.0.1/32"]
+
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+
+[portal]
+address = %q
+issuer = "Kanmon Test"
+
+[[listener]]
+protocol = "imap"
+address = %q
+tls = "none"
+
+[backend.imap]
+address = %q
+master_user = "kanmon"
+master_password = "master-pw-Vq3"
+
+[lockout]
+tarpit = "1ms"
+tarpit_max = "1ms"
+`, portalAddr, imapAddr, memAddr)
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan struct{})
+	go func() { done <- serve(ctx, cfg, logs, func(*proxy.Server) { close(ready) }) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if t.Failed() {
+			t.Logf("serve log:\n%s", logs.String())
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("serve: %v\n%s", err, logs.String())
+	}
+
+	jar, _ := cookiejar.New(nil)
+	b := &portalBrowser{t: t, base: "https://" + portalAddr, c: &http.Client{
+		Jar:       jar,
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cert.Pool}},
+	}}
+	b.get("/signin")
+	page := b.post("/signin", "user", "carol", "password", carolPortalPW)
+	if !strings.Contains(page, `id="twofa-status" data-on="false"`) {
+		t.Fatalf("after sign-in:\n%s", page)
+	}
+	page = b.post("/2fa/start")
+	key := regexp.MustCompile(`id="totp-key"[^>]*>([^<]+)<`).FindStringSubmatch(page)
+	if key == nil {
+		t.Fatalf("enrollment page:\n%s", page)
+	}
+	secret, err := otp.ParseKey(key[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page = b.post("/2fa/enroll", "code", otp.Code(secret, time.Now())); strings.Count(page, `class="one-time-code"`) != 10 {
+		t.Fatalf("one-time codes page:\n%s", page)
+	}
+	b.get("/account")
+	page = b.post("/passcodes/add", "app", "Thunderbird")
+	m := regexp.MustCompile(`id="passcode"[^>]*>([A-Z ]+)<`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("passcode page:\n%s", page)
+	}
+	passcode := strings.ReplaceAll(m[1], " ", "")
+
+	// The reload made the passcode work and the password stop working.
+	c := dialIMAP(t, imapAddr)
+	c.send("a1 LOGIN carol " + carolPortalPW)
+	c.expect("a1 NO ")
+	c.send("a2 LOGIN carol " + passcode)
+	c.expect("a2 OK ")
+
+	b.get("/account")
+	start := time.Now()
+	b.post("/passcodes/delete", "app", "Thunderbird")
+	_ = c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		l, err := c.br.ReadString('\n')
+		if err != nil {
+			break
+		}
+		if !strings.HasPrefix(l, "* ") {
+			t.Fatalf("revoked session: got %q", l)
+		}
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the revoked session took %v to close", d)
+	}
+	for _, want := range []string{"proto=portal", "msg=login", "user=carol", "passcode added", "passcode deleted", "msg=reloaded", "portal started"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("serve log lacks %q", want)
+		}
+	}
+	if strings.Contains(logs.String(), carolPortalPW) || strings.Contains(logs.String(), passcode) {
+		t.Error("the serve log holds a secret")
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+	done <- nil // for the cleanup
+	if conn, err := net.DialTimeout("tcp", portalAddr, time.Second); err == nil {
+		conn.Close()
+		t.Error("the portal still accepts connections after SIGTERM")
+	}
+}

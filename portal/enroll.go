@@ -1,0 +1,184 @@
+package portal
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/kanmon-mail/kanmon/auth"
+	"github.com/kanmon-mail/kanmon/lockout"
+	"github.com/kanmon-mail/kanmon/otp"
+)
+
+// postStart begins an enrollment: a new secret, kept only in this
+// session until the user types a correct code from it.
+func (s *Server) postStart(w http.ResponseWriter, r *http.Request, id string, sess session) {
+	rt := s.opts.Runtime()
+	st, err := auth.Status(auth.OpenStore(rt.Config.Accounts), sess.user)
+	if err != nil {
+		s.log.Error("reading the accounts file", "user", sess.user, "err", err)
+		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+		return
+	}
+	if !st.TOTPEnrolled.IsZero() {
+		s.setFlash(id, true, "enroll.already", "")
+		http.Redirect(w, r, "/account", http.StatusSeeOther)
+		return
+	}
+	secret, err := otp.NewSecret()
+	if err != nil {
+		s.log.Error("making a TOTP secret", "err", err)
+		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+		return
+	}
+	s.sessions.update(id, func(p *session) { p.pending = secret })
+	http.Redirect(w, r, "/2fa/enroll", http.StatusSeeOther)
+}
+
+// getEnroll shows the pending key, its QR code and the code form.
+func (s *Server) getEnroll(w http.ResponseWriter, r *http.Request, _ string, sess session) {
+	if sess.pending == nil {
+		http.Redirect(w, r, "/account", http.StatusSeeOther)
+		return
+	}
+	s.render(w, r, http.StatusOK, "enroll", "enroll.title", view{
+		CSRF: sess.csrf, SignedIn: true, User: sess.user, Key: otp.FormatKey(sess.pending),
+	})
+}
+
+// getQR serves the pending secret's otpauth URI as a QR code.
+func (s *Server) getQR(w http.ResponseWriter, r *http.Request, _ string, sess session) {
+	if sess.pending == nil {
+		s.notFound(w, r)
+		return
+	}
+	png, err := otp.QRPNG(otp.URI(s.opts.Issuer, sess.user, sess.pending), qrSize)
+	if err != nil {
+		s.log.Error("drawing the QR code", "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "image/png")
+	_, _ = w.Write(png)
+}
+
+// postEnroll checks the code typed from the pending secret. A right one
+// registers the authenticator (2FA turns on), and the new one-time codes
+// are shown; the code is spent, so it cannot sign in afterwards.
+func (s *Server) postEnroll(w http.ResponseWriter, r *http.Request, id string, sess session) {
+	if sess.pending == nil {
+		http.Redirect(w, r, "/account", http.StatusSeeOther)
+		return
+	}
+	step, ok := otp.Verify(sess.pending, r.PostForm.Get("code"), s.now())
+	if ok {
+		ok = s.replay.Accept(sess.user, step)
+	}
+	if !ok {
+		s.log.Info("enrollment code wrong", "client", clientIP(r).String(), "user", sess.user)
+		s.render(w, r, http.StatusOK, "enroll", "enroll.title", view{
+			Path: "/2fa/enroll", CSRF: sess.csrf, SignedIn: true, User: sess.user,
+			Key: otp.FormatKey(sess.pending), Error: msg(requestLang(r), "enroll.wrong"),
+		})
+		return
+	}
+	rt := s.opts.Runtime()
+	codes, err := auth.EnrollTOTP(auth.OpenStore(rt.Config.Accounts), rt.Config.StateDir, sess.user, sess.pending)
+	if errors.Is(err, auth.ErrTOTPEnrolled) {
+		s.sessions.update(id, func(p *session) { p.pending = nil })
+		s.setFlash(id, true, "enroll.already", "")
+		http.Redirect(w, r, "/account", http.StatusSeeOther)
+		return
+	}
+	if err != nil {
+		s.log.Error("registering an authenticator", "user", sess.user, "err", err)
+		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+		return
+	}
+	s.sessions.update(id, func(p *session) { p.pending, p.codes = nil, codes })
+	s.log.Info("2FA turned on: authenticator registered", "client", clientIP(r).String(), "user", sess.user, "one_time_codes", len(codes))
+	s.reload(id, sess.user, "2FA on")
+	http.Redirect(w, r, "/2fa/codes", http.StatusSeeOther)
+}
+
+// getCodes shows the new one-time codes until the user presses Done.
+func (s *Server) getCodes(w http.ResponseWriter, r *http.Request, _ string, sess session) {
+	if sess.codes == nil {
+		http.Redirect(w, r, "/account", http.StatusSeeOther)
+		return
+	}
+	s.render(w, r, http.StatusOK, "codes", "codes.title", view{CSRF: sess.csrf, SignedIn: true, User: sess.user, Codes: sess.codes})
+}
+
+// postDisable turns 2FA off, given a current TOTP code or a one-time code:
+// the account leaves the accounts file with its authenticator, one-time
+// codes and passcodes, and the reload ends its passcode sessions. Wrong
+// codes count in the lockout counters, as on the sign-in form.
+func (s *Server) postDisable(w http.ResponseWriter, r *http.Request, id string, sess session) {
+	start := time.Now()
+	code := r.PostForm.Get("code")
+	ip := clientIP(r)
+	rt := s.opts.Runtime()
+	store := auth.OpenStore(rt.Config.Accounts)
+	st, err := auth.Status(store, sess.user)
+	if err != nil {
+		s.log.Error("reading the accounts file", "user", sess.user, "err", err)
+		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+		return
+	}
+	if !st.On {
+		http.Redirect(w, r, "/account", http.StatusSeeOther)
+		return
+	}
+	if st.TOTPEnrolled.IsZero() {
+		s.setFlash(id, true, "off.admin", "")
+		http.Redirect(w, r, "/account", http.StatusSeeOther)
+		return
+	}
+	refuse := func(reason string, info *lockout.FailureInfo) {
+		attrs := []any{"client", ip.String(), "user", st.User, "reason", reason}
+		if info != nil {
+			attrs = append(attrs, "lockout", *info)
+		}
+		s.log.Info("turning 2FA off refused", attrs...)
+		wait(r.Context(), start, s.opts.Guard.Delay(s.tarpit.fail(ip, time.Now())))
+		s.setFlash(id, true, "off.wrong", "")
+		http.Redirect(w, r, "/account", http.StatusSeeOther)
+	}
+	if code == "" || len(code) > maxCodeLen {
+		refuse(reasonNoCode, nil)
+		return
+	}
+	secret := "\x00" + code
+	switch v := s.opts.Guard.Check(st.User, ip, secret); v.Outcome {
+	case lockout.Unavailable:
+		s.log.Error("lockout state unavailable", "user", st.User, "err", v.Err)
+		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+		return
+	case lockout.Locked, lockout.Stale:
+		refuse(v.String(), nil)
+		return
+	}
+	kind, ok, err := auth.CheckSecondFactor(store, rt.Config.StateDir, st.User, code, s.now(), &s.replay)
+	if err != nil {
+		s.log.Error("checking a second factor", "user", st.User, "err", err)
+		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+		return
+	}
+	if !ok {
+		info := s.opts.Guard.Failure(st.User, ip, secret)
+		refuse(reasonWrongCode, &info)
+		return
+	}
+	name, removed, err := auth.DisableTwoFA(store, st.User)
+	if err != nil {
+		s.log.Error("turning 2FA off", "user", st.User, "err", err)
+		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+		return
+	}
+	s.tarpit.reset(ip)
+	s.log.Info("2FA turned off", "client", ip.String(), "user", name, "second_factor", kind.String(), "passcodes_removed", removed)
+	s.setFlash(id, false, "off.done", "")
+	s.reload(id, name, "2FA off")
+	http.Redirect(w, r, "/account", http.StatusSeeOther)
+}

@@ -1,0 +1,281 @@
+// Package portal is kanmon's self-service web portal (issue 7): users sign
+// in with their account password (checked by the mail backend) and, when
+// 2FA is on, a code from their authenticator app or a one-time code; then
+// they turn two-factor authentication on (TOTP enrollment with a key and a
+// QR code, and one-time codes for a lost device), manage their own app
+// passcodes, see their mail client settings, and turn 2FA off again.
+//
+// The pages are server-rendered html/template, embedded in the binary, in
+// English and Japanese, and work without JavaScript and on a phone. The
+// portal writes the same accounts file as the admin CLI (through package
+// auth's locked, atomic Store), then runs the server's in-process reload,
+// so a deleted passcode's live mail sessions end within a second.
+//
+// Web security: a server-side session store in memory (256-bit random
+// ids; HttpOnly, Secure, SameSite=Strict cookies; idle and absolute
+// expiry; a new id at sign-in), a CSRF token on every POST, a strict CSP
+// and no caching. Failed sign-ins count in the lockout counters that
+// mail logins use, wait out the same tarpit, and all get one message.
+package portal
+
+import (
+	"context"
+	"crypto/tls"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/kanmon-mail/kanmon/auth"
+	"github.com/kanmon-mail/kanmon/lockout"
+	"github.com/kanmon-mail/kanmon/otp"
+	"github.com/kanmon-mail/kanmon/proxy"
+)
+
+//go:embed templates/*.html static/portal.css
+var assets embed.FS
+
+// Limits of the HTTP server. A portal form is a few short fields.
+const (
+	// maxBodyBytes caps a request body (http.MaxBytesReader).
+	maxBodyBytes = 16 << 10
+	// maxHeaderBytes caps the request line and headers.
+	maxHeaderBytes = 16 << 10
+	// readHeaderTimeout bounds reading the request headers.
+	readHeaderTimeout = 10 * time.Second
+	// readTimeout bounds reading a whole request.
+	readTimeout = 30 * time.Second
+	// writeTimeout bounds a whole exchange: a sign-in waits for the
+	// backend (its timeout, 15s by default) and the tarpit (up to
+	// tarpit_max, 8s by default), measured from the same start.
+	writeTimeout = 60 * time.Second
+	// idleTimeout closes idle keep-alive connections.
+	idleTimeout = 60 * time.Second
+	// shutdownTimeout bounds Shutdown's wait for requests in flight.
+	shutdownTimeout = 5 * time.Second
+	// qrSize is the QR code's width and height in pixels.
+	qrSize = 256
+	// maxPasscodesPerAccount caps the passcodes a user may create here.
+	maxPasscodesPerAccount = 50
+)
+
+// PasswordChecker checks user's account password at the mail backend on
+// behalf of client (proxy.Runtime.CheckPassword): nil when accepted, an
+// error wrapping proxy.ErrPasswordRejected when the backend refused it,
+// any other error when it could not tell.
+type PasswordChecker func(ctx context.Context, user, password string, client proxy.ClientInfo) error
+
+// Options are the portal's dependencies, shared with the mail proxy.
+type Options struct {
+	// Log receives one line per sign-in and per change, never a secret.
+	Log *slog.Logger
+	// Runtime returns the configuration generation in force (the
+	// accounts file, state_dir, trusted_networks, the listeners); it is
+	// called once per request, since a reload swaps it. Required.
+	Runtime func() *proxy.Runtime
+	// Guard is the lockout guard that mail logins use. Required.
+	Guard *lockout.Guard
+	// CheckPassword checks account passwords at the backend. Required.
+	CheckPassword PasswordChecker
+	// LastUse returns the last use of every passcode, by passcode ID, as
+	// the admin socket reports it; nil shows no last use.
+	LastUse func() (map[string]auth.LastUse, error)
+	// Reload is the server's in-process reload (`kanmon reload`), run
+	// after every change to the accounts file. Required.
+	Reload func() error
+	// Issuer names the service in authenticator apps and on the pages.
+	Issuer string
+	// MailHost is the server name in the client settings; empty means
+	// the host name the browser used to reach the portal.
+	MailHost string
+	// SessionIdle and SessionMax are a session's idle and absolute
+	// lifetimes.
+	SessionIdle, SessionMax time.Duration
+	// Now is the clock for sessions and codes; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is the portal's http.Handler.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	now      func() time.Time
+	sessions *sessionStore
+	replay   otp.ReplayGuard
+	tarpit   *tarpitCounter
+	pages    map[string]pageSet // by language
+	css      []byte
+	mux      *http.ServeMux
+}
+
+// New returns the portal handler for opts.
+func New(opts Options) (*Server, error) {
+	switch {
+	case opts.Runtime == nil:
+		return nil, errors.New("portal: no Runtime")
+	case opts.Guard == nil:
+		return nil, errors.New("portal: no lockout Guard")
+	case opts.CheckPassword == nil:
+		return nil, errors.New("portal: no CheckPassword")
+	case opts.Reload == nil:
+		return nil, errors.New("portal: no Reload")
+	case opts.SessionIdle <= 0 || opts.SessionMax < opts.SessionIdle:
+		return nil, fmt.Errorf("portal: session lifetimes idle %s, max %s", opts.SessionIdle, opts.SessionMax)
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	pages, err := parsePages()
+	if err != nil {
+		return nil, err
+	}
+	css, err := assets.ReadFile("static/portal.css")
+	if err != nil {
+		return nil, fmt.Errorf("portal: %w", err)
+	}
+	s := &Server{
+		opts:     opts,
+		log:      opts.Log.With("proto", "portal"),
+		now:      opts.Now,
+		sessions: newSessionStore(opts.SessionIdle, opts.SessionMax, opts.Now),
+		tarpit:   newTarpitCounter(),
+		pages:    pages,
+		css:      css,
+	}
+	s.routes()
+	return s, nil
+}
+
+// routes registers every page. POSTs go through s.post, which checks the
+// session and its CSRF token first.
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /{$}", s.getRoot)
+	m.HandleFunc("GET /static/portal.css", s.getCSS)
+	m.HandleFunc("GET /signin", s.getSignIn)
+	m.HandleFunc("POST /signin", s.post(false, s.postSignIn))
+	m.HandleFunc("POST /signout", s.post(true, s.postSignOut))
+	m.HandleFunc("GET /account", s.signedIn(s.getAccount))
+	m.HandleFunc("POST /2fa/start", s.post(true, s.postStart))
+	m.HandleFunc("GET /2fa/enroll", s.signedIn(s.getEnroll))
+	m.HandleFunc("POST /2fa/enroll", s.post(true, s.postEnroll))
+	m.HandleFunc("GET /2fa/qr.png", s.signedIn(s.getQR))
+	m.HandleFunc("GET /2fa/codes", s.signedIn(s.getCodes))
+	m.HandleFunc("POST /2fa/disable", s.post(true, s.postDisable))
+	m.HandleFunc("POST /passcodes/add", s.post(true, s.postAddPasscode))
+	m.HandleFunc("GET /passcodes/new", s.signedIn(s.getNewPasscode))
+	m.HandleFunc("POST /passcodes/delete", s.post(true, s.postDeletePasscode))
+	m.HandleFunc("/", s.notFound)
+	s.mux = m
+}
+
+// ServeHTTP sets the security headers every response carries, caps the
+// body and dispatches.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	rememberLang(w, r)
+	s.mux.ServeHTTP(w, r)
+}
+
+// getCSS serves the embedded style sheet (it holds no secret, but the
+// no-store of every response stays: it is small).
+func (s *Server) getCSS(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	_, _ = w.Write(s.css)
+}
+
+// getRoot sends a signed-in user to the account page, anyone else to the
+// sign-in form.
+func (s *Server) getRoot(w http.ResponseWriter, r *http.Request) {
+	if sess, ok := s.sessions.get(sessionID(r)); ok && sess.user != "" {
+		http.Redirect(w, r, "/account", http.StatusSeeOther)
+		return
+	}
+	http.Redirect(w, r, "/signin", http.StatusSeeOther)
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	s.message(w, r, http.StatusNotFound, "notfound.title", "notfound.text")
+}
+
+// clientOf returns the client's address and the local address it reached,
+// as the password check forwards them to the backend.
+func clientOf(r *http.Request) (client, local netip.AddrPort) {
+	client, _ = netip.ParseAddrPort(r.RemoteAddr)
+	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		local, _ = netip.ParseAddrPort(a.String())
+		local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	}
+	return client, local
+}
+
+// HTTPServer is the portal's running HTTPS listener.
+type HTTPServer struct {
+	srv  *http.Server
+	addr net.Addr
+	done chan error
+}
+
+// Addr is the address the portal listens on.
+func (h *HTTPServer) Addr() net.Addr { return h.addr }
+
+// Shutdown stops accepting, lets requests in flight finish (at most
+// shutdownTimeout) and closes the listener.
+func (h *HTTPServer) Shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	err := h.srv.Shutdown(ctx)
+	if err != nil {
+		_ = h.srv.Close()
+	}
+	if serr := <-h.done; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	return err
+}
+
+// Listen opens the portal's HTTPS listener on addr and serves handler on
+// it in the background. cert returns the certificate in force (the [tls]
+// one, which a reload may replace); it is asked at every TLS handshake.
+func Listen(addr string, handler http.Handler, cert func() *tls.Certificate, log *slog.Logger) (*HTTPServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("portal: %w", err)
+	}
+	srv := &http.Server{
+		Handler: handler,
+		TLSConfig: &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+				if c := cert(); c != nil {
+					return c, nil
+				}
+				return nil, errors.New("portal: no certificate")
+			},
+		},
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		// TLS handshake errors from scanners are noise: debug level.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	h := &HTTPServer{srv: srv, addr: ln.Addr(), done: make(chan error, 1)}
+	go func() { h.done <- srv.ServeTLS(ln, "", "") }()
+	return h, nil
+}
