@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/kanmon-mail/kanmon/internal/dovecottest"
 	"github.com/kanmon-mail/kanmon/internal/kanmontest"
 	"github.com/kanmon-mail/kanmon/internal/selfsigned"
+	"github.com/kanmon-mail/kanmon/internal/syncbuf"
 	"github.com/kanmon-mail/kanmon/lockout"
 )
 
@@ -383,24 +383,6 @@ func TestE2ELockoutFailsClosed(t *testing.T) {
 	}
 }
 
-// procOutput collects a child's output; safe to read while it runs.
-type procOutput struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *procOutput) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *procOutput) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // serveSetup is a config for the real `kanmon serve` in front of a Dovecot.
 type serveSetup struct {
 	bin, cfg, imaps string
@@ -461,7 +443,7 @@ tarpit_max = "1ms"
 // serveProcess is a running `kanmon serve`.
 type serveProcess struct {
 	cmd  *exec.Cmd
-	log  *procOutput
+	log  *syncbuf.Buffer
 	done chan struct{}
 }
 
@@ -469,7 +451,7 @@ type serveProcess struct {
 // process is killed at cleanup.
 func (s *serveSetup) start(t *testing.T) *serveProcess {
 	t.Helper()
-	p := &serveProcess{cmd: exec.Command(s.bin, "serve", "-config", s.cfg), log: &procOutput{}, done: make(chan struct{})}
+	p := &serveProcess{cmd: exec.Command(s.bin, "serve", "-config", s.cfg), log: &syncbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

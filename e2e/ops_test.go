@@ -23,6 +23,7 @@ import (
 	"github.com/kanmon-mail/kanmon/internal/dovecottest"
 	"github.com/kanmon-mail/kanmon/internal/kanmontest"
 	"github.com/kanmon-mail/kanmon/internal/selfsigned"
+	"github.com/kanmon-mail/kanmon/internal/syncbuf"
 )
 
 // opsLine is a line-level client of any of the three protocols.
@@ -145,7 +146,7 @@ tarpit_max = "1ms"
 	mustRun(t, bin, "2fa", "enable", "-config", cfg, "alice")
 	passcode := revokeAddPasscode(t, bin, "-config", cfg, "alice", "Thunderbird")
 
-	serveLog := &procOutput{}
+	serveLog := &syncbuf.Buffer{}
 	serve := exec.Command(bin, "serve", "-config", cfg)
 	serve.Stdout, serve.Stderr = serveLog, serveLog
 	if err := serve.Start(); err != nil {

@@ -27,6 +27,7 @@ import (
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/kanmon-mail/kanmon/internal/syncbuf"
 )
 
 // Screen sizes: a laptop, and a phone (390x844 CSS pixels, an iPhone 12
@@ -117,7 +118,7 @@ func startBrowser(t *testing.T, base string, certPEM []byte) *browser {
 	t.Helper()
 	bin := requireChromium(t)
 	profile := t.TempDir()
-	out := &lockedWriter{}
+	out := &syncbuf.Buffer{}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(bin),
 		chromedp.UserDataDir(profile),
@@ -186,25 +187,6 @@ func startBrowser(t *testing.T, base string, certPEM []byte) *browser {
 	t.Cleanup(client.CloseIdleConnections)
 	b.client = client
 	return b
-}
-
-// lockedWriter lets the exec allocator write Chromium's output while a
-// failed test reads it.
-type lockedWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *lockedWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }
 
 // do runs steps with the per-step deadline and fails the test on error.

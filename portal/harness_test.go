@@ -11,7 +11,6 @@ package portal_test
 //	c.post("/signin", form("user", "carol", "password", carolPW)).wantRedirect("/account")
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -31,6 +30,7 @@ import (
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/internal/selfsigned"
+	"github.com/kanmon-mail/kanmon/internal/syncbuf"
 	"github.com/kanmon-mail/kanmon/lockout"
 	"github.com/kanmon-mail/kanmon/otp"
 	"github.com/kanmon-mail/kanmon/portal"
@@ -62,7 +62,7 @@ type world struct {
 	rt       atomic.Pointer[proxy.Runtime]
 	guard    *lockout.Guard
 	srv      *portal.Server
-	logs     *syncBuffer
+	logs     *syncbuf.Buffer
 	reloads  atomic.Int32
 	checks   atomic.Int32 // backend contacts (password checks)
 	down     atomic.Bool  // the backend is unavailable
@@ -131,7 +131,7 @@ tarpit_max = "4ms"
 // admin's way, and starts the portal.
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{t: t, dir: t.TempDir(), logs: &syncBuffer{}, clockNow: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	w := &world{t: t, dir: t.TempDir(), logs: &syncbuf.Buffer{}, clockNow: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
 	w.cfgPath = filepath.Join(w.dir, "kanmon.toml")
 	if err := os.WriteFile(w.cfgPath, fmt.Appendf(nil, worldConfig, accountIPThreshold), 0o600); err != nil {
 		t.Fatal(err)
@@ -400,24 +400,6 @@ func (r *response) all(class string) []string {
 		out = append(out, m[1])
 	}
 	return out
-}
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // enroll signs c in (already signed in is fine) and registers an

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kanmon-mail/kanmon/internal/memimap"
 	"github.com/kanmon-mail/kanmon/internal/selfsigned"
+	"github.com/kanmon-mail/kanmon/internal/syncbuf"
 	"github.com/kanmon-mail/kanmon/otp"
 	"github.com/kanmon-mail/kanmon/proxy"
 )
@@ -123,7 +124,7 @@ tarpit_max = "1ms"
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	ready := make(chan struct{})

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,12 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/internal/memimap"
+	"github.com/kanmon-mail/kanmon/internal/syncbuf"
 	"github.com/kanmon-mail/kanmon/proxy"
 )
 
@@ -25,27 +24,9 @@ import (
 // plaintext IMAP listener, with alice on 2FA (one passcode).
 type opsServe struct {
 	cfg, imap, passcode string
-	log                 *lockedBuffer
+	log                 *syncbuf.Buffer
 	cancel              context.CancelFunc
 	done                chan error
-}
-
-// lockedBuffer is a bytes.Buffer safe for the server's concurrent writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func opsFreeAddr(t *testing.T) string {
@@ -72,7 +53,7 @@ func startOpsServe(t *testing.T, extra string) *opsServe {
 	}
 	t.Cleanup(func() { mem.Close() })
 	dir := t.TempDir()
-	s := &opsServe{cfg: filepath.Join(dir, "kanmon.toml"), imap: opsFreeAddr(t), log: &lockedBuffer{}, done: make(chan error, 1)}
+	s := &opsServe{cfg: filepath.Join(dir, "kanmon.toml"), imap: opsFreeAddr(t), log: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	text := fmt.Sprintf(`state_dir = "state"
 accounts = "accounts.toml"
 trusted_networks = ["127.0.0.1/32"]

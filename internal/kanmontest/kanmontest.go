@@ -6,7 +6,6 @@
 package kanmontest
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -23,6 +22,7 @@ import (
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/internal/selfsigned"
+	"github.com/kanmon-mail/kanmon/internal/syncbuf"
 	"github.com/kanmon-mail/kanmon/lockout"
 	"github.com/kanmon-mail/kanmon/metrics"
 	"github.com/kanmon-mail/kanmon/proxy"
@@ -97,7 +97,7 @@ type Kanmon struct {
 	ClientTLS *tls.Config
 
 	passcodes     map[string]string
-	logs          *syncBuffer
+	logs          *syncbuf.Buffer
 	stopOnce      sync.Once
 	stop          func()
 	stopAccepting func()
@@ -119,7 +119,7 @@ func Start(t testing.TB, opts Options) *Kanmon {
 		ConfigPath: filepath.Join(dir, "kanmon.toml"),
 		ClientTLS:  &tls.Config{RootCAs: cert.Pool, ServerName: "127.0.0.1"},
 		passcodes:  map[string]string{},
-		logs:       &syncBuffer{},
+		logs:       &syncbuf.Buffer{},
 	}
 	trusted := opts.TrustedNetworks
 	if trusted == nil {
@@ -366,22 +366,4 @@ func (r *portReservation) release() {
 	for _, ln := range r.lns {
 		ln.Close()
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent log writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
