@@ -26,6 +26,8 @@ var ErrNoChange = errors.New("no change")
 // either the old or the new version, never a mix.
 type Store struct {
 	path string
+	// cache, set by OpenCachedStore, makes Read parse only a changed file.
+	cache *accountsCache
 }
 
 // OpenStore returns a Store for the accounts file at path. Nothing is opened
@@ -35,8 +37,14 @@ func OpenStore(path string) *Store { return &Store{path: path} }
 // Path returns the accounts file's path.
 func (s *Store) Path() string { return s.path }
 
-// Read loads the accounts file, as LoadAccounts.
-func (s *Store) Read() (*Accounts, error) { return LoadAccounts(s.path) }
+// Read loads the accounts file, as LoadAccounts; from a cached store
+// (OpenCachedStore), a shared parse that must not be modified.
+func (s *Store) Read() (*Accounts, error) {
+	if s.cache != nil {
+		return s.cache.read(s.path)
+	}
+	return LoadAccounts(s.path)
+}
 
 // Update takes the store's exclusive lock, re-reads the file, calls fn with
 // its contents and, if fn returns nil and the result validates, replaces the
