@@ -115,6 +115,18 @@ func (a *Accounts) NumPasscodes() int {
 	return n
 }
 
+// numOneTimeCodes is how many unused one-time codes the file holds.
+func (a *Accounts) numOneTimeCodes() int {
+	if a == nil {
+		return 0
+	}
+	n := 0
+	for _, acct := range a.Accounts {
+		n += len(acct.OneTimeCodes)
+	}
+	return n
+}
+
 // ValidateUser checks a user name for the accounts file: not empty, at most
 // MaxUserLen bytes, valid UTF-8, printable, no leading or trailing space.
 func ValidateUser(user string) error {

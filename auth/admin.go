@@ -73,7 +73,7 @@ func AddScopedPasscode(s *Store, stateDir, user, app string, protocols []string)
 		if old := acct.Passcode(app); old != nil {
 			return fmt.Errorf("%s already has a passcode named %q; revoke it first or choose another name", acct.User, old.App)
 		}
-		pepper, err := LoadOrCreatePepper(stateDir)
+		pepper, err := keyInUse(pepperKeyFile(), stateDir, a.NumPasscodes() > 0 || a.numOneTimeCodes() > 0)
 		if err != nil {
 			return err
 		}

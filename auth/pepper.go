@@ -45,7 +45,7 @@ func LoadOrCreatePepper(stateDir string) (Pepper, error) {
 
 // pepperKeyFile describes the pepper file for the key-file helpers.
 func pepperKeyFile() keyFile {
-	return keyFile{name: PepperFileName, what: "pepper", loss: "every passcode"}
+	return keyFile{name: PepperFileName, what: "pepper", loss: "every passcode and one-time code"}
 }
 
 // keyFile is a file of keySize random bytes in the state directory: the
@@ -81,6 +81,22 @@ func (k keyFile) loadOrCreate(stateDir string) ([]byte, error) {
 // wrapping fs.ErrNotExist.
 func (k keyFile) load(stateDir string) ([]byte, error) {
 	return k.read(filepath.Join(stateDir, k.name))
+}
+
+// keyInUse reads k from stateDir for a write to the accounts file. While
+// nothing in the file depends on the key (inUse false) it is created if
+// missing, as on first use. Once something does, a missing key is an
+// error that says how to repair it: a new key would silently make every
+// existing sealed secret or hash unusable.
+func keyInUse(k keyFile, stateDir string, inUse bool) ([]byte, error) {
+	if !inUse {
+		return k.loadOrCreate(stateDir)
+	}
+	b, err := k.load(stateDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w; a new one would invalidate %s in the accounts file: restore it from a backup, or reset those accounts with kanmon 2fa disable", err, k.loss)
+	}
+	return b, err
 }
 
 // read reads and checks an existing key file.

@@ -88,11 +88,7 @@ func EnrollTOTP(s *Store, stateDir, user string, secret []byte) (oneTimeCodes []
 		if acct.HasTOTP() {
 			return ErrTOTPEnrolled
 		}
-		key, err := totpKeyFile().loadOrCreate(stateDir)
-		if err != nil {
-			return err
-		}
-		pepper, err := LoadOrCreatePepper(stateDir)
+		key, pepper, err := enrollmentKeys(a, stateDir)
 		if err != nil {
 			return err
 		}
@@ -117,6 +113,28 @@ func EnrollTOTP(s *Store, stateDir, user string, secret []byte) (oneTimeCodes []
 		return nil, err
 	}
 	return oneTimeCodes, nil
+}
+
+// enrollmentKeys returns the TOTP key and the pepper to enroll with. Each
+// is created in stateDir only while nothing in a depends on it: a key or
+// pepper lost from a state_dir whose accounts use it is an error to
+// repair (restore the file), never silently replaced by a new one that
+// would make every existing authenticator or hash unusable.
+func enrollmentKeys(a *Accounts, stateDir string) (key []byte, pepper Pepper, err error) {
+	var sealed, hashed bool
+	for i := range a.Accounts {
+		acct := &a.Accounts[i]
+		sealed = sealed || acct.HasTOTP()
+		hashed = hashed || len(acct.Passcodes) > 0 || len(acct.OneTimeCodes) > 0
+	}
+	if key, err = keyInUse(totpKeyFile(), stateDir, sealed); err != nil {
+		return nil, nil, err
+	}
+	p, err := keyInUse(pepperKeyFile(), stateDir, hashed)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, Pepper(p), nil
 }
 
 // CheckSecondFactor verifies code for user, who must have an authenticator

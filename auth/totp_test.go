@@ -367,3 +367,45 @@ func TestSecondFactorString(t *testing.T) {
 		}
 	}
 }
+
+// A key file lost while the accounts depend on it is never replaced by a
+// new one: enrollment and a new passcode fail with a message that says
+// how to repair it, and nothing is written.
+func TestLostKeysAreNotRecreated(t *testing.T) {
+	e := newTOTPEnv(t)
+	secret, err := otp.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnrollTOTP(e.s, e.state, "alice", secret); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(e.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := os.Remove(TOTPKeyPath(e.state)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = EnrollTOTP(e.s, e.state, "bob", secret)
+	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "restore it from a backup") {
+		t.Errorf("enrolling bob without totp.key: %v", err)
+	}
+	if _, serr := os.Stat(TOTPKeyPath(e.state)); !errors.Is(serr, os.ErrNotExist) {
+		t.Errorf("a new totp.key was created")
+	}
+
+	if err := os.Remove(PepperPath(e.state)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := AddPasscode(e.s, e.state, "alice", "Thunderbird"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a passcode without the pepper while one-time codes exist: %v", err)
+	}
+	if _, serr := os.Stat(PepperPath(e.state)); !errors.Is(serr, os.ErrNotExist) {
+		t.Errorf("a new pepper was created")
+	}
+	if after, _ := os.ReadFile(e.path); !bytes.Equal(before, after) {
+		t.Errorf("the accounts file changed")
+	}
+}
