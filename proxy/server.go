@@ -76,6 +76,21 @@ func LoadRuntime(cfg *config.Config) (*Runtime, error) {
 	return rt, nil
 }
 
+// WithAccounts returns a copy of rt with the accounts file read again and
+// a new policy built from it; the configuration, certificate, backends
+// and pepper stay rt's. The portal reloads this way after each change it
+// writes, so that a passcode it deletes ends its sessions even while the
+// config file is halfway through an admin's edit.
+func (rt *Runtime) WithAccounts() (*Runtime, error) {
+	accounts, err := auth.LoadAccounts(rt.Config.Accounts)
+	if err != nil {
+		return nil, err
+	}
+	next := *rt
+	next.Policy = auth.NewPolicy(accounts, rt.Pepper, rt.Config.TrustedPrefixes, *rt.Config.Require2FAOutside)
+	return &next, nil
+}
+
 // ServerTLSConfig is the client-facing TLS configuration for cert.
 func ServerTLSConfig(cert tls.Certificate) *tls.Config {
 	return &tls.Config{

@@ -14,8 +14,8 @@ import (
 // startPortal starts the self-service portal when cfg has [portal] (nil,
 // nil when it has not). It shares the mail proxy's lockout guard, last-use
 // store and runtime (read anew on every request, since a reload swaps
-// it), and runs reload, the same in-process reload as `kanmon reload`,
-// after each change it writes. It serves the [tls] certificate in force,
+// it), and runs reload, an in-process reload of the accounts file
+// (reloadAccounts), after each change it writes. It serves the [tls] certificate in force,
 // so a reload that renews the certificate renews it here too.
 func startPortal(cfg *config.Config, srv *proxy.Server, guard *lockout.Guard, reload func() error, log *slog.Logger) (*portal.HTTPServer, error) {
 	p := cfg.Portal

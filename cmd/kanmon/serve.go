@@ -98,6 +98,14 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 		m.Reload(err == nil)
 		return err
 	}
+	// The portal's writes touch only the accounts file.
+	reloadAccountsOnly := func() error {
+		reloadMu.Lock()
+		defer reloadMu.Unlock()
+		err := reloadAccounts(srv, guard, log)
+		m.Reload(err == nil)
+		return err
+	}
 	adminSrv, err := admin.Listen(cfg.StateDir, admin.Handlers{
 		Reload: doReload,
 		LockoutList: func() ([]string, error) {
@@ -122,7 +130,7 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 	// The self-service portal, when [portal] is set, shares the guard,
 	// the last-use store, the runtime and the reload; it stops with the
 	// listeners at SIGTERM.
-	portalSrv, err := startPortal(cfg, srv, guard, doReload, log)
+	portalSrv, err := startPortal(cfg, srv, guard, reloadAccountsOnly, log)
 	if err != nil {
 		return err
 	}
@@ -226,16 +234,37 @@ func reload(srv *proxy.Server, guard *lockout.Guard, path string, log *slog.Logg
 			if !samePortal(old.Config.Portal, cfg.Portal) {
 				log.Warn("reload: [portal] changes take effect only after a restart")
 			}
-			for _, user := range old.Policy.TwoFAChanges(rt.Policy) {
-				guard.ResetAccount(user)
-			}
-			closing := srv.Swap(rt)
+			closing := swapRuntime(srv, guard, rt)
 			log.Info("reloaded", "config", cfg.File, "sessions_revoked", closing)
 			return nil
 		}
 	}
 	log.Error("reload failed; the previous configuration stays in force", "err", err)
 	return err
+}
+
+// reloadAccounts is the portal's reload after a change it wrote: the
+// accounts file only, under the configuration in force. A config file
+// that an admin is halfway through editing does not hold it up.
+func reloadAccounts(srv *proxy.Server, guard *lockout.Guard, log *slog.Logger) error {
+	rt, err := srv.Runtime().WithAccounts()
+	if err != nil {
+		log.Error("reloading the accounts file failed; the previous accounts stay in force", "err", err)
+		return err
+	}
+	closing := swapRuntime(srv, guard, rt)
+	log.Info("reloaded the accounts file", "sessions_revoked", closing)
+	return nil
+}
+
+// swapRuntime puts rt in force: the lockout forgets the stale secrets of
+// accounts whose 2FA changed, and the sessions whose credential no longer
+// stands are closed (their number is returned).
+func swapRuntime(srv *proxy.Server, guard *lockout.Guard, rt *proxy.Runtime) int {
+	for _, user := range srv.Runtime().Policy.TwoFAChanges(rt.Policy) {
+		guard.ResetAccount(user)
+	}
+	return srv.Swap(rt)
 }
 
 // samePortal reports whether two [portal] tables (nil: none) are equal.

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/kanmon-mail/kanmon/auth"
+	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/proxy"
+)
+
+// The portal's reload reads the accounts file again under the config in
+// force: a passcode it revoked stops standing even while kanmon.toml is
+// broken, which stops the full reload.
+func TestReloadAccountsIgnoresABrokenConfig(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "kanmon.toml")
+	if err := os.WriteFile(cfgPath, []byte(`state_dir = "state"
+accounts = "accounts.toml"
+
+[[listener]]
+protocol = "imap"
+address = "127.0.0.1:0"
+tls = "none"
+
+[backend.imap]
+address = "127.0.0.1:1"
+master_user = "kanmon"
+master_password = "master-pw"
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := auth.OpenStore(cfg.Accounts)
+	if _, err := auth.EnableTwoFA(store, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	code, err := auth.AddPasscode(store, cfg.StateDir, "alice", "Thunderbird")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := proxy.LoadRuntime(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guard, err := proxy.OpenLockout(rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer guard.Close()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := proxy.NewServer(log, rt, proxy.ServerOptions{Lockout: guard})
+	attempt := auth.Attempt{User: "alice", Secret: code, Protocol: config.ProtocolIMAP}
+	if d := srv.Runtime().Policy.Decide(attempt); d.Kind != auth.Passcode {
+		t.Fatalf("before the revocation: %v", d.Kind)
+	}
+
+	if _, _, err := auth.RevokePasscode(store, "alice", "Thunderbird"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, []byte("bogus_key = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := reload(srv, guard, cfgPath, log); err == nil {
+		t.Fatal("the full reload accepted a broken config")
+	}
+	if d := srv.Runtime().Policy.Decide(attempt); d.Kind != auth.Passcode {
+		t.Fatalf("a failed full reload changed the policy: %v", d.Kind)
+	}
+	if err := reloadAccounts(srv, guard, log); err != nil {
+		t.Fatalf("reloadAccounts: %v", err)
+	}
+	if d := srv.Runtime().Policy.Decide(attempt); d.Kind == auth.Passcode {
+		t.Errorf("the revoked passcode still stands after reloadAccounts")
+	}
+	if srv.Runtime().Config != cfg {
+		t.Errorf("reloadAccounts replaced the configuration")
+	}
+}
