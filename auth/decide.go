@@ -109,7 +109,6 @@ type Policy struct {
 
 type policyAccount struct {
 	user      string
-	totp      bool // an authenticator is registered
 	passcodes []policyPasscode
 }
 
@@ -143,7 +142,7 @@ func NewPolicy(accounts *Accounts, pepper Pepper, trusted []netip.Prefix, requir
 			if _, dup := p.accounts[key]; dup {
 				continue // LoadAccounts refuses duplicates; first wins otherwise
 			}
-			pa := &policyAccount{user: acct.User, totp: acct.HasTOTP()}
+			pa := &policyAccount{user: acct.User}
 			for _, pc := range acct.Passcodes {
 				h, err := parseHash(pc.Hash)
 				pa.passcodes = append(pa.passcodes, policyPasscode{app: pc.App, hash: pc.Hash, h: h, ok: err == nil,
@@ -168,19 +167,6 @@ func (p *Policy) Trusted(ip netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// Account reports how user (case-insensitive) stands in the policy: the
-// account's spelling in the accounts file, whether 2FA is on, and whether
-// an authenticator (TOTP) is registered. It reads no file: the portal's
-// sign-in decides with it rather than parse the accounts file on every
-// attempt.
-func (p *Policy) Account(user string) (name string, twoFA, totp bool) {
-	acct := p.accounts[foldKey(user)]
-	if acct == nil {
-		return "", false, false
-	}
-	return acct.user, true, acct.totp
 }
 
 // TwoFA reports whether user (case-insensitive) has 2FA on.

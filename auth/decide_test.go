@@ -211,26 +211,3 @@ func BenchmarkDecide(b *testing.B) {
 		}
 	}
 }
-
-// Account reports the file's spelling, 2FA and whether an authenticator
-// is registered, from the policy alone.
-func TestPolicyAccount(t *testing.T) {
-	accts := &Accounts{Accounts: []Account{
-		{User: "Alice"},
-		{User: "bob", TOTP: "aes-256-gcm$n$c", TOTPEnrolled: time.Now()},
-	}}
-	p := NewPolicy(accts, nil, nil, true)
-	for _, c := range []struct {
-		user, name  string
-		twoFA, totp bool
-	}{
-		{"alice", "Alice", true, false},
-		{"BOB", "bob", true, true},
-		{"carol", "", false, false},
-	} {
-		name, twoFA, totp := p.Account(c.user)
-		if name != c.name || twoFA != c.twoFA || totp != c.totp {
-			t.Errorf("Account(%q) = %q, %v, %v; want %q, %v, %v", c.user, name, twoFA, totp, c.name, c.twoFA, c.totp)
-		}
-	}
-}

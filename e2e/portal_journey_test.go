@@ -37,7 +37,7 @@ const (
 	// client settings.
 	portalMailHost = "mail.example.edu"
 	// portalCookie is the portal's session cookie.
-	portalCookie = "kanmon_portal"
+	portalCookie = "__Host-kanmon_portal"
 	// totpPeriod is RFC 6238's time step, the one the apps use.
 	totpPeriod = 30
 )

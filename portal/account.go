@@ -67,7 +67,7 @@ func (s *Server) getAccount(w http.ResponseWriter, r *http.Request, id string, s
 	})
 	lang := requestLang(r)
 	rt := s.opts.Runtime()
-	st, err := auth.Status(auth.OpenStore(rt.Config.Accounts), sess.user)
+	st, err := auth.Status(s.accounts(rt), sess.user)
 	if err != nil {
 		s.log.Error("reading the accounts file", "user", sess.user, "err", err)
 		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")

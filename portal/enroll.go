@@ -14,10 +14,13 @@ import (
 // session until the user types a correct code from it.
 func (s *Server) postStart(w http.ResponseWriter, r *http.Request, id string, sess session) {
 	rt := s.opts.Runtime()
-	st, err := auth.Status(auth.OpenStore(rt.Config.Accounts), sess.user)
+	st, err := auth.Status(s.accounts(rt), sess.user)
 	if err != nil {
 		s.log.Error("reading the accounts file", "user", sess.user, "err", err)
 		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+		return
+	}
+	if !s.requireSecondFactor(w, r, id, sess, st) {
 		return
 	}
 	if !st.TOTPEnrolled.IsZero() {
@@ -64,7 +67,8 @@ func (s *Server) getQR(w http.ResponseWriter, r *http.Request, _ string, sess se
 
 // postEnroll checks the code typed from the pending secret. A right one
 // registers the authenticator (2FA turns on), and the new one-time codes
-// are shown; the code is spent, so it cannot sign in afterwards.
+// are shown; the code is spent, so it cannot sign in afterwards. The
+// account's other portal sessions end.
 func (s *Server) postEnroll(w http.ResponseWriter, r *http.Request, id string, sess session) {
 	if sess.pending == nil {
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
@@ -82,8 +86,11 @@ func (s *Server) postEnroll(w http.ResponseWriter, r *http.Request, id string, s
 		})
 		return
 	}
-	rt := s.opts.Runtime()
-	codes, err := auth.EnrollTOTP(auth.OpenStore(rt.Config.Accounts), rt.Config.StateDir, sess.user, sess.pending)
+	rt, store, _, ok := s.accountForChange(w, r, id, sess)
+	if !ok {
+		return
+	}
+	codes, err := auth.EnrollTOTP(store, rt.Config.StateDir, sess.user, sess.pending)
 	if errors.Is(err, auth.ErrTOTPEnrolled) {
 		s.sessions.update(id, func(p *session) { p.pending = nil })
 		s.setFlash(id, true, "enroll.already", "")
@@ -95,8 +102,13 @@ func (s *Server) postEnroll(w http.ResponseWriter, r *http.Request, id string, s
 		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
 		return
 	}
-	s.sessions.update(id, func(p *session) { p.pending, p.codes = nil, codes })
-	s.log.Info("2FA turned on: authenticator registered", "client", clientIP(r).String(), "user", sess.user, "one_time_codes", len(codes))
+	// This session proved the new authenticator: it counts as signed in
+	// with a second factor. Every other session of the account signed in
+	// without one, so they end.
+	s.sessions.update(id, func(p *session) { p.pending, p.codes, p.secondFactor = nil, codes, true })
+	ended := s.sessions.removeOthers(sess.user, id)
+	s.log.Info("2FA turned on: authenticator registered", "client", clientIP(r).String(), "user", sess.user, "one_time_codes", len(codes),
+		"other_sessions_ended", ended)
 	s.reload(id, sess.user, "2FA on")
 	http.Redirect(w, r, "/2fa/codes", http.StatusSeeOther)
 }
@@ -112,18 +124,15 @@ func (s *Server) getCodes(w http.ResponseWriter, r *http.Request, _ string, sess
 
 // postDisable turns 2FA off, given a current TOTP code or a one-time code:
 // the account leaves the accounts file with its authenticator, one-time
-// codes and passcodes, and the reload ends its passcode sessions. Wrong
-// codes count in the lockout counters, as on the sign-in form.
+// codes and passcodes, the reload ends its passcode sessions, and its
+// other portal sessions end. Wrong codes count in the lockout counters,
+// as on the sign-in form.
 func (s *Server) postDisable(w http.ResponseWriter, r *http.Request, id string, sess session) {
 	start := time.Now()
 	code := r.PostForm.Get("code")
 	ip := clientIP(r)
-	rt := s.opts.Runtime()
-	store := auth.OpenStore(rt.Config.Accounts)
-	st, err := auth.Status(store, sess.user)
-	if err != nil {
-		s.log.Error("reading the accounts file", "user", sess.user, "err", err)
-		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+	rt, store, st, ok := s.accountForChange(w, r, id, sess)
+	if !ok {
 		return
 	}
 	if !st.On {
@@ -141,7 +150,7 @@ func (s *Server) postDisable(w http.ResponseWriter, r *http.Request, id string, 
 			attrs = append(attrs, "lockout", *info)
 		}
 		s.log.Info("turning 2FA off refused", attrs...)
-		wait(r.Context(), start, s.opts.Guard.Delay(s.tarpit.fail(ip, time.Now())))
+		wait(start, max(s.opts.Guard.Delay(s.tarpit.fail(ip, time.Now())), s.minFailure))
 		s.setFlash(id, true, "off.wrong", "")
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
 	}
@@ -177,7 +186,9 @@ func (s *Server) postDisable(w http.ResponseWriter, r *http.Request, id string, 
 		return
 	}
 	s.tarpit.reset(ip)
-	s.log.Info("2FA turned off", "client", ip.String(), "user", name, "second_factor", kind.String(), "passcodes_removed", removed)
+	ended := s.sessions.removeOthers(name, id)
+	s.log.Info("2FA turned off", "client", ip.String(), "user", name, "second_factor", kind.String(), "passcodes_removed", removed,
+		"other_sessions_ended", ended)
 	s.setFlash(id, false, "off.done", "")
 	s.reload(id, name, "2FA off")
 	http.Redirect(w, r, "/account", http.StatusSeeOther)

@@ -54,18 +54,34 @@ const (
 // accountIPThreshold is the world's lockout threshold per account and IP.
 const accountIPThreshold = 4
 
+// sessionCookie is the portal's session cookie.
+const sessionCookie = "__Host-kanmon_portal"
+
+// signinCookie holds the sign-in form's token.
+const signinCookie = "__Host-kanmon_signin"
+
+// worldMinFailureDelay is the world's least time for a failed sign-in
+// (the real one, 3 s, would make every test slow).
+const worldMinFailureDelay = time.Millisecond
+
 // world is one portal with its files.
 type world struct {
-	t        *testing.T
-	dir      string
-	cfgPath  string
-	rt       atomic.Pointer[proxy.Runtime]
-	guard    *lockout.Guard
-	srv      *portal.Server
-	logs     *syncbuf.Buffer
-	reloads  atomic.Int32
-	checks   atomic.Int32 // backend contacts (password checks)
-	down     atomic.Bool  // the backend is unavailable
+	t       *testing.T
+	dir     string
+	cfgPath string
+	rt      atomic.Pointer[proxy.Runtime]
+	guard   *lockout.Guard
+	srv     *portal.Server
+	logs    *syncbuf.Buffer
+	reloads atomic.Int32
+	checks  atomic.Int32 // backend contacts (password checks)
+	down    atomic.Bool  // the backend is unavailable
+	// rejectDelay is how long the backend takes to refuse a wrong
+	// password (Dovecot's auth_failure_delay); a right one is answered
+	// at once.
+	rejectDelay atomic.Int64
+	// gate, when set, holds every password check until it is closed.
+	gate     atomic.Pointer[chan struct{}]
 	lastUse  atomic.Pointer[map[string]auth.LastUse]
 	clockMu  sync.Mutex
 	clockNow time.Time
@@ -128,8 +144,9 @@ tarpit_max = "4ms"
 `
 
 // newWorld writes the config and certificate, turns on bob's 2FA the
-// admin's way, and starts the portal.
-func newWorld(t *testing.T) *world {
+// admin's way, and starts the portal; each option may change the
+// portal's Options.
+func newWorld(t *testing.T, options ...func(*portal.Options)) *world {
 	t.Helper()
 	w := &world{t: t, dir: t.TempDir(), logs: &syncbuf.Buffer{}, clockNow: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
 	w.cfgPath = filepath.Join(w.dir, "kanmon.toml")
@@ -160,19 +177,24 @@ func newWorld(t *testing.T) *world {
 	t.Cleanup(func() { w.guard.Close() })
 	w.lastUse.Store(&map[string]auth.LastUse{})
 	p := rt.Config.Portal
-	w.srv, err = portal.New(portal.Options{
-		Log:           slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Runtime:       w.rt.Load,
-		Guard:         w.guard,
-		CheckPassword: w.checkPassword,
-		LastUse:       func() (map[string]auth.LastUse, error) { return *w.lastUse.Load(), nil },
-		Reload:        func() error { w.reloads.Add(1); return w.reload() },
-		Issuer:        p.Issuer,
-		MailHost:      p.MailHost,
-		SessionIdle:   p.SessionIdle.Duration,
-		SessionMax:    p.SessionMax.Duration,
-		Now:           w.now,
-	})
+	po := portal.Options{
+		Log:             slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Runtime:         w.rt.Load,
+		Guard:           w.guard,
+		CheckPassword:   w.checkPassword,
+		LastUse:         func() (map[string]auth.LastUse, error) { return *w.lastUse.Load(), nil },
+		Reload:          func() error { w.reloads.Add(1); return w.reload() },
+		Issuer:          p.Issuer,
+		MailHost:        p.MailHost,
+		SessionIdle:     p.SessionIdle.Duration,
+		SessionMax:      p.SessionMax.Duration,
+		Now:             w.now,
+		MinFailureDelay: worldMinFailureDelay,
+	}
+	for _, o := range options {
+		o(&po)
+	}
+	w.srv, err = portal.New(po)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,14 +217,30 @@ func (w *world) reload() error {
 }
 
 // checkPassword is the fake backend: it knows the three accounts'
-// passwords, exactly as spelled.
-func (w *world) checkPassword(_ context.Context, user, password string, _ proxy.ClientInfo) error {
+// passwords, their user names in any case (as Dovecot's default
+// auth_username_format does). Like the real one, it gives up when ctx
+// ends (the real one's dial and login are cut short).
+func (w *world) checkPassword(ctx context.Context, user, password string, _ proxy.ClientInfo) error {
 	w.checks.Add(1)
+	if g := w.gate.Load(); g != nil {
+		select {
+		case <-*g:
+		case <-ctx.Done():
+			return fmt.Errorf("backend login: %w", ctx.Err())
+		}
+	}
 	if w.down.Load() {
 		return fmt.Errorf("backend dial failed: connection refused")
 	}
-	want := map[string]string{"alice": alicePW, "bob": bobPW, "carol": carolPW}[user]
+	want := map[string]string{"alice": alicePW, "bob": bobPW, "carol": carolPW}[strings.ToLower(user)]
 	if want == "" || password != want {
+		t := time.NewTimer(time.Duration(w.rejectDelay.Load()))
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("backend login: %w", ctx.Err())
+		}
 		return fmt.Errorf("%w: backend replied NO [AUTHENTICATIONFAILED]", proxy.ErrPasswordRejected)
 	}
 	return nil
@@ -275,7 +313,14 @@ func form(kv ...string) url.Values {
 
 func (c *client) do(method, path string, body io.Reader) *response {
 	c.w.t.Helper()
-	req := httptest.NewRequest(method, "https://portal.example.edu"+path, body)
+	return c.doCtx(context.Background(), method, path, body)
+}
+
+// doCtx is do with the request's context ctx: a client that goes away
+// (or half-closes its connection) ends it.
+func (c *client) doCtx(ctx context.Context, method, path string, body io.Reader) *response {
+	c.w.t.Helper()
+	req := httptest.NewRequestWithContext(ctx, method, "https://portal.example.edu"+path, body)
 	req.RemoteAddr = c.ip + ":51000"
 	if method == http.MethodPost {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -315,13 +360,19 @@ func (c *client) get(path string) *response {
 // post sends the form with the CSRF token of the last page seen.
 func (c *client) post(path string, v url.Values) *response {
 	c.w.t.Helper()
+	return c.postCtx(context.Background(), path, v)
+}
+
+// postCtx is post with the request's context ctx.
+func (c *client) postCtx(ctx context.Context, path string, v url.Values) *response {
+	c.w.t.Helper()
 	if v == nil {
 		v = url.Values{}
 	}
 	if !v.Has("csrf") {
 		v.Set("csrf", c.csrf)
 	}
-	return c.do(http.MethodPost, path, strings.NewReader(v.Encode()))
+	return c.doCtx(ctx, http.MethodPost, path, strings.NewReader(v.Encode()))
 }
 
 // signIn fetches the form and submits it.
@@ -343,7 +394,7 @@ func (c *client) follow(r *response) *response {
 
 // session returns the session cookie's value, or "".
 func (c *client) session() string {
-	if k := c.cookies["kanmon_portal"]; k != nil {
+	if k := c.cookies[sessionCookie]; k != nil {
 		return k.Value
 	}
 	return ""

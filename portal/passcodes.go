@@ -34,12 +34,8 @@ func (s *Server) postAddPasscode(w http.ResponseWriter, r *http.Request, id stri
 		refuse("passcodes.bad_name", "")
 		return
 	}
-	rt := s.opts.Runtime()
-	store := auth.OpenStore(rt.Config.Accounts)
-	st, err := auth.Status(store, sess.user)
-	if err != nil {
-		s.log.Error("reading the accounts file", "user", sess.user, "err", err)
-		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+	rt, store, st, ok := s.accountForChange(w, r, id, sess)
+	if !ok {
 		return
 	}
 	switch {
@@ -85,8 +81,11 @@ func (s *Server) getNewPasscode(w http.ResponseWriter, r *http.Request, _ string
 // that logged in with it.
 func (s *Server) postDeletePasscode(w http.ResponseWriter, r *http.Request, id string, sess session) {
 	app := r.PostForm.Get("app")
-	rt := s.opts.Runtime()
-	owner, revoked, err := auth.RevokePasscode(auth.OpenStore(rt.Config.Accounts), sess.user, app)
+	_, store, _, ok := s.accountForChange(w, r, id, sess)
+	if !ok {
+		return
+	}
+	owner, revoked, err := auth.RevokePasscode(store, sess.user, app)
 	if err != nil {
 		s.log.Info("deleting a passcode failed", "user", sess.user, "app", app, "err", err)
 		s.setFlash(id, true, "passcodes.not_found", "")

@@ -11,15 +11,19 @@
 // auth's locked, atomic Store), then runs the server's in-process reload,
 // so a deleted passcode's live mail sessions end within a second.
 //
-// Web security: a server-side session store in memory (256-bit random
-// ids; HttpOnly, Secure, SameSite=Strict cookies; idle and absolute
-// expiry; a new id at sign-in), a CSRF token on every POST, a strict CSP
-// and no caching. Failed sign-ins count in the lockout counters that
-// mail logins use, wait out the same tarpit, and all get one message.
+// Web security: a server-side store of signed-in sessions in memory
+// (256-bit random ids; __Host-, HttpOnly, Secure, SameSite=Strict
+// cookies; idle and absolute expiry; capped per user and in all, least
+// recently used out first), a CSRF token on every POST (the sign-in
+// form's is stateless: no memory is spent before a sign-in), HSTS, a
+// strict CSP and no caching. Failed sign-ins count in the lockout
+// counters that mail logins use, wait out the same tarpit and at least
+// minFailureDelay, and all get one message.
 package portal
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"embed"
 	"errors"
@@ -28,6 +32,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/kanmon-mail/kanmon/auth"
@@ -49,9 +54,11 @@ const (
 	readHeaderTimeout = 10 * time.Second
 	// readTimeout bounds reading a whole request.
 	readTimeout = 30 * time.Second
-	// writeTimeout bounds a whole exchange: a sign-in waits for the
-	// backend (its timeout, 15s by default) and the tarpit (up to
-	// tarpit_max, 8s by default), measured from the same start.
+	// writeTimeout bounds a whole exchange: a sign-in may wait for a
+	// place among the password checks (maxCheckWait), then for the
+	// backend (its timeout, 15s by default), and is answered no sooner
+	// than the tarpit (up to tarpit_max, 8s by default) or
+	// minFailureDelay, measured from the same start.
 	writeTimeout = 60 * time.Second
 	// idleTimeout closes idle keep-alive connections.
 	idleTimeout = 60 * time.Second
@@ -61,6 +68,23 @@ const (
 	qrSize = 256
 	// maxPasscodesPerAccount caps the passcodes a user may create here.
 	maxPasscodesPerAccount = 50
+	// minFailureDelay is the least time a failed sign-in takes to be
+	// answered, measured from the start of the attempt (the tarpit may
+	// make it longer). It covers the backend's own delay before it
+	// refuses a wrong password, Dovecot's default auth_failure_delay of
+	// 2 s, plus a margin: without it, a wrong password (answered after
+	// the backend's delay) and a right password with a wrong code
+	// (answered after the tarpit alone) would differ in time, and the
+	// time would tell that the password was right.
+	minFailureDelay = 3 * time.Second
+	// maxConcurrentChecks caps the password checks at the backend in
+	// progress at once; a sign-in over the cap waits for a place.
+	maxConcurrentChecks = 64
+	// maxCheckWait bounds that wait (the client going away ends it
+	// sooner); then the sign-in gets the "unavailable" page.
+	maxCheckWait = 15 * time.Second
+	// hstsHeader keeps browsers on HTTPS for a year.
+	hstsHeader = "max-age=31536000"
 )
 
 // PasswordChecker checks user's account password at the mail backend on
@@ -84,8 +108,8 @@ type Options struct {
 	// LastUse returns the last use of every passcode, by passcode ID, as
 	// the admin socket reports it; nil shows no last use.
 	LastUse func() (map[string]auth.LastUse, error)
-	// Reload is the server's in-process reload (`kanmon reload`), run
-	// after every change to the accounts file. Required.
+	// Reload is the server's in-process reload of the accounts file, run
+	// after every change the portal makes to it. Required.
 	Reload func() error
 	// Issuer names the service in authenticator apps and on the pages.
 	Issuer string
@@ -97,6 +121,9 @@ type Options struct {
 	SessionIdle, SessionMax time.Duration
 	// Now is the clock for sessions and codes; nil means time.Now.
 	Now func() time.Time
+	// MinFailureDelay overrides minFailureDelay, the least time a failed
+	// sign-in takes (zero: minFailureDelay). For tests.
+	MinFailureDelay time.Duration
 }
 
 // Server is the portal's http.Handler.
@@ -110,6 +137,17 @@ type Server struct {
 	pages    map[string]pageSet // by language
 	css      []byte
 	mux      *http.ServeMux
+	// formKey is the per-process key of the sign-in form's tokens.
+	formKey [32]byte
+	// minFailure is the least time a failed sign-in takes.
+	minFailure time.Duration
+	// checks holds a place per password check in progress.
+	checks chan struct{}
+
+	// storeMu guards store, the cached accounts store of the accounts
+	// file in force (its path may change at a reload).
+	storeMu sync.Mutex
+	store   *auth.Store
 }
 
 // New returns the portal handler for opts.
@@ -141,37 +179,46 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("portal: %w", err)
 	}
 	s := &Server{
-		opts:     opts,
-		log:      opts.Log.With("proto", "portal"),
-		now:      opts.Now,
-		sessions: newSessionStore(opts.SessionIdle, opts.SessionMax, opts.Now),
-		tarpit:   newTarpitCounter(),
-		pages:    pages,
-		css:      css,
+		opts:       opts,
+		log:        opts.Log.With("proto", "portal"),
+		now:        opts.Now,
+		sessions:   newSessionStore(opts.SessionIdle, opts.SessionMax, opts.Now),
+		tarpit:     newTarpitCounter(),
+		pages:      pages,
+		css:        css,
+		minFailure: minFailureDelay,
+		checks:     make(chan struct{}, maxConcurrentChecks),
+	}
+	if opts.MinFailureDelay > 0 {
+		s.minFailure = opts.MinFailureDelay
+	}
+	if _, err := rand.Read(s.formKey[:]); err != nil {
+		return nil, fmt.Errorf("portal: %w", err)
 	}
 	s.routes()
 	return s, nil
 }
 
 // routes registers every page. POSTs go through s.post, which checks the
-// session and its CSRF token first.
+// session and its CSRF token first, or, for the sign-in form, through
+// s.signinPost, which checks the form's stateless token.
 func (s *Server) routes() {
 	m := http.NewServeMux()
 	m.HandleFunc("GET /{$}", s.getRoot)
 	m.HandleFunc("GET /static/portal.css", s.getCSS)
 	m.HandleFunc("GET /signin", s.getSignIn)
-	m.HandleFunc("POST /signin", s.post(false, s.postSignIn))
-	m.HandleFunc("POST /signout", s.post(true, s.postSignOut))
+	m.HandleFunc("POST /signin", s.signinPost(s.postSignIn))
+	m.HandleFunc("POST /signout", s.post(s.postSignOut))
 	m.HandleFunc("GET /account", s.signedIn(s.getAccount))
-	m.HandleFunc("POST /2fa/start", s.post(true, s.postStart))
+	m.HandleFunc("POST /2fa/start", s.post(s.postStart))
 	m.HandleFunc("GET /2fa/enroll", s.signedIn(s.getEnroll))
-	m.HandleFunc("POST /2fa/enroll", s.post(true, s.postEnroll))
+	m.HandleFunc("POST /2fa/enroll", s.post(s.postEnroll))
 	m.HandleFunc("GET /2fa/qr.png", s.signedIn(s.getQR))
 	m.HandleFunc("GET /2fa/codes", s.signedIn(s.getCodes))
-	m.HandleFunc("POST /2fa/disable", s.post(true, s.postDisable))
-	m.HandleFunc("POST /passcodes/add", s.post(true, s.postAddPasscode))
+	m.HandleFunc("POST /2fa/disable", s.post(s.postDisable))
+	m.HandleFunc("POST /passcodes/add", s.post(s.postAddPasscode))
 	m.HandleFunc("GET /passcodes/new", s.signedIn(s.getNewPasscode))
-	m.HandleFunc("POST /passcodes/delete", s.post(true, s.postDeletePasscode))
+	m.HandleFunc("POST /passcodes/delete", s.post(s.postDeletePasscode))
 	m.HandleFunc("/", s.notFound)
 	s.mux = m
 }
@@ -185,6 +232,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-store")
+	h.Set("Strict-Transport-Security", hstsHeader)
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	rememberLang(w, r)
 	s.mux.ServeHTTP(w, r)
@@ -200,7 +248,7 @@ func (s *Server) getCSS(w http.ResponseWriter, _ *http.Request) {
 // getRoot sends a signed-in user to the account page, anyone else to the
 // sign-in form.
 func (s *Server) getRoot(w http.ResponseWriter, r *http.Request) {
-	if sess, ok := s.sessions.get(sessionID(r)); ok && sess.user != "" {
+	if _, ok := s.sessions.get(sessionID(r)); ok {
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
 		return
 	}
@@ -209,6 +257,20 @@ func (s *Server) getRoot(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
 	s.message(w, r, http.StatusNotFound, "notfound.title", "notfound.text")
+}
+
+// accounts returns the long-lived cached store of the accounts file in
+// force in rt: it parses the file again only when the file changed, so a
+// request costs a stat, not a parse. A reload that names another file
+// gets a new store.
+func (s *Server) accounts(rt *proxy.Runtime) *auth.Store {
+	path := rt.Config.Accounts
+	s.storeMu.Lock()
+	defer s.storeMu.Unlock()
+	if s.store == nil || s.store.Path() != path {
+		s.store = auth.OpenCachedStore(path)
+	}
+	return s.store
 }
 
 // clientOf returns the client's address and the local address it reached,

@@ -1,45 +1,54 @@
 package portal
 
 import (
+	"container/list"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"errors"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/kanmon-mail/kanmon/internal/userkey"
 )
 
 const (
-	// cookieName is the session cookie.
-	cookieName = "kanmon_portal"
+	// cookieName is the session cookie. The __Host- prefix makes the
+	// browser accept it only from HTTPS, with Path=/ and no Domain, so
+	// that no other host (a sibling subdomain) can plant or shadow it.
+	cookieName = "__Host-kanmon_portal"
 	// idBytes is the size of a session id and of a CSRF token: 256 bits
 	// from crypto/rand.
 	idBytes = 32
-	// maxSessions caps the sessions kept in memory, signed in or not.
-	// When full, expired ones go first, then the oldest of those not
-	// signed in; signed-in sessions are never pushed out.
+	// maxSessions caps the signed-in sessions kept in memory. When full,
+	// the least recently used one goes (O(1)): a sign-in is never refused
+	// because of other users' sessions.
 	maxSessions = 10000
-	// sweepEvery is how often expired sessions are dropped.
-	sweepEvery = time.Minute
+	// maxSessionsPerUser caps one account's signed-in sessions; a new one
+	// pushes out that account's least recently used one. So one account
+	// (or one stolen password) holds at most this many places in the
+	// store.
+	maxSessionsPerUser = 10
 )
 
-// errTooManySessions is create's error when the store is full of
-// signed-in sessions.
-var errTooManySessions = errors.New("portal: too many sessions")
-
-// session is one browser's state on the server. A session without a user
-// exists from the sign-in form on, so that the sign-in POST carries a CSRF
-// token too; signing in replaces it with a new one (a new id).
+// session is one signed-in browser's state on the server. There is no
+// session before sign-in: the sign-in form's CSRF protection is stateless
+// (signinform.go).
 type session struct {
-	// user is the signed-in account ("" before sign-in): the accounts
-	// file's spelling for a 2FA account, else as typed.
+	// user is the signed-in account: the accounts file's spelling for a
+	// 2FA account, else as typed.
 	user string
+	// secondFactor is whether this session proved a second factor: it
+	// signed in with a TOTP code or a one-time code, or it registered the
+	// authenticator itself. A session that signed in with the password
+	// alone (2FA was off then) may not change passcodes or turn 2FA off
+	// once the account has 2FA on: it must sign in again.
+	secondFactor bool
 	// csrf is the token every POST of this session must carry.
 	csrf string
-	// created is when the session began (sign-in, for a signed-in one);
-	// seen is its last request.
+	// created is when the session began (the sign-in); seen is its last
+	// request.
 	created, seen time.Time
 	// pending is the TOTP secret being enrolled, kept only here until
 	// the user proves it with a code.
@@ -62,19 +71,34 @@ type flash struct {
 	err      bool
 }
 
-// sessionStore keeps sessions in memory, by the SHA-256 of their id (so a
-// map lookup's timing says nothing about the ids themselves).
+// sessionEntry is a session in the store, with its places in the two
+// recency lists.
+type sessionEntry struct {
+	key  [sha256.Size]byte
+	fold string // userkey.Fold(sess.user)
+	sess session
+	// all is the entry's element in sessionStore.lru; mine its element
+	// in its user's list.
+	all, mine *list.Element
+}
+
+// sessionStore keeps the signed-in sessions in memory, by the SHA-256 of
+// their id (so a map lookup's timing says nothing about the ids
+// themselves), in a list by recency of use (front: most recent) and per
+// case-folded user, also by recency.
 type sessionStore struct {
 	idle, max time.Duration
 	now       func() time.Time
 
-	mu        sync.Mutex
-	m         map[[sha256.Size]byte]*session
-	lastSweep time.Time
+	mu     sync.Mutex
+	m      map[[sha256.Size]byte]*sessionEntry
+	lru    *list.List // of *sessionEntry
+	byUser map[string]*list.List
 }
 
 func newSessionStore(idle, max time.Duration, now func() time.Time) *sessionStore {
-	return &sessionStore{idle: idle, max: max, now: now, m: map[[sha256.Size]byte]*session{}}
+	return &sessionStore{idle: idle, max: max, now: now,
+		m: map[[sha256.Size]byte]*sessionEntry{}, lru: list.New(), byUser: map[string]*list.List{}}
 }
 
 func idKey(id string) [sha256.Size]byte { return sha256.Sum256([]byte(id)) }
@@ -84,26 +108,54 @@ func (st *sessionStore) expired(sess *session, now time.Time) bool {
 	return now.Sub(sess.seen) >= st.idle || now.Sub(sess.created) >= st.max
 }
 
+// lookup returns the live entry for id, dropping it when expired. Called
+// with mu held.
+func (st *sessionStore) lookup(id string, now time.Time) *sessionEntry {
+	if id == "" {
+		return nil
+	}
+	e := st.m[idKey(id)]
+	if e == nil {
+		return nil
+	}
+	if st.expired(&e.sess, now) {
+		st.drop(e)
+		return nil
+	}
+	return e
+}
+
+// touch marks e used now: the front of both lists. Called with mu held.
+func (st *sessionStore) touch(e *sessionEntry, now time.Time) {
+	e.sess.seen = now
+	st.lru.MoveToFront(e.all)
+	st.byUser[e.fold].MoveToFront(e.mine)
+}
+
+// drop removes e. Called with mu held.
+func (st *sessionStore) drop(e *sessionEntry) {
+	delete(st.m, e.key)
+	st.lru.Remove(e.all)
+	if l := st.byUser[e.fold]; l != nil {
+		l.Remove(e.mine)
+		if l.Len() == 0 {
+			delete(st.byUser, e.fold)
+		}
+	}
+}
+
 // get returns a copy of the live session with id and marks it used; ok
 // is false for an unknown or expired id (an expired one is dropped).
 func (st *sessionStore) get(id string) (sess session, ok bool) {
-	if id == "" {
-		return session{}, false
-	}
 	now := st.now()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	k := idKey(id)
-	p := st.m[k]
-	if p == nil {
+	e := st.lookup(id, now)
+	if e == nil {
 		return session{}, false
 	}
-	if st.expired(p, now) {
-		delete(st.m, k)
-		return session{}, false
-	}
-	p.seen = now
-	return *p, true
+	st.touch(e, now)
+	return e.sess, true
 }
 
 // update runs fn on the live session with id; false when there is none.
@@ -111,17 +163,20 @@ func (st *sessionStore) update(id string, fn func(*session)) bool {
 	now := st.now()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	p := st.m[idKey(id)]
-	if p == nil || st.expired(p, now) {
+	e := st.lookup(id, now)
+	if e == nil {
 		return false
 	}
-	fn(p)
+	fn(&e.sess)
 	return true
 }
 
-// create starts a session for user ("" for one not signed in yet) and
-// returns its id.
-func (st *sessionStore) create(user string) (string, session, error) {
+// create starts a signed-in session for user, with secondFactor as the
+// session's proof, and returns its id. It never fails for want of room:
+// the user's own least recently used session goes when the user has
+// maxSessionsPerUser, the store's least recently used one when the store
+// is full.
+func (st *sessionStore) create(user string, secondFactor bool) (string, session, error) {
 	id, err := randomToken()
 	if err != nil {
 		return "", session{}, err
@@ -131,24 +186,60 @@ func (st *sessionStore) create(user string) (string, session, error) {
 		return "", session{}, err
 	}
 	now := st.now()
-	sess := &session{user: user, csrf: csrf, created: now, seen: now}
+	e := &sessionEntry{key: idKey(id), fold: userkey.Fold(user),
+		sess: session{user: user, secondFactor: secondFactor, csrf: csrf, created: now, seen: now}}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if len(st.m) >= maxSessions || now.Sub(st.lastSweep) >= sweepEvery {
-		st.sweep(now)
+	st.sweep(now)
+	mine := st.byUser[e.fold]
+	if mine == nil {
+		mine = list.New()
+		st.byUser[e.fold] = mine
 	}
-	if len(st.m) >= maxSessions && !st.evictAnonymous() {
-		return "", session{}, errTooManySessions
+	for mine.Len() >= maxSessionsPerUser {
+		st.drop(mine.Back().Value.(*sessionEntry))
 	}
-	st.m[idKey(id)] = sess
-	return id, *sess, nil
+	for len(st.m) >= maxSessions {
+		st.drop(st.lru.Back().Value.(*sessionEntry))
+	}
+	if st.byUser[e.fold] == nil { // drop emptied and removed it
+		st.byUser[e.fold] = mine
+	}
+	e.all = st.lru.PushFront(e)
+	e.mine = mine.PushFront(e)
+	st.m[e.key] = e
+	return id, e.sess, nil
 }
 
 // remove ends the session with id.
 func (st *sessionStore) remove(id string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	delete(st.m, idKey(id))
+	if e := st.m[idKey(id)]; e != nil {
+		st.drop(e)
+	}
+}
+
+// removeOthers ends every session of user (case-insensitive) but the one
+// with id, and returns how many it ended.
+func (st *sessionStore) removeOthers(user, id string) int {
+	keep := idKey(id)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	l := st.byUser[userkey.Fold(user)]
+	if l == nil {
+		return 0
+	}
+	n := 0
+	for el := l.Front(); el != nil; {
+		e := el.Value.(*sessionEntry)
+		el = el.Next()
+		if e.key != keep {
+			st.drop(e)
+			n++
+		}
+	}
+	return n
 }
 
 // len returns how many sessions are kept.
@@ -158,31 +249,18 @@ func (st *sessionStore) len() int {
 	return len(st.m)
 }
 
-// sweep drops expired sessions. Called with mu held.
+// sweep drops the sessions that have been idle too long, from the least
+// recently used end: it costs one step per session dropped plus one.
+// Sessions past their absolute lifetime but recently used go at their
+// next request or when they reach that end. Called with mu held.
 func (st *sessionStore) sweep(now time.Time) {
-	st.lastSweep = now
-	for k, p := range st.m {
-		if st.expired(p, now) {
-			delete(st.m, k)
+	for el := st.lru.Back(); el != nil; el = st.lru.Back() {
+		e := el.Value.(*sessionEntry)
+		if !st.expired(&e.sess, now) {
+			return
 		}
+		st.drop(e)
 	}
-}
-
-// evictAnonymous drops the least recently used session that is not signed
-// in; false when every session is signed in. Called with mu held.
-func (st *sessionStore) evictAnonymous() bool {
-	var oldest [sha256.Size]byte
-	var found *session
-	for k, p := range st.m {
-		if p.user == "" && (found == nil || p.seen.Before(found.seen)) {
-			oldest, found = k, p
-		}
-	}
-	if found == nil {
-		return false
-	}
-	delete(st.m, oldest)
-	return true
 }
 
 // randomToken returns idBytes from crypto/rand, base64url without padding.
@@ -207,14 +285,16 @@ func sessionID(r *http.Request) string {
 	return c.Value
 }
 
-// validCSRF compares a form's token with the session's in constant time.
+// validCSRF compares a form's token with the expected one in constant
+// time.
 func validCSRF(want, got string) bool {
 	return want != "" && len(got) == len(want) && subtle.ConstantTimeCompare([]byte(want), []byte(got)) == 1
 }
 
 // setSessionCookie gives the browser the session id: HttpOnly (no script
 // reads it), Secure (HTTPS only), SameSite=Strict (no cross-site request
-// carries it), and no expiry of its own (the server's lifetimes rule).
+// carries it), Path=/ and no Domain (the __Host- prefix demands both),
+// and no expiry of its own (the server's lifetimes rule).
 func setSessionCookie(w http.ResponseWriter, id string) {
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: id, Path: "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})
 }

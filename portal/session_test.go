@@ -9,13 +9,14 @@ import (
 	"time"
 )
 
-// wantSessionCookie checks the session cookie a response sets: 256 random
-// bits, HttpOnly, Secure, SameSite=Strict, for the whole site, and no
-// expiry of its own.
+// wantSessionCookie checks the session cookie a response sets: named
+// with the __Host- prefix, 256 random bits, HttpOnly, Secure,
+// SameSite=Strict, for the whole site (Path=/, no Domain), and no expiry
+// of its own.
 func wantSessionCookie(t *testing.T, r *response) {
 	t.Helper()
 	for _, k := range r.set {
-		if k.Name != "kanmon_portal" {
+		if k.Name != sessionCookie {
 			continue
 		}
 		raw, err := base64.RawURLEncoding.DecodeString(k.Value)
@@ -24,8 +25,8 @@ func wantSessionCookie(t *testing.T, r *response) {
 			t.Errorf("session id %q: want 32 bytes of base64url", k.Value)
 		case !k.HttpOnly || !k.Secure || k.SameSite != http.SameSiteStrictMode:
 			t.Errorf("session cookie: HttpOnly=%v Secure=%v SameSite=%v, want HttpOnly, Secure, Strict", k.HttpOnly, k.Secure, k.SameSite)
-		case k.Path != "/" || k.MaxAge != 0 || !k.Expires.IsZero():
-			t.Errorf("session cookie: Path=%q MaxAge=%d Expires=%v", k.Path, k.MaxAge, k.Expires)
+		case k.Path != "/" || k.Domain != "" || k.MaxAge != 0 || !k.Expires.IsZero():
+			t.Errorf("session cookie: Path=%q Domain=%q MaxAge=%d Expires=%v", k.Path, k.Domain, k.MaxAge, k.Expires)
 		}
 		return
 	}
@@ -41,11 +42,12 @@ func TestSecurityHeaders(t *testing.T) {
 	pages = append(pages, c.get("/account"), c.post("/2fa/start", nil))
 	pages = append(pages, c.get("/2fa/enroll"), c.get("/2fa/qr.png"))
 	want := map[string]string{
-		"Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-		"X-Frame-Options":         "DENY",
-		"X-Content-Type-Options":  "nosniff",
-		"Referrer-Policy":         "no-referrer",
-		"Cache-Control":           "no-store",
+		"Content-Security-Policy":   "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+		"X-Frame-Options":           "DENY",
+		"X-Content-Type-Options":    "nosniff",
+		"Referrer-Policy":           "no-referrer",
+		"Cache-Control":             "no-store",
+		"Strict-Transport-Security": "max-age=31536000",
 	}
 	for _, r := range pages {
 		for k, v := range want {

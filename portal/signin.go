@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"time"
@@ -26,41 +27,70 @@ const (
 	reasonWrongCode       = "wrong, used or replayed code"
 )
 
+// invalidUserLog stands in the log for a user field that is no valid user
+// name: it may be anything, a password typed into the wrong field too.
+const invalidUserLog = "(invalid)"
+
 // maxCodeLen bounds the code field: a TOTP code or a one-time code, with
 // the spaces and hyphens people type.
 const maxCodeLen = 32
 
-// handler is a page that needs the request's session.
+// handler is a page that needs the request's signed-in session.
 type handler func(w http.ResponseWriter, r *http.Request, id string, sess session)
 
-// post wraps a POST handler: the form must parse within the body limit,
-// and carry the CSRF token of a live session (403 otherwise). With
-// signedIn, a session that has not signed in is sent to the sign-in form.
-func (s *Server) post(signedIn bool, h handler) http.HandlerFunc {
+// parseForm parses a POST's form within the body limit; false (and an
+// error page sent) when it does not parse.
+func (s *Server) parseForm(w http.ResponseWriter, r *http.Request) bool {
+	if err := r.ParseForm(); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			s.message(w, r, http.StatusRequestEntityTooLarge, "badrequest.title", "badrequest.text")
+			return false
+		}
+		s.message(w, r, http.StatusBadRequest, "badrequest.title", "badrequest.text")
+		return false
+	}
+	return true
+}
+
+// refuseForm answers a POST without a live session or with a wrong CSRF
+// token: 403.
+func (s *Server) refuseForm(w http.ResponseWriter, r *http.Request, live bool) {
+	s.log.Info("request refused: no live session or a wrong CSRF token", "client", clientIP(r).String(),
+		"path", r.URL.Path, "session", live)
+	s.message(w, r, http.StatusForbidden, "forbidden.title", "forbidden.text")
+}
+
+// post wraps a POST handler of a signed-in session: the form must parse
+// within the body limit, and carry the CSRF token of a live session (403
+// otherwise).
+func (s *Server) post(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if err := r.ParseForm(); err != nil {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				s.message(w, r, http.StatusRequestEntityTooLarge, "badrequest.title", "badrequest.text")
-				return
-			}
-			s.message(w, r, http.StatusBadRequest, "badrequest.title", "badrequest.text")
+		if !s.parseForm(w, r) {
 			return
 		}
 		id := sessionID(r)
 		sess, ok := s.sessions.get(id)
 		if !ok || !validCSRF(sess.csrf, r.PostForm.Get("csrf")) {
-			client, _ := clientOf(r)
-			s.log.Info("request refused: no live session or a wrong CSRF token", "client", client.Addr().String(),
-				"path", r.URL.Path, "session", ok)
-			s.message(w, r, http.StatusForbidden, "forbidden.title", "forbidden.text")
-			return
-		}
-		if signedIn && sess.user == "" {
-			http.Redirect(w, r, "/signin", http.StatusSeeOther)
+			s.refuseForm(w, r, ok)
 			return
 		}
 		h(w, r, id, sess)
+	}
+}
+
+// signinPost wraps the sign-in POST: the form must parse, and carry the
+// token bound to the browser's sign-in cookie (403 otherwise).
+func (s *Server) signinPost(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.parseForm(w, r) {
+			return
+		}
+		if !s.validSigninPost(r) {
+			s.refuseForm(w, r, false)
+			return
+		}
+		h(w, r)
 	}
 }
 
@@ -70,7 +100,7 @@ func (s *Server) signedIn(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := sessionID(r)
 		sess, ok := s.sessions.get(id)
-		if !ok || sess.user == "" {
+		if !ok {
 			http.Redirect(w, r, "/signin", http.StatusSeeOther)
 			return
 		}
@@ -78,29 +108,27 @@ func (s *Server) signedIn(h handler) http.HandlerFunc {
 	}
 }
 
-// getSignIn shows the sign-in form, starting a session (not signed in) to
-// hold its CSRF token.
+// getSignIn shows the sign-in form. It keeps nothing on the server: the
+// form's CSRF token is bound to a cookie (signinform.go).
 func (s *Server) getSignIn(w http.ResponseWriter, r *http.Request) {
-	id := sessionID(r)
-	sess, ok := s.sessions.get(id)
-	if ok && sess.user != "" {
+	if _, ok := s.sessions.get(sessionID(r)); ok {
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
 		return
 	}
-	if !ok {
-		var err error
-		if id, sess, err = s.sessions.create(""); err != nil {
-			s.log.Warn("no session for the sign-in form", "err", err)
-			s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
-			return
-		}
-		setSessionCookie(w, id)
+	csrf, err := s.signinFormToken(w, r)
+	if err != nil {
+		s.log.Error("no token for the sign-in form", "err", err)
+		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+		return
 	}
-	s.render(w, r, http.StatusOK, "signin", "signin.title", view{CSRF: sess.csrf})
+	s.render(w, r, http.StatusOK, "signin", "signin.title", view{CSRF: csrf})
 }
 
 // signInResult is the outcome of one sign-in attempt.
 type signInResult struct {
+	// ok: signed in. unavailable: refused before any password check,
+	// for a fault of the server's (a 503, never counted). Neither: a
+	// failure, the same page for every reason.
 	ok, unavailable bool
 	// user is the account as the session names it.
 	user string
@@ -109,65 +137,109 @@ type signInResult struct {
 	info   *lockout.FailureInfo
 	// kind is the second factor that was accepted, if any.
 	kind auth.SecondFactor
+	// secondFactor is whether the account has 2FA on, so that kind was
+	// required.
+	secondFactor bool
 }
 
 // postSignIn checks the one sign-in form. Every failure gets the same
-// page, after the tarpit; the log says why. A success replaces the
-// session with a new one (a new id and CSRF token) and goes to the
-// account page.
-func (s *Server) postSignIn(w http.ResponseWriter, r *http.Request, id string, sess session) {
+// page, never sooner than the tarpit delay and minFailureDelay after the
+// start of the attempt; the log says why. A success starts a new session
+// and goes to the account page.
+//
+// The check runs to its end whatever the client does: a client that
+// closes its side of the connection cancels r.Context(), and a check cut
+// short by that would be neither counted nor tarpitted, and would answer
+// sooner for a right password than for a wrong one. The backend's own
+// timeouts bound it instead.
+func (s *Server) postSignIn(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	ctx := context.WithoutCancel(r.Context())
 	user := r.PostForm.Get("user")
 	client, local := clientOf(r)
-	res := s.checkSignIn(r.Context(), user, r.PostForm.Get("password"), r.PostForm.Get("code"),
+	ip := client.Addr()
+	res := s.checkSignIn(ctx, r.Context().Done(), user, r.PostForm.Get("password"), r.PostForm.Get("code"),
 		proxy.ClientInfo{Addr: client, Local: local, Session: requestID()})
-	if res.unavailable {
-		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
-		return
+	var id string
+	if res.ok {
+		var err error
+		if id, _, err = s.sessions.create(res.user, res.secondFactor); err != nil {
+			s.log.Error("sign-in failed: no session after a right password", "client", ip.String(), "user", res.user, "err", err)
+			res = signInResult{user: res.user}
+		}
 	}
 	if !res.ok {
-		attrs := []any{"client", client.Addr().String(), "user", user, "reason", res.reason}
-		if res.info != nil {
-			attrs = append(attrs, "lockout", *res.info)
+		n := 0
+		if res.unavailable {
+			n = s.tarpit.next(ip, time.Now())
+		} else {
+			if res.reason != "" {
+				attrs := []any{"client", ip.String(), "user", logUser(user), "reason", res.reason}
+				if res.info != nil {
+					attrs = append(attrs, "lockout", *res.info)
+				}
+				s.log.Info("login failed", attrs...)
+			}
+			n = s.tarpit.fail(ip, time.Now())
 		}
-		s.log.Info("login failed", attrs...)
-		wait(r.Context(), start, s.opts.Guard.Delay(s.tarpit.fail(client.Addr(), time.Now())))
+		wait(start, max(s.opts.Guard.Delay(n), s.minFailure))
+		if res.unavailable {
+			s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+			return
+		}
 		if !validUser(user) {
 			user = ""
 		}
+		csrf, _, _ := s.signinToken(r)
 		s.render(w, r, http.StatusOK, "signin", "signin.title", view{
-			Path: "/signin", CSRF: sess.csrf, User: user, Error: msg(requestLang(r), "signin.failed"),
+			Path: "/signin", CSRF: s.signinCSRF(csrf), User: user, Error: msg(requestLang(r), "signin.failed"),
 		})
 		return
 	}
-	s.tarpit.reset(client.Addr())
-	s.sessions.remove(id)
-	newID, _, err := s.sessions.create(res.user)
-	if err != nil {
-		s.log.Warn("no session after a sign-in", "user", res.user, "err", err)
-		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
-		return
+	s.tarpit.reset(ip)
+	if old := sessionID(r); old != "" {
+		s.sessions.remove(old)
 	}
-	setSessionCookie(w, newID)
-	s.log.Info("login", "client", client.Addr().String(), "user", res.user, "second_factor", res.kind.String())
+	clearSigninCookie(w)
+	setSessionCookie(w, id)
+	s.log.Info("login", "client", ip.String(), "user", res.user, "second_factor", res.kind.String())
 	http.Redirect(w, r, "/account", http.StatusSeeOther)
 }
 
-// validUser reports whether user may be shown back on the form.
+// validUser reports whether user may be shown back on the form or logged.
 func validUser(user string) bool { return auth.ValidateUser(user) == nil }
+
+// logUser is user as a log line may show it: itself when it is a valid
+// user name, else invalidUserLog.
+func logUser(user string) string {
+	if validUser(user) {
+		return user
+	}
+	return invalidUserLog
+}
 
 // checkSignIn decides one sign-in, in the order mail logins use:
 //
 //  1. the lockout check, before anything else (a lock, or this very
 //     password and code already found wrong, fails here);
 //  2. the policy: an account without 2FA from outside trusted_networks
-//     under require_2fa_outside is refused without asking the backend;
+//     under require_2fa_outside is refused without asking the backend.
+//     Whether the account has 2FA comes from the accounts file (its
+//     cached parse), not the policy in force, which a failed reload may
+//     leave stale;
 //  3. the password, by an IMAP login at the backend with the user's own
-//     credentials (never an app passcode: the backend knows none);
+//     credentials (never an app passcode: the backend knows none), at
+//     most maxConcurrentChecks at once: over the cap it waits for a
+//     place until queue closes (the client went away) or maxCheckWait;
 //  4. for a 2FA account: an authenticator must be registered, and code
 //     must be a fresh TOTP code or an unused one-time code (consumed);
 //  5. the lockout bookkeeping: definite failures count, a success clears.
-func (s *Server) checkSignIn(ctx context.Context, user, password, code string, client proxy.ClientInfo) signInResult {
+//
+// ctx must not end with the client (see postSignIn). A fault after the
+// password was accepted (the TOTP key unreadable, the accounts file
+// unwritable) is logged at ERROR and is an ordinary, uncounted failure:
+// a 503 there would tell that the password was right.
+func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, password, code string, client proxy.ClientInfo) signInResult {
 	fail := func(reason string) signInResult { return signInResult{user: user, reason: reason} }
 	switch {
 	case !validUser(user):
@@ -192,14 +264,24 @@ func (s *Server) checkSignIn(ctx context.Context, user, password, code string, c
 		return fail(v.String())
 	}
 	rt := s.opts.Runtime()
-	// The policy in force, not the accounts file: a sign-in attempt parses
-	// nothing (the file may hold 50,000 accounts), and the portal reloads
-	// after each of its own writes.
-	name, twoFA, hasTOTP := rt.Policy.Account(user)
-	if !twoFA && *rt.Config.Require2FAOutside && !rt.Policy.Trusted(ip) {
+	store := s.accounts(rt)
+	st, err := auth.Status(store, user)
+	if err != nil {
+		s.log.Error("reading the accounts file", "user", user, "err", err)
+		return signInResult{unavailable: true}
+	}
+	if !st.On && *rt.Config.Require2FAOutside && !rt.Policy.Trusted(ip) {
 		return fail(auth.ReasonOutside)
 	}
-	if err := s.opts.CheckPassword(ctx, user, password, client); err != nil {
+	release, ok := s.acquireCheck(queue)
+	if !ok {
+		s.log.Warn("too many sign-ins at the backend at once; this one gave up waiting", "user", user,
+			"client", ip.String(), "limit", maxConcurrentChecks)
+		return signInResult{unavailable: true}
+	}
+	err = s.opts.CheckPassword(ctx, user, password, client)
+	release()
+	if err != nil {
 		if errors.Is(err, proxy.ErrPasswordRejected) {
 			return counted(reasonBackendRejected)
 		}
@@ -207,18 +289,18 @@ func (s *Server) checkSignIn(ctx context.Context, user, password, code string, c
 		return signInResult{unavailable: true}
 	}
 	res := signInResult{ok: true, user: user}
-	if twoFA {
-		res.user = name
+	if st.On {
+		res.user, res.secondFactor = st.User, true
 		switch {
-		case !hasTOTP:
+		case !st.HasTOTP():
 			return fail(reasonNoTOTP)
 		case code == "":
 			return counted(reasonNoCode)
 		}
-		kind, ok, err := auth.CheckSecondFactor(auth.OpenStore(rt.Config.Accounts), rt.Config.StateDir, name, code, s.now(), &s.replay)
+		kind, ok, err := auth.CheckSecondFactor(store, rt.Config.StateDir, st.User, code, s.now(), &s.replay)
 		if err != nil {
-			s.log.Error("checking a second factor", "user", name, "err", err)
-			return signInResult{unavailable: true}
+			s.log.Error("sign-in failed: the second factor could not be checked", "client", ip.String(), "user", st.User, "err", err)
+			return signInResult{user: user}
 		}
 		if !ok {
 			return counted(reasonWrongCode)
@@ -229,13 +311,69 @@ func (s *Server) checkSignIn(ctx context.Context, user, password, code string, c
 	return res
 }
 
+// acquireCheck takes a place for a password check, waiting while all
+// maxConcurrentChecks are taken, until queue closes or maxCheckWait; ok
+// is false when it got none. release gives the place back.
+func (s *Server) acquireCheck(queue <-chan struct{}) (release func(), ok bool) {
+	release = func() { <-s.checks }
+	select {
+	case s.checks <- struct{}{}:
+		return release, true
+	default:
+	}
+	t := time.NewTimer(maxCheckWait)
+	defer t.Stop()
+	select {
+	case s.checks <- struct{}{}:
+		return release, true
+	case <-queue:
+	case <-t.C:
+	}
+	return nil, false
+}
+
 // postSignOut ends the session.
 func (s *Server) postSignOut(w http.ResponseWriter, r *http.Request, id string, sess session) {
 	s.sessions.remove(id)
 	clearSessionCookie(w)
-	client, _ := clientOf(r)
-	s.log.Info("signed out", "client", client.Addr().String(), "user", sess.user)
+	s.log.Info("signed out", "client", clientIP(r).String(), "user", sess.user)
 	http.Redirect(w, r, "/signin", http.StatusSeeOther)
+}
+
+// accountForChange reads the signed-in user's account before a change to
+// its 2FA or passcodes, from the accounts file under the runtime in
+// force, and lets the change go ahead only as requireSecondFactor says.
+// When ok is false the reply has been written.
+func (s *Server) accountForChange(w http.ResponseWriter, r *http.Request, id string, sess session) (rt *proxy.Runtime, store *auth.Store, st auth.TwoFAStatus, ok bool) {
+	rt = s.opts.Runtime()
+	store = s.accounts(rt)
+	st, err := auth.Status(store, sess.user)
+	if err != nil {
+		s.log.Error("reading the accounts file", "user", sess.user, "err", err)
+		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+		return nil, nil, st, false
+	}
+	if !s.requireSecondFactor(w, r, id, sess, st) {
+		return nil, nil, st, false
+	}
+	return rt, store, st, true
+}
+
+// requireSecondFactor lets a change to the account's 2FA or passcodes go
+// ahead only from a session that proved a second factor when the account
+// has 2FA on (st): a session that signed in with the password alone, when
+// 2FA was still off, is ended and sent to sign in again. False when it
+// was.
+func (s *Server) requireSecondFactor(w http.ResponseWriter, r *http.Request, id string, sess session, st auth.TwoFAStatus) bool {
+	if !st.On || sess.secondFactor {
+		return true
+	}
+	s.sessions.remove(id)
+	clearSessionCookie(w)
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "session ended: signed in without a second factor, and the account has 2FA on now",
+		slog.String("client", clientIP(r).String()), slog.String("user", st.User), slog.String("path", r.URL.Path))
+	http.Redirect(w, r, "/signin", http.StatusSeeOther)
+	return false
 }
 
 // requestID is a short random id that names one sign-in in the backend's

@@ -1,7 +1,6 @@
 package portal
 
 import (
-	"context"
 	"net/netip"
 	"sync"
 	"time"
@@ -18,7 +17,8 @@ const (
 // tarpitCounter counts recent failed sign-ins per client address. A mail
 // client's tarpit grows with the failures on its connection (1 s, 2 s,
 // 4 s … up to tarpit_max); a browser opens connections at will, so the
-// portal counts per address instead, forgetting after tarpitMemory.
+// portal counts per address instead (an IPv6 client by its /64, which one
+// host commonly holds whole), forgetting after tarpitMemory.
 type tarpitCounter struct {
 	mu sync.Mutex
 	m  map[netip.Addr]tarpitEntry
@@ -38,6 +38,7 @@ func newTarpitCounter() *tarpitCounter {
 // if none is old, the address counts as a repeat offender (the
 // tarpit_max delay), never as a first-timer.
 func (t *tarpitCounter) fail(ip netip.Addr, now time.Time) int {
+	ip = tarpitKey(ip)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e, ok := t.m[ip]
@@ -60,23 +61,49 @@ func (t *tarpitCounter) fail(ip netip.Addr, now time.Time) int {
 	return e.n
 }
 
+// next returns the count the next failure from ip would have, recording
+// nothing: the delay of an answer that is not a counted failure (the
+// service unavailable) is that of the next failure.
+func (t *tarpitCounter) next(ip netip.Addr, now time.Time) int {
+	ip = tarpitKey(ip)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.m[ip]
+	switch {
+	case ok && now.Sub(e.last) < tarpitMemory:
+		return e.n + 1
+	case !ok && len(t.m) >= maxTarpitEntries:
+		return 1 << 10
+	}
+	return 1
+}
+
 // reset forgets ip's failures after a successful sign-in.
 func (t *tarpitCounter) reset(ip netip.Addr) {
+	ip = tarpitKey(ip)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.m, ip)
 }
 
-// wait sleeps until d after start, or until ctx ends.
-func wait(ctx context.Context, start time.Time, d time.Duration) {
-	d -= time.Since(start)
-	if d <= 0 {
-		return
+// tarpitKey is the address a client's failures count under: an IPv4
+// address itself, an IPv6 address its /64 (a host can use any address of
+// its /64, so counting per address would let it start afresh at will).
+func tarpitKey(ip netip.Addr) netip.Addr {
+	ip = ip.Unmap().WithZone("")
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.Addr()
+		}
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
+	return ip
+}
+
+// wait sleeps until d after start. Nothing cuts it short, not even the
+// client going away: an answer must never come sooner than its delay,
+// and a client that half-closes its connection can still read it.
+func wait(start time.Time, d time.Duration) {
+	if d -= time.Since(start); d > 0 {
+		time.Sleep(d)
 	}
 }

@@ -196,7 +196,7 @@ tarpit_max = "1ms"
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("the revoked session took %v to close", d)
 	}
-	for _, want := range []string{"proto=portal", "msg=login", "user=carol", "passcode added", "passcode deleted", "msg=reloaded", "portal started"} {
+	for _, want := range []string{"proto=portal", "msg=login", "user=carol", "passcode added", "passcode deleted", `msg="reloaded the accounts file"`, "portal started"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("serve log lacks %q", want)
 		}

@@ -1,0 +1,9 @@
+package portal
+
+// Constants the black-box tests need.
+const (
+	MaxConcurrentChecks    = maxConcurrentChecks
+	MaxSessionsPerUser     = maxSessionsPerUser
+	MaxSessions            = maxSessions
+	DefaultMinFailureDelay = minFailureDelay
+)
