@@ -35,15 +35,19 @@ import (
 //     unfinished, a stream it cannot follow) it writes nothing, and the
 //     client sees the connection close, as after any network failure.
 //
-// The price: with a gate, the backend→client direction of an IMAP session
-// is copied through user space even where splice would have been possible
-// (a plain-text client on a plain-text backend, such as webmail on
-// loopback); idle sessions still hold no buffer. After COMPRESS=DEFLATE
+// The price: with a gate, the response lines of an IMAP session's
+// backend→client direction are copied through user space; where client
+// and backend are both plain TCP (webmail on loopback, say), the literal
+// bytes between them are still spliced, under the gate (relay_gated.go).
+// Over TLS the whole direction goes through user space, as it must. Idle
+// sessions hold no buffer either way. After COMPRESS=DEFLATE
 // (RFC 4978) the stream is not plain text and the gate cannot follow it;
 // such a session may get a BYE its client cannot decode, before the close.
 type relayTap struct {
-	// up counts client→backend bytes, down backend→client bytes.
-	up, down atomic.Int64
+	// up counts client→backend bytes, down backend→client bytes;
+	// spliced counts the literal bytes of down that went kernel-side
+	// (relay_gated.go).
+	up, down, spliced atomic.Int64
 
 	client, backend net.Conn
 	// gated is set for IMAP: the client's writes go through the gate,
@@ -193,6 +197,10 @@ func (b *imapBoundary) feed(p []byte) {
 		}
 	}
 }
+
+// skip advances over n literal bytes that reached the client without
+// being fed (spliced); n is at most the literal bytes still to come.
+func (b *imapBoundary) skip(n int64) { b.literal -= n }
 
 // keepTail appends p to the line's tail, keeping only its last bytes.
 func (b *imapBoundary) keepTail(p []byte) {

@@ -113,6 +113,9 @@ func (d *direction) copy() error {
 		}
 		d.pending = nil
 	}
+	if g, dst, src, ok := d.gatedSplice(); ok {
+		return d.gatedLoop(g, dst, src)
+	}
 	srcTCP, srcIsTCP := d.src.(*net.TCPConn)
 	dstTCP, dstIsTCP := d.dst.(*net.TCPConn)
 	if srcIsTCP && dstIsTCP && d.srcRaw != nil {
@@ -284,35 +287,39 @@ func (d *direction) bufferLoop() error {
 // timer sees every chunk.
 func (d *direction) spliceLoop(dst, src *net.TCPConn) error {
 	for {
-		if err := d.waitReadable(); err != nil {
-			return err
-		}
-		queued, err := queuedBytes(d.srcRaw)
-		if err != nil {
-			return err
-		}
+		queued, err := d.awaitQueued(src, dst)
 		if queued == 0 {
-			// Readable with nothing queued: end of stream or an error.
-			var probe [1]byte
-			n, rerr := src.Read(probe[:])
-			if n > 0 {
-				wn, werr := dst.Write(probe[:n])
-				d.counter.Add(int64(wn))
-				if werr != nil {
-					return werr
-				}
-				continue
-			}
-			if rerr == nil || errors.Is(rerr, io.EOF) {
-				return nil
-			}
-			return rerr
+			return err
 		}
 		d.r.touch()
 		n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: int64(queued)})
 		d.counter.Add(n)
 		if err != nil {
 			return err
+		}
+	}
+}
+
+// awaitQueued waits, holding no buffer, until src (d's source socket) has
+// bytes queued, and returns how many. It returns 0 at the end of src,
+// with nil for an orderly end or the error to end on; a socket readable
+// with nothing queued is probed (probeEnd), and what the probe reads goes
+// to dst.
+func (d *direction) awaitQueued(src, dst net.Conn) (int, error) {
+	for {
+		if err := d.waitReadable(); err != nil {
+			return 0, err
+		}
+		queued, err := queuedBytes(d.srcRaw)
+		if err != nil {
+			return 0, err
+		}
+		if queued > 0 {
+			return queued, nil
+		}
+		// Readable with nothing queued: end of stream or an error.
+		if done, err := d.probeEnd(src, dst); done {
+			return 0, err
 		}
 	}
 }

@@ -46,7 +46,7 @@ if [ "${BENCH_MICRO:-0}" = 1 ]; then
 	echo "== go test -bench: hot paths"
 	go test -run '^$' -bench 'BenchmarkVerifyPasscode|BenchmarkDecide' -benchmem -count 3 ./auth
 	go test -run '^$' -bench 'BenchmarkReadCommand' -benchmem -count 3 ./proxy/imapwire
-	go test -run '^$' -bench 'BenchmarkIMAPBoundaryFeed' -benchmem -count 3 ./proxy
+	go test -run '^$' -bench 'BenchmarkIMAPBoundaryFeed|BenchmarkGatedFetch' -benchmem -count 3 ./proxy
 	go test -run '^$' -bench 'BenchmarkFailure$|BenchmarkCheck' -benchtime 2s -count 3 ./lockout
 fi
 
