@@ -15,32 +15,19 @@ import (
 	"github.com/kanmon-mail/kanmon/auth"
 )
 
-// designConfigText is the example config of DESIGN.md, verbatim.
-const designConfigText = `state_dir = "state"                   # bbolt database lives here
-accounts  = "accounts.toml"           # 2FA accounts and passcode hashes; reloaded on SIGHUP
-trusted_networks = ["127.0.0.1/32"]
-require_2fa_outside = true
+// designConfigFile is the example config of DESIGN.md, verbatim; config's
+// TestExampleFileIsVerbatim keeps it so.
+const designConfigFile = "../../testdata/kanmon.example.toml"
 
-[tls]
-cert = "cert.pem"
-key  = "key.pem"
-
-[[listener]]
-protocol = "imap"                     # imap | pop3 | submission
-address  = "127.0.0.1:21993"
-tls      = "implicit"                 # implicit | starttls | none
-
-[[listener]]
-protocol = "imap"
-address  = "127.0.0.1:21143"
-tls      = "starttls"
-
-[backend.imap]                        # also [backend.pop3], [backend.submission]
-address = "127.0.0.1:11143"
-tls = "none"                          # none | starttls | implicit
-master_user = "kanmon"
-master_password = "master-pw"         # or master_password_file
-`
+// designConfigText returns the example config of DESIGN.md.
+func designConfigText(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile(designConfigFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
 
 // accountsTestDir writes the design config into a temp dir and returns the
 // dir and the config path.
@@ -48,7 +35,7 @@ func accountsTestDir(t *testing.T) (dir, cfg string) {
 	t.Helper()
 	dir = t.TempDir()
 	cfg = filepath.Join(dir, "kanmon.toml")
-	if err := os.WriteFile(cfg, []byte(designConfigText), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(designConfigText(t)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return dir, cfg
@@ -267,7 +254,7 @@ func TestCLICheckErrors(t *testing.T) {
 			}
 		})
 	}
-	if err := os.WriteFile(cfg, []byte(designConfigText+"bogus = 1\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(designConfigText(t)+"bogus = 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, errOut := cliMust(t, 1, "check", "-config", cfg)
