@@ -66,7 +66,7 @@ func (s *Server) getAccount(w http.ResponseWriter, r *http.Request, id string, s
 		fl, p.flash = p.flash, flash{}
 	})
 	lang := requestLang(r)
-	rt := s.opts.Runtime()
+	rt := s.opts.Generation()
 	st, err := auth.Status(s.accounts(rt), sess.user)
 	if err != nil {
 		s.log.Error("reading the accounts file", "user", sess.user, "err", err)
@@ -133,7 +133,7 @@ func (s *Server) accountView(lang string, st auth.TwoFAStatus) accountView {
 
 // settings lists, per protocol, the port and TLS mode of each listener
 // and the server name to use.
-func (s *Server) settings(r *http.Request, rt *proxy.Runtime, lang string) settingsView {
+func (s *Server) settings(r *http.Request, rt *proxy.Generation, lang string) settingsView {
 	v := settingsView{Host: s.opts.MailHost, Outside: *rt.Config.Require2FAOutside}
 	if v.Host == "" {
 		v.Host = requestHost(r)

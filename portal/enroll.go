@@ -13,7 +13,7 @@ import (
 // postStart begins an enrollment: a new secret, kept only in this
 // session until the user types a correct code from it.
 func (s *Server) postStart(w http.ResponseWriter, r *http.Request, id string, sess session) {
-	rt := s.opts.Runtime()
+	rt := s.opts.Generation()
 	st, err := auth.Status(s.accounts(rt), sess.user)
 	if err != nil {
 		s.log.Error("reading the accounts file", "user", sess.user, "err", err)

@@ -69,7 +69,7 @@ type world struct {
 	t       *testing.T
 	dir     string
 	cfgPath string
-	rt      atomic.Pointer[proxy.Runtime]
+	rt      atomic.Pointer[proxy.Generation]
 	guard   *lockout.Guard
 	srv     *portal.Server
 	logs    *syncbuf.Buffer
@@ -179,7 +179,7 @@ func newWorld(t *testing.T, options ...func(*portal.Options)) *world {
 	p := rt.Config.Portal
 	po := portal.Options{
 		Log:             slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Runtime:         w.rt.Load,
+		Generation:         w.rt.Load,
 		Guard:           w.guard,
 		CheckPassword:   w.checkPassword,
 		LastUse:         func() (map[string]auth.LastUse, error) { return *w.lastUse.Load(), nil },
@@ -208,7 +208,7 @@ func (w *world) reload() error {
 	if err != nil {
 		return err
 	}
-	rt, err := proxy.LoadRuntime(cfg)
+	rt, err := proxy.LoadGeneration(cfg)
 	if err != nil {
 		return err
 	}

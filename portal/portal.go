@@ -88,7 +88,7 @@ const (
 )
 
 // PasswordChecker checks user's account password at the mail backend on
-// behalf of client (proxy.Runtime.CheckPassword): nil when accepted, an
+// behalf of client (proxy.Generation.CheckPassword): nil when accepted, an
 // error wrapping proxy.ErrPasswordRejected when the backend refused it,
 // any other error when it could not tell.
 type PasswordChecker func(ctx context.Context, user, password string, client proxy.ClientInfo) error
@@ -97,10 +97,10 @@ type PasswordChecker func(ctx context.Context, user, password string, client pro
 type Options struct {
 	// Log receives one line per sign-in and per change, never a secret.
 	Log *slog.Logger
-	// Runtime returns the configuration generation in force (the
+	// Generation returns the configuration generation in force (the
 	// accounts file, state_dir, trusted_networks, the listeners); it is
 	// called once per request, since a reload swaps it. Required.
-	Runtime func() *proxy.Runtime
+	Generation func() *proxy.Generation
 	// Guard is the lockout guard that mail logins use. Required.
 	Guard *lockout.Guard
 	// CheckPassword checks account passwords at the backend. Required.
@@ -153,8 +153,8 @@ type Server struct {
 // New returns the portal handler for opts.
 func New(opts Options) (*Server, error) {
 	switch {
-	case opts.Runtime == nil:
-		return nil, errors.New("portal: no Runtime")
+	case opts.Generation == nil:
+		return nil, errors.New("portal: no Generation")
 	case opts.Guard == nil:
 		return nil, errors.New("portal: no lockout Guard")
 	case opts.CheckPassword == nil:
@@ -263,7 +263,7 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
 // force in rt: it parses the file again only when the file changed, so a
 // request costs a stat, not a parse. A reload that names another file
 // gets a new store.
-func (s *Server) accounts(rt *proxy.Runtime) *auth.Store {
+func (s *Server) accounts(rt *proxy.Generation) *auth.Store {
 	path := rt.Config.Accounts
 	s.storeMu.Lock()
 	defer s.storeMu.Unlock()

@@ -263,7 +263,7 @@ func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, p
 	case lockout.Locked, lockout.Stale:
 		return fail(v.String())
 	}
-	rt := s.opts.Runtime()
+	rt := s.opts.Generation()
 	store := s.accounts(rt)
 	st, err := auth.Status(store, user)
 	if err != nil {
@@ -344,8 +344,8 @@ func (s *Server) postSignOut(w http.ResponseWriter, r *http.Request, id string, 
 // its 2FA or passcodes, from the accounts file under the runtime in
 // force, and lets the change go ahead only as requireSecondFactor says.
 // When ok is false the reply has been written.
-func (s *Server) accountForChange(w http.ResponseWriter, r *http.Request, id string, sess session) (rt *proxy.Runtime, store *auth.Store, st auth.TwoFAStatus, ok bool) {
-	rt = s.opts.Runtime()
+func (s *Server) accountForChange(w http.ResponseWriter, r *http.Request, id string, sess session) (rt *proxy.Generation, store *auth.Store, st auth.TwoFAStatus, ok bool) {
+	rt = s.opts.Generation()
 	store = s.accounts(rt)
 	st, err := auth.Status(store, sess.user)
 	if err != nil {

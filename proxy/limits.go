@@ -199,7 +199,7 @@ func (s *session) admitSession() bool {
 // refuseConn tells a client that a connection cap (limit) refused it and
 // closes nothing itself: handle does. On an implicit-TLS listener the
 // reply needs a TLS handshake first; both are bounded by refusalTimeout.
-func (s *Server) refuseConn(ctx context.Context, conn net.Conn, spec config.Listener, rt *Runtime, log *slog.Logger, limit string) {
+func (s *Server) refuseConn(ctx context.Context, conn net.Conn, spec config.Listener, rt *Generation, log *slog.Logger, limit string) {
 	log.Warn("connection refused: too many connections", "limit", limit)
 	s.metrics.Refused(spec.Protocol, limit)
 	_ = conn.SetDeadline(time.Now().Add(refusalTimeout))

@@ -42,6 +42,6 @@ func LockoutOptions(c config.Lockout) lockout.Options {
 
 // OpenLockout opens the lockout database in rt's state_dir, keyed with the
 // passcode pepper (so fingerprints are useless without it).
-func OpenLockout(rt *Runtime) (*lockout.Guard, error) {
+func OpenLockout(rt *Generation) (*lockout.Guard, error) {
 	return lockout.Open(filepath.Join(rt.Config.StateDir, LockoutDBName), rt.Pepper, LockoutOptions(rt.Config.Lockout))
 }

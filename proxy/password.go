@@ -49,7 +49,7 @@ func (b *Backend) CheckPassword(ctx context.Context, user, password string, clie
 // CheckPassword checks user's password at rt's IMAP backend; see
 // Backend.CheckPassword. Without [backend.imap] it is an error (not a
 // rejection).
-func (rt *Runtime) CheckPassword(ctx context.Context, user, password string, client ClientInfo) error {
+func (rt *Generation) CheckPassword(ctx context.Context, user, password string, client ClientInfo) error {
 	b := rt.Backends[config.ProtocolIMAP]
 	if b == nil {
 		return errors.New("checking a password: no [backend.imap]")

@@ -49,9 +49,9 @@ func newRegWorld(t *testing.T) *regWorld {
 	return w
 }
 
-// runtime is a Runtime whose policy gives alice the passcodes apps (nil:
+// runtime is a Generation whose policy gives alice the passcodes apps (nil:
 // alice has no 2FA) and turns 2FA on for the users in twoFA too.
-func (w *regWorld) runtime(apps, twoFA []string) *Runtime {
+func (w *regWorld) runtime(apps, twoFA []string) *Generation {
 	accts := &auth.Accounts{}
 	if apps != nil {
 		alice := auth.Account{User: "alice"}
@@ -64,7 +64,7 @@ func (w *regWorld) runtime(apps, twoFA []string) *Runtime {
 		accts.Accounts = append(accts.Accounts, auth.Account{User: u})
 	}
 	pol := auth.NewPolicy(accts, w.pepper, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, true)
-	return &Runtime{Config: &config.Config{}, Policy: pol}
+	return &Generation{Config: &config.Config{}, Policy: pol}
 }
 
 // peer is the test's end of a session: the client and the backend.
@@ -77,10 +77,10 @@ type peer struct {
 
 // start runs a relayed session of user with secret on protocol, admitted
 // under rt (the server's runtime when nil).
-func (w *regWorld) start(protocol, user, secret string, rt *Runtime) *peer {
+func (w *regWorld) start(protocol, user, secret string, rt *Generation) *peer {
 	t := w.t
 	if rt == nil {
-		rt = w.srv.Runtime()
+		rt = w.srv.Generation()
 	}
 	ip := netip.MustParseAddr("127.0.0.1")
 	d := rt.Policy.Decide(auth.Attempt{User: user, Secret: secret, ClientIP: ip, Protocol: protocol})
@@ -306,7 +306,7 @@ func TestRegistryRevokesStuckSession(t *testing.T) {
 // reload that revoked its passcode, is closed at once.
 func TestRegistryLateRegistration(t *testing.T) {
 	w := newRegWorld(t)
-	old := w.srv.Runtime()
+	old := w.srv.Generation()
 	w.srv.Swap(w.runtime([]string{"B", "D"}, nil))
 	a := w.start("imap", "alice", w.codes["A"], old)
 	if got := a.rest(t); got != imapRevokedBye {

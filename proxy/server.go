@@ -3,7 +3,7 @@
 //
 // The data flow is one path: listener → front (imap.go) → auth.Policy →
 // backend login (backend.go) → Relay (relay.go). Each connection reads the
-// current Runtime once, when it is accepted; a reload swaps the pointer.
+// current Generation once, when it is accepted; a reload swaps the pointer.
 package proxy
 
 import (
@@ -22,10 +22,10 @@ import (
 	"github.com/kanmon-mail/kanmon/metrics"
 )
 
-// Runtime is one generation of configuration with everything loaded from
+// Generation is one generation of configuration with everything loaded from
 // it: the accounts, the pepper, certificates and backends. It is immutable
 // once built; a reload builds a new one and swaps it in.
-type Runtime struct {
+type Generation struct {
 	// Config is the validated configuration.
 	Config *config.Config
 	// Policy decides every login attempt.
@@ -38,9 +38,9 @@ type Runtime struct {
 	Pepper auth.Pepper
 }
 
-// LoadRuntime loads the accounts file, the pepper, the certificate and the
+// LoadGeneration loads the accounts file, the pepper, the certificate and the
 // backends that cfg names. Any error leaves nothing half-built.
-func LoadRuntime(cfg *config.Config) (*Runtime, error) {
+func LoadGeneration(cfg *config.Config) (*Generation, error) {
 	accounts, err := auth.LoadAccounts(cfg.Accounts)
 	if err != nil {
 		return nil, err
@@ -49,7 +49,7 @@ func LoadRuntime(cfg *config.Config) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state_dir: %w", err)
 	}
-	rt := &Runtime{
+	rt := &Generation{
 		Config:   cfg,
 		Policy:   auth.NewPolicy(accounts, pepper, cfg.TrustedPrefixes, *cfg.Require2FAOutside),
 		Backends: map[string]*Backend{},
@@ -81,7 +81,7 @@ func LoadRuntime(cfg *config.Config) (*Runtime, error) {
 // and pepper stay rt's. The portal reloads this way after each change it
 // writes, so that a passcode it deletes ends its sessions even while the
 // config file is halfway through an admin's edit.
-func (rt *Runtime) WithAccounts() (*Runtime, error) {
+func (rt *Generation) WithAccounts() (*Generation, error) {
 	accounts, err := auth.LoadAccounts(rt.Config.Accounts)
 	if err != nil {
 		return nil, err
@@ -104,7 +104,7 @@ type Server struct {
 	log      *slog.Logger
 	guard    *lockout.Guard
 	lastUse  *auth.LastUseStore
-	current  atomic.Pointer[Runtime]
+	current  atomic.Pointer[Generation]
 	buffers  *BufferPool
 	parking  poller // the parked relay directions (park.go)
 	sessions registry
@@ -126,7 +126,7 @@ type ServerOptions struct {
 }
 
 // NewServer returns a server that starts with rt.
-func NewServer(log *slog.Logger, rt *Runtime, opts ServerOptions) *Server {
+func NewServer(log *slog.Logger, rt *Generation, opts ServerOptions) *Server {
 	s := &Server{log: log, guard: opts.Lockout, lastUse: opts.LastUse, buffers: NewBufferPool(), metrics: opts.Metrics}
 	s.current.Store(rt)
 	s.metrics.WatchServer(s.stats)
@@ -143,8 +143,8 @@ func NewServer(log *slog.Logger, rt *Runtime, opts ServerOptions) *Server {
 	return s
 }
 
-// Runtime returns the configuration generation in force.
-func (s *Server) Runtime() *Runtime { return s.current.Load() }
+// Generation returns the configuration generation in force.
+func (s *Server) Generation() *Generation { return s.current.Load() }
 
 // Swap puts rt in force for connections accepted from now on, and closes
 // the live sessions whose credential no longer stands under rt's policy
@@ -152,7 +152,7 @@ func (s *Server) Runtime() *Runtime { return s.current.Load() }
 // once, each within a second; an IMAP client first gets "* BYE" where the
 // stream allows it (see relayTap). It returns how many sessions it is
 // closing. The last-use records of passcodes rt no longer has are dropped.
-func (s *Server) Swap(rt *Runtime) int {
+func (s *Server) Swap(rt *Generation) int {
 	// Store first: register relies on it (see there).
 	s.current.Store(rt)
 	n := s.revokeStale(rt.Policy)

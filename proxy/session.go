@@ -20,7 +20,7 @@ type session struct {
 	// pre-auth read (see preAuthDeadline).
 	ctx  context.Context
 	srv  *Server
-	rt   *Runtime
+	rt   *Generation
 	spec config.Listener
 	conn net.Conn
 	// clientIP is the real client's address, the one every policy uses

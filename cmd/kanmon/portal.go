@@ -24,10 +24,10 @@ func startPortal(cfg *config.Config, srv *proxy.Server, guard *lockout.Guard, re
 	}
 	h, err := portal.New(portal.Options{
 		Log:     log,
-		Runtime: srv.Runtime,
+		Generation: srv.Generation,
 		Guard:   guard,
 		CheckPassword: func(ctx context.Context, user, password string, client proxy.ClientInfo) error {
-			return srv.Runtime().CheckPassword(ctx, user, password, client)
+			return srv.Generation().CheckPassword(ctx, user, password, client)
 		},
 		LastUse:     srv.LastUse,
 		Reload:      reload,
@@ -40,7 +40,7 @@ func startPortal(cfg *config.Config, srv *proxy.Server, guard *lockout.Guard, re
 		return nil, err
 	}
 	hs, err := portal.Listen(p.Address, h, func() *tls.Certificate {
-		if rt := srv.Runtime(); rt.TLS != nil && len(rt.TLS.Certificates) > 0 {
+		if rt := srv.Generation(); rt.TLS != nil && len(rt.TLS.Certificates) > 0 {
 			return &rt.TLS.Certificates[0]
 		}
 		return nil

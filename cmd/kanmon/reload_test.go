@@ -45,7 +45,7 @@ master_password = "master-pw"
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := proxy.LoadRuntime(cfg)
+	rt, err := proxy.LoadGeneration(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ master_password = "master-pw"
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := proxy.NewServer(log, rt, proxy.ServerOptions{Lockout: guard})
 	attempt := auth.Attempt{User: "alice", Secret: code, Protocol: config.ProtocolIMAP}
-	if d := srv.Runtime().Policy.Decide(attempt); d.Kind != auth.Passcode {
+	if d := srv.Generation().Policy.Decide(attempt); d.Kind != auth.Passcode {
 		t.Fatalf("before the revocation: %v", d.Kind)
 	}
 
@@ -70,16 +70,16 @@ master_password = "master-pw"
 	if err := reload(srv, guard, cfgPath, log); err == nil {
 		t.Fatal("the full reload accepted a broken config")
 	}
-	if d := srv.Runtime().Policy.Decide(attempt); d.Kind != auth.Passcode {
+	if d := srv.Generation().Policy.Decide(attempt); d.Kind != auth.Passcode {
 		t.Fatalf("a failed full reload changed the policy: %v", d.Kind)
 	}
 	if err := reloadAccounts(srv, guard, log); err != nil {
 		t.Fatalf("reloadAccounts: %v", err)
 	}
-	if d := srv.Runtime().Policy.Decide(attempt); d.Kind == auth.Passcode {
+	if d := srv.Generation().Policy.Decide(attempt); d.Kind == auth.Passcode {
 		t.Errorf("the revoked passcode still stands after reloadAccounts")
 	}
-	if srv.Runtime().Config != cfg {
+	if srv.Generation().Config != cfg {
 		t.Errorf("reloadAccounts replaced the configuration")
 	}
 }

@@ -61,7 +61,7 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 		return err
 	}
 	log := newLogger(logOut, cfg.LogLevel, cfg.LogFormat)
-	rt, err := proxy.LoadRuntime(cfg)
+	rt, err := proxy.LoadGeneration(cfg)
 	if err != nil {
 		return err
 	}
@@ -185,7 +185,7 @@ loop:
 			_ = doReload()
 		}
 	}
-	drain := srv.Runtime().Config.DrainTimeout.Duration
+	drain := srv.Generation().Config.DrainTimeout.Duration
 	log.Info("kanmon stopping: no new connections; closing sessions not logged in; draining the others", "timeout", drain)
 	stopAccepting()
 	stopPortal()
@@ -225,16 +225,16 @@ func adminSessions(list []proxy.SessionInfo) []admin.Session {
 func reload(srv *proxy.Server, guard *lockout.Guard, path string, log *slog.Logger) error {
 	cfg, err := config.Load(path)
 	if err == nil {
-		var rt *proxy.Runtime
-		if rt, err = proxy.LoadRuntime(cfg); err == nil {
-			old := srv.Runtime()
+		var rt *proxy.Generation
+		if rt, err = proxy.LoadGeneration(cfg); err == nil {
+			old := srv.Generation()
 			if !slices.EqualFunc(old.Config.Listeners, cfg.Listeners, sameListener) {
 				log.Warn("reload: listener changes take effect only after a restart")
 			}
 			if !samePortal(old.Config.Portal, cfg.Portal) {
 				log.Warn("reload: [portal] changes take effect only after a restart")
 			}
-			closing := swapRuntime(srv, guard, rt)
+			closing := swapGeneration(srv, guard, rt)
 			log.Info("reloaded", "config", cfg.File, "sessions_revoked", closing)
 			return nil
 		}
@@ -247,21 +247,21 @@ func reload(srv *proxy.Server, guard *lockout.Guard, path string, log *slog.Logg
 // accounts file only, under the configuration in force. A config file
 // that an admin is halfway through editing does not hold it up.
 func reloadAccounts(srv *proxy.Server, guard *lockout.Guard, log *slog.Logger) error {
-	rt, err := srv.Runtime().WithAccounts()
+	rt, err := srv.Generation().WithAccounts()
 	if err != nil {
 		log.Error("reloading the accounts file failed; the previous accounts stay in force", "err", err)
 		return err
 	}
-	closing := swapRuntime(srv, guard, rt)
+	closing := swapGeneration(srv, guard, rt)
 	log.Info("reloaded the accounts file", "sessions_revoked", closing)
 	return nil
 }
 
-// swapRuntime puts rt in force: the lockout forgets the stale secrets of
+// swapGeneration puts rt in force: the lockout forgets the stale secrets of
 // accounts whose 2FA changed, and the sessions whose credential no longer
 // stands are closed (their number is returned).
-func swapRuntime(srv *proxy.Server, guard *lockout.Guard, rt *proxy.Runtime) int {
-	for _, user := range srv.Runtime().Policy.TwoFAChanges(rt.Policy) {
+func swapGeneration(srv *proxy.Server, guard *lockout.Guard, rt *proxy.Generation) int {
+	for _, user := range srv.Generation().Policy.TwoFAChanges(rt.Policy) {
 		guard.ResetAccount(user)
 	}
 	return srv.Swap(rt)

@@ -205,7 +205,7 @@ func Start(t testing.TB, opts Options) *Kanmon {
 			k.EnableTwoFA(t, user)
 		}
 	}
-	rt, err := proxy.LoadRuntime(cfg)
+	rt, err := proxy.LoadGeneration(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +334,7 @@ func (k *Kanmon) Reload(t testing.TB) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := proxy.LoadRuntime(cfg)
+	rt, err := proxy.LoadGeneration(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
