@@ -179,7 +179,7 @@ func newWorld(t *testing.T, options ...func(*portal.Options)) *world {
 	p := rt.Config.Portal
 	po := portal.Options{
 		Log:             slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Generation:         w.rt.Load,
+		Generation:      w.rt.Load,
 		Guard:           w.guard,
 		CheckPassword:   w.checkPassword,
 		LastUse:         func() (map[string]auth.LastUse, error) { return *w.lastUse.Load(), nil },

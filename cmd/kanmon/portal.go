@@ -23,9 +23,9 @@ func startPortal(cfg *config.Config, srv *proxy.Server, guard *lockout.Guard, re
 		return nil, nil
 	}
 	h, err := portal.New(portal.Options{
-		Log:     log,
+		Log:        log,
 		Generation: srv.Generation,
-		Guard:   guard,
+		Guard:      guard,
 		CheckPassword: func(ctx context.Context, user, password string, client proxy.ClientInfo) error {
 			return srv.Generation().CheckPassword(ctx, user, password, client)
 		},
