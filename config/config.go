@@ -89,8 +89,8 @@ type Config struct {
 	// PreAuthTimeout is the idle timeout before login, e.g. "60s".
 	// Default 60s.
 	PreAuthTimeout Duration `toml:"preauth_timeout"`
-	// IdleTimeout is the idle timeout after login, e.g. "31m". Default
-	// 31m; at least 30m (RFC 9051 §5.4, RFC 2177).
+	// IdleTimeout is the idle timeout after login, e.g. "31m"; at least
+	// 30m (RFC 9051 §5.4, RFC 2177). Default 31m.
 	IdleTimeout Duration `toml:"idle_timeout"`
 	// LogLevel is one of debug, info, warn, error. Default info.
 	LogLevel string `toml:"log_level"`

@@ -292,8 +292,17 @@ func (g *generator) describe(f field, siblings []field) (desc, def string) {
 			}
 		}
 	}
-	if !strings.Contains(def, " ") && def != "" && def != "required" && def != "none" {
-		def = "`" + def + "`"
+	// A default that is a value to write is code: `15s`, `720h` (30 days),
+	// and `none` for a string key, where none is a value (tls = "none").
+	// Prose is not: "required", "none" for a list, "the system roots".
+	value, note, _ := strings.Cut(def, " (")
+	if value != "" && !strings.Contains(value, " ") && value != "required" &&
+		(value != "none" || g.typeName(f.typ) == "string") &&
+		(note == "" || strings.HasSuffix(note, ")") && !strings.Contains(note, "(")) {
+		def = "`" + value + "`"
+		if note != "" {
+			def += " (" + note
+		}
 	}
 	return g.replaceNames(desc, f.goName), g.replaceNames(def, f.goName)
 }
@@ -334,7 +343,7 @@ checks a file without starting anything. Sample files are in
 Go's syntax: "90s", "31m", "1h", "720h".
 
 This page is generated from the doc comments of the config structs
-(config/config.go, config/lockout.go) by ` + "`go generate ./docs/...`" + `.
+(config/*.go) by ` + "`go generate ./docs/...`" + `.
 To change it, change those comments and regenerate.
 `)
 	for _, s := range g.sections {
