@@ -38,20 +38,6 @@ func (k Kind) String() string {
 // whatever the cause.
 const FailureText = "Authentication failed. Accounts with two-factor authentication sign in with an app passcode; accounts without it only from the campus network."
 
-// Reasons recorded in Decision.Reason.
-const (
-	ReasonEmptyUser      = "empty user name"
-	ReasonEmptySecret    = "empty secret"
-	ReasonNotPasscode    = "2FA account presented a non-passcode secret"
-	ReasonNoMatch        = "no passcode matched"
-	ReasonNoPasscodes    = "no passcode matched (2FA account has no passcodes)"
-	ReasonPasscode       = "app passcode matched"
-	ReasonOutOfScope     = "app passcode matched, but its scope does not include this protocol"
-	ReasonTrusted        = "account without 2FA inside trusted_networks"
-	ReasonOutside        = "account without 2FA outside trusted_networks"
-	ReasonOutsideAllowed = "account without 2FA outside trusted_networks; require_2fa_outside is off"
-)
-
 // Attempt is one login attempt as the pre-auth front saw it.
 type Attempt struct {
 	// User is the user name the client sent.
@@ -78,7 +64,7 @@ type Decision struct {
 	App string
 	// Reason is the internal cause, for logs. It never contains the
 	// secret and is never sent to the client.
-	Reason string
+	Reason Reason
 
 	// hash identifies the matched passcode, so Stands can tell a revoked
 	// and re-created passcode of the same app name from the original.

@@ -59,7 +59,7 @@ func TestDecide(t *testing.T) {
 		kind   Kind
 		user   string
 		app    string
-		reason string
+		reason Reason
 	}{
 		{"empty user", strict, Attempt{User: "", Secret: "x", ClientIP: inside}, Refuse, "", "", ReasonEmptyUser},
 		{"empty secret", strict, Attempt{User: "bob", Secret: "", ClientIP: inside}, Refuse, "bob", "", ReasonEmptySecret},
@@ -84,7 +84,7 @@ func TestDecide(t *testing.T) {
 			if d.Kind != tc.kind || d.User != tc.user || d.App != tc.app || d.Reason != tc.reason {
 				t.Errorf("Decide = {%v %q %q %q}, want {%v %q %q %q}", d.Kind, d.User, d.App, d.Reason, tc.kind, tc.user, tc.app, tc.reason)
 			}
-			if tc.a.Secret != "" && strings.Contains(d.Reason, tc.a.Secret) {
+			if tc.a.Secret != "" && strings.Contains(d.Reason.String(), tc.a.Secret) {
 				t.Errorf("reason %q contains the secret", d.Reason)
 			}
 		})

@@ -55,7 +55,7 @@ func TestDecideScope(t *testing.T) {
 	for _, tc := range []struct {
 		secret, proto string
 		kind          Kind
-		reason        string
+		reason        Reason
 	}{
 		{f.iphone, "imap", Passcode, ReasonPasscode},
 		{f.iphone, "submission", Passcode, ReasonPasscode},

@@ -9,7 +9,6 @@ import (
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
-	"github.com/kanmon-mail/kanmon/proxy"
 )
 
 // timeLayout is how the pages show a time, in the server's time zone.
@@ -133,7 +132,7 @@ func (s *Server) accountView(lang string, st auth.TwoFAStatus) accountView {
 
 // settings lists, per protocol, the port and TLS mode of each listener
 // and the server name to use.
-func (s *Server) settings(r *http.Request, rt *proxy.Generation, lang string) settingsView {
+func (s *Server) settings(r *http.Request, rt Generation, lang string) settingsView {
 	v := settingsView{Host: s.opts.MailHost, Outside: *rt.Config.Require2FAOutside}
 	if v.Host == "" {
 		v.Host = requestHost(r)

@@ -36,9 +36,10 @@ import (
 	"time"
 
 	"github.com/kanmon-mail/kanmon/auth"
+	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/lockout"
 	"github.com/kanmon-mail/kanmon/otp"
-	"github.com/kanmon-mail/kanmon/proxy"
+	"github.com/kanmon-mail/kanmon/proxy/backend"
 )
 
 //go:embed templates/*.html static/portal.css
@@ -88,10 +89,18 @@ const (
 )
 
 // PasswordChecker checks user's account password at the mail backend on
-// behalf of client (proxy.Generation.CheckPassword): nil when accepted, an
-// error wrapping proxy.ErrPasswordRejected when the backend refused it,
+// behalf of client (backend.Backend.CheckPassword): nil when accepted, an
+// error wrapping backend.ErrPasswordRejected when the backend refused it,
 // any other error when it could not tell.
-type PasswordChecker func(ctx context.Context, user, password string, client proxy.ClientInfo) error
+type PasswordChecker func(ctx context.Context, user, password string, client backend.ClientInfo) error
+
+// Generation is what the portal reads of the configuration generation in
+// force: the configuration (accounts file, state_dir, listeners,
+// require_2fa_outside) and the policy built from it (trusted_networks).
+type Generation struct {
+	Config *config.Config
+	Policy *auth.Policy
+}
 
 // Options are the portal's dependencies, shared with the mail proxy.
 type Options struct {
@@ -100,7 +109,7 @@ type Options struct {
 	// Generation returns the configuration generation in force (the
 	// accounts file, state_dir, trusted_networks, the listeners); it is
 	// called once per request, since a reload swaps it. Required.
-	Generation func() *proxy.Generation
+	Generation func() Generation
 	// Guard is the lockout guard that mail logins use. Required.
 	Guard *lockout.Guard
 	// CheckPassword checks account passwords at the backend. Required.
@@ -263,7 +272,7 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
 // force in rt: it parses the file again only when the file changed, so a
 // request costs a stat, not a parse. A reload that names another file
 // gets a new store.
-func (s *Server) accounts(rt *proxy.Generation) *auth.Store {
+func (s *Server) accounts(rt Generation) *auth.Store {
 	path := rt.Config.Accounts
 	s.storeMu.Lock()
 	defer s.storeMu.Unlock()

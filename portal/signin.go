@@ -12,7 +12,7 @@ import (
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/lockout"
-	"github.com/kanmon-mail/kanmon/proxy"
+	"github.com/kanmon-mail/kanmon/proxy/backend"
 )
 
 // Log reasons of a failed sign-in, besides auth's and lockout's. Each is
@@ -159,7 +159,7 @@ func (s *Server) postSignIn(w http.ResponseWriter, r *http.Request) {
 	client, local := clientOf(r)
 	ip := client.Addr()
 	res := s.checkSignIn(ctx, r.Context().Done(), user, r.PostForm.Get("password"), r.PostForm.Get("code"),
-		proxy.ClientInfo{Addr: client, Local: local, Session: requestID()})
+		backend.ClientInfo{Addr: client, Local: local, Session: requestID()})
 	var id string
 	if res.ok {
 		var err error
@@ -239,7 +239,7 @@ func logUser(user string) string {
 // password was accepted (the TOTP key unreadable, the accounts file
 // unwritable) is logged at ERROR and is an ordinary, uncounted failure:
 // a 503 there would tell that the password was right.
-func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, password, code string, client proxy.ClientInfo) signInResult {
+func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, password, code string, client backend.ClientInfo) signInResult {
 	fail := func(reason string) signInResult { return signInResult{user: user, reason: reason} }
 	switch {
 	case !validUser(user):
@@ -271,7 +271,7 @@ func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, p
 		return signInResult{unavailable: true}
 	}
 	if !st.On && *rt.Config.Require2FAOutside && !rt.Policy.Trusted(ip) {
-		return fail(auth.ReasonOutside)
+		return fail(auth.ReasonOutside.String())
 	}
 	release, ok := s.acquireCheck(queue)
 	if !ok {
@@ -282,7 +282,7 @@ func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, p
 	err = s.opts.CheckPassword(ctx, user, password, client)
 	release()
 	if err != nil {
-		if errors.Is(err, proxy.ErrPasswordRejected) {
+		if errors.Is(err, backend.ErrPasswordRejected) {
 			return counted(reasonBackendRejected)
 		}
 		s.log.Warn("backend unavailable", "user", user, "err", err)
@@ -344,17 +344,17 @@ func (s *Server) postSignOut(w http.ResponseWriter, r *http.Request, id string, 
 // its 2FA or passcodes, from the accounts file under the runtime in
 // force, and lets the change go ahead only as requireSecondFactor says.
 // When ok is false the reply has been written.
-func (s *Server) accountForChange(w http.ResponseWriter, r *http.Request, id string, sess session) (rt *proxy.Generation, store *auth.Store, st auth.TwoFAStatus, ok bool) {
+func (s *Server) accountForChange(w http.ResponseWriter, r *http.Request, id string, sess session) (rt Generation, store *auth.Store, st auth.TwoFAStatus, ok bool) {
 	rt = s.opts.Generation()
 	store = s.accounts(rt)
 	st, err := auth.Status(store, sess.user)
 	if err != nil {
 		s.log.Error("reading the accounts file", "user", sess.user, "err", err)
 		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
-		return nil, nil, st, false
+		return Generation{}, nil, st, false
 	}
 	if !s.requireSecondFactor(w, r, id, sess, st) {
-		return nil, nil, st, false
+		return Generation{}, nil, st, false
 	}
 	return rt, store, st, true
 }

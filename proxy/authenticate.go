@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"log/slog"
@@ -9,6 +10,8 @@ import (
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/lockout"
 	"github.com/kanmon-mail/kanmon/metrics"
+	"github.com/kanmon-mail/kanmon/proxy/backend"
+	"github.com/kanmon-mail/kanmon/proxy/relay"
 )
 
 // loginOutcome is what the client is told after a login attempt.
@@ -23,14 +26,18 @@ const (
 	outcomeUnavailable
 )
 
-// backendLogin logs into the protocol's backend with cred. It is the one
-// protocol-specific step of authenticate; it keeps what it needs (the
-// connection, capabilities) in its closure.
-type backendLogin func(ctx context.Context, b *Backend, cred Credentials) error
-
-// reasonBackendRejected is the log reason when the backend refused a
-// passthrough password.
-const reasonBackendRejected = "backend rejected the password"
+// loginResult is how a login attempt ended.
+type loginResult struct {
+	outcome loginOutcome
+	// log is the session's logger from here on, carrying user and
+	// method; set with outcomeOK.
+	log *slog.Logger
+	// backend is the logged-in backend connection; set with outcomeOK.
+	backend *backend.Login
+	// clientLine is the backend's own refusal to pass on in place of the
+	// dialect's unavailable reply (backend.LoginError.ClientLine).
+	clientLine string
+}
 
 // authenticate runs one login attempt from start to end, the same for
 // every protocol:
@@ -46,9 +53,9 @@ const reasonBackendRejected = "backend rejected the password"
 //     login records the passcode's last use.
 //
 // On success it returns the session's logger, carrying user and method,
-// and keeps the decision in the session (s.admitted) for the session
-// registry, which its relay joins.
-func (s *session) authenticate(ctx context.Context, user, secret string, login backendLogin) (loginOutcome, *slog.Logger) {
+// and the logged-in backend connection, and keeps the decision in the
+// session (s.admitted) for the session registry, which its relay joins.
+func (s *session) authenticate(ctx context.Context, user, secret string) loginResult {
 	start := time.Now()
 	guard := s.srv.guard
 	stale := false
@@ -57,11 +64,11 @@ func (s *session) authenticate(ctx context.Context, user, secret string, login b
 		switch v.Outcome {
 		case lockout.Unavailable:
 			s.log.Error("lockout state unavailable; refusing logins until it recovers", "user", user, "err", v.Err)
-			s.srv.metrics.Login(s.spec.Protocol, metrics.ResultUnavailable, reasonLabelLockoutUnavailable, time.Since(start))
-			return outcomeUnavailable, nil
+			s.srv.metrics.Login(s.spec.Protocol, metrics.ResultUnavailable, auth.ReasonLockoutUnavailable.Label(), time.Since(start))
+			return loginResult{outcome: outcomeUnavailable}
 		case lockout.Locked:
-			s.loginFailed(ctx, start, user, v.String(), nil)
-			return outcomeFailed, nil
+			s.loginFailed(ctx, start, user, lockedReason(v.Scope), nil)
+			return loginResult{outcome: outcomeFailed}
 		case lockout.Stale:
 			// A remembered wrong secret is refused without asking the
 			// backend. A 2FA account's secret is checked here, not at
@@ -69,44 +76,44 @@ func (s *session) authenticate(ctx context.Context, user, secret string, login b
 			// the admin's reload must work after it. Either way it is
 			// not counted twice.
 			if !s.rt.Policy.TwoFA(user) {
-				s.loginFailed(ctx, start, user, v.String(), nil)
-				return outcomeFailed, nil
+				s.loginFailed(ctx, start, user, auth.ReasonStale, nil)
+				return loginResult{outcome: outcomeFailed}
 			}
 			stale = true
 		}
 	}
 	d := s.rt.Policy.Decide(auth.Attempt{User: user, Secret: secret, ClientIP: s.clientIP, Protocol: s.spec.Protocol})
 	b := s.rt.Backends[s.spec.Protocol]
-	var cred Credentials
+	var cred backend.Credentials
 	switch d.Kind {
 	case auth.Passcode:
 		cred = b.MasterCredentials(d.User)
 	case auth.Passthrough:
-		cred = Credentials{Authcid: d.User, Password: secret}
+		cred = backend.Credentials{Authcid: d.User, Password: secret}
 	default:
 		var extra []any
 		if d.App != "" {
 			extra = []any{"app", d.App} // a passcode used outside its scope
 		}
 		if stale {
-			s.loginFailed(ctx, start, user, lockout.Verdict{Outcome: lockout.Stale}.String(), nil, extra...)
+			s.loginFailed(ctx, start, user, auth.ReasonStale, nil, extra...)
 		} else {
 			s.loginFailed(ctx, start, user, d.Reason, s.countFailure(d.Reason, user, secret), extra...)
 		}
-		return outcomeFailed, nil
+		return loginResult{outcome: outcomeFailed}
 	}
 	cred.Client = s.clientInfo()
 
-	err := login(ctx, b, cred)
+	login, err := b.Login(ctx, cred)
 	if err != nil {
-		var le *LoginError
+		var le *backend.LoginError
 		if !errors.As(err, &le) {
-			le = unavailable("backend login", err)
+			le = &backend.LoginError{Detail: "backend login", Err: err}
 		}
 		switch {
 		case d.Kind == auth.Passthrough && le.AuthFailed:
-			s.loginFailed(ctx, start, d.User, reasonBackendRejected, s.countFailure(reasonBackendRejected, d.User, secret), "detail", le.Detail)
-			return outcomeFailed, nil
+			s.loginFailed(ctx, start, d.User, auth.ReasonBackendRejected, s.countFailure(auth.ReasonBackendRejected, d.User, secret), "detail", le.Detail)
+			return loginResult{outcome: outcomeFailed}
 		case d.Kind == auth.Passcode && le.AuthFailed:
 			s.log.Error("BACKEND REJECTED THE MASTER LOGIN: check master_user/master_password and the backend's master-user setup, and that the user exists there",
 				"user", d.User, "app", d.App, "master_user", b.MasterUser, "detail", le.Detail)
@@ -115,8 +122,8 @@ func (s *session) authenticate(ctx context.Context, user, secret string, login b
 			s.log.Warn("backend unavailable", "user", d.User, "err", le.Error())
 			s.srv.metrics.BackendError(s.spec.Protocol, backendErrKind(le))
 		}
-		s.srv.metrics.Login(s.spec.Protocol, metrics.ResultUnavailable, reasonLabelBackendUnavailable, time.Since(start))
-		return outcomeUnavailable, nil
+		s.srv.metrics.Login(s.spec.Protocol, metrics.ResultUnavailable, auth.ReasonBackendUnavailable.Label(), time.Since(start))
+		return loginResult{outcome: outcomeUnavailable, clientLine: le.ClientLine}
 	}
 
 	if guard != nil {
@@ -133,9 +140,25 @@ func (s *session) authenticate(ctx context.Context, user, secret string, login b
 	if d.App != "" {
 		log = log.With("app", d.App)
 	}
+	if s.clientID != "" {
+		log = log.With("client_id", s.clientID)
+	}
 	log.Info("login")
-	s.srv.metrics.Login(s.spec.Protocol, metrics.ResultOK, reasonLabel(d.Reason), time.Since(start))
-	return outcomeOK, log
+	s.srv.metrics.Login(s.spec.Protocol, metrics.ResultOK, d.Reason.Label(), time.Since(start))
+	return loginResult{outcome: outcomeOK, log: log, backend: login}
+}
+
+// lockedReason is the reason of a login refused by a lock on scope.
+func lockedReason(scope lockout.Scope) auth.Reason {
+	switch scope {
+	case lockout.ScopeAccountIP:
+		return auth.ReasonLockedAccountIP
+	case lockout.ScopeAccount:
+		return auth.ReasonLockedAccount
+	case lockout.ScopeIP:
+		return auth.ReasonLockedIP
+	}
+	return auth.ReasonLockedPrefix
 }
 
 // countFailure records a definite authentication failure with the lockout
@@ -143,30 +166,26 @@ func (s *session) authenticate(ctx context.Context, user, secret string, login b
 // one to count: only a wrong secret the policy or the backend was sure
 // about counts. An outside-the-campus refusal says nothing about the
 // password, and an empty user or secret is a client bug.
-func (s *session) countFailure(reason, user, secret string) *lockout.FailureInfo {
-	if s.srv.guard == nil {
+func (s *session) countFailure(reason auth.Reason, user, secret string) *lockout.FailureInfo {
+	if s.srv.guard == nil || !reason.Counts() {
 		return nil
 	}
-	switch reason {
-	case auth.ReasonNotPasscode, auth.ReasonNoMatch, auth.ReasonNoPasscodes, auth.ReasonOutOfScope, reasonBackendRejected:
-		info := s.srv.guard.Failure(user, s.clientIP, secret)
-		return &info
-	}
-	return nil
+	info := s.srv.guard.Failure(user, s.clientIP, secret)
+	return &info
 }
 
 // loginFailed logs one failed login in a stable shape a fail2ban filter can
 // match (msg="login failed" proto=… client=… user=… reason=…), then waits
 // out the tarpit, measured from the start of the attempt so a refusal
 // without backend contact takes as long as one with it.
-func (s *session) loginFailed(ctx context.Context, start time.Time, user, reason string, info *lockout.FailureInfo, extra ...any) {
-	attrs := append([]any{"user", user, "reason", reason}, extra...)
+func (s *session) loginFailed(ctx context.Context, start time.Time, user string, reason auth.Reason, info *lockout.FailureInfo, extra ...any) {
+	attrs := append([]any{"user", user, "reason", reason.String()}, extra...)
 	if info != nil {
 		attrs = append(attrs, "lockout", *info)
 	}
 	s.log.Info("login failed", attrs...)
 	defer func() {
-		s.srv.metrics.Login(s.spec.Protocol, metrics.ResultFailed, reasonLabel(reason), time.Since(start))
+		s.srv.metrics.Login(s.spec.Protocol, metrics.ResultFailed, reason.Label(), time.Since(start))
 	}()
 	if s.srv.guard == nil {
 		return
@@ -181,4 +200,46 @@ func (s *session) loginFailed(ctx context.Context, start time.Time, user, reason
 	case <-t.C:
 	case <-ctx.Done():
 	}
+}
+
+// A front is one protocol's pre-auth conversation as the shared login
+// steps see it: how it answers the command in progress.
+type front interface {
+	// refuse answers the command in progress with line and counts the
+	// failure; true means the connection must close.
+	refuse(line string) bool
+	// reply answers the command in progress with line.
+	reply(line string) error
+	// loggedIn is the line that tells the client its login succeeded.
+	loggedIn(b *backend.Login) string
+	// reader holds what the client pipelined past its login.
+	reader() *bufio.Reader
+}
+
+// login runs one login attempt for f and answers it, the same way for
+// every protocol: the dialect's failed or unavailable reply (or the
+// backend's own refusal, where it passes one on), the session-limit
+// refusal, or f's success line followed by the relay. It reports
+// whether the front is done.
+func (s *session) login(ctx context.Context, f front, user, secret string) bool {
+	res := s.authenticate(ctx, user, secret)
+	switch res.outcome {
+	case outcomeFailed:
+		return f.refuse(s.dialect.failed)
+	case outcomeUnavailable:
+		if res.clientLine != "" {
+			return f.refuse(res.clientLine)
+		}
+		return f.refuse(s.dialect.unavailable)
+	}
+	if !s.admitSession() {
+		res.backend.Conn.Close()
+		return f.reply(s.dialect.sessionLimit) != nil
+	}
+	if err := f.reply(f.loggedIn(res.backend)); err != nil {
+		res.backend.Conn.Close()
+		return true
+	}
+	s.relay(ctx, res.log, s.clientEndpoint(f.reader()), relay.Endpoint{Conn: res.backend.Conn, Pending: res.backend.Pending})
+	return true
 }

@@ -8,8 +8,9 @@ import (
 	"net"
 	"strings"
 
-	"github.com/kanmon-mail/kanmon/auth"
-	"github.com/kanmon-mail/kanmon/config"
+		"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/internal/lineio"
+	"github.com/kanmon-mail/kanmon/proxy/backend"
 	"github.com/kanmon-mail/kanmon/proxy/imapwire"
 )
 
@@ -17,12 +18,9 @@ import (
 // credentials may be sent; before STARTTLS the client sees LOGINDISABLED
 // (RFC 9051 §6.2.3) instead.
 const (
-	imapCapsBase       = "IMAP4rev1 SASL-IR ID LITERAL+"
-	imapCapsAuth       = imapCapsBase + " AUTH=PLAIN AUTH=LOGIN"
-	imapCapsBeforeTLS  = imapCapsBase + " STARTTLS LOGINDISABLED"
-	imapFailedReply    = "NO [AUTHENTICATIONFAILED] " + auth.FailureText
-	imapUnavailable    = "NO [UNAVAILABLE] Login is temporarily unavailable. Please try again later."
-	imapPrivacyReplyNO = "NO [PRIVACYREQUIRED] Use STARTTLS before logging in."
+	imapCapsBase      = "IMAP4rev1 SASL-IR ID LITERAL+"
+	imapCapsAuth      = imapCapsBase + " AUTH=PLAIN AUTH=LOGIN"
+	imapCapsBeforeTLS = imapCapsBase + " STARTTLS LOGINDISABLED"
 )
 
 // imapFront is the pre-auth IMAP conversation on one connection.
@@ -30,6 +28,9 @@ type imapFront struct {
 	*session
 	br *bufio.Reader
 	rd *imapwire.Reader
+	// tag is the tag of the command in progress, which the shared login
+	// steps answer (front).
+	tag string
 	// loginTried is set by the first LOGIN or AUTHENTICATE: from then on
 	// an ID no longer changes the client address.
 	loginTried bool
@@ -56,7 +57,7 @@ func serveIMAP(ctx context.Context, s *session) {
 			return
 		}
 	}
-	_ = f.untagged("BYE Server shutting down.")
+	_ = f.writeLine(f.dialect.shuttingDown)
 }
 
 // setConn (re)binds the reader to conn, after accept or STARTTLS.
@@ -77,9 +78,9 @@ func (f *imapFront) readFailed(err error) bool {
 		if errors.As(err, &ne) && ne.Timeout() {
 			f.goodbyeDeadline()
 			if f.shuttingDown() {
-				_ = f.untagged("BYE Server shutting down.")
+				_ = f.writeLine(f.dialect.shuttingDown)
 			} else {
-				_ = f.untagged("BYE Autologout; idle for too long.")
+				_ = f.writeLine(f.dialect.idle)
 			}
 		}
 		return true
@@ -99,6 +100,7 @@ func (f *imapFront) readFailed(err error) bool {
 // dispatch runs one pre-auth command and reports whether the front is done
 // (logout, close, or handed over to the relay).
 func (f *imapFront) dispatch(ctx context.Context, cmd *imapwire.Command) bool {
+	f.tag = cmd.Tag
 	switch cmd.Name {
 	case "CAPABILITY":
 		return f.untagged("CAPABILITY "+f.capabilities()) != nil || f.tagged(cmd.Tag, "OK CAPABILITY completed.") != nil
@@ -137,7 +139,8 @@ func (f *imapFront) bad(tag, text string) bool {
 	return f.countFailure()
 }
 
-// no answers NO, counts it, and closes after too many.
+// no answers text (NO or BAD, from the dialect), counts it, and closes
+// after too many.
 func (f *imapFront) no(tag, text string) bool {
 	if f.tagged(tag, text) != nil {
 		return true
@@ -147,11 +150,25 @@ func (f *imapFront) no(tag, text string) bool {
 
 func (f *imapFront) countFailure() bool {
 	if f.fail() {
-		_ = f.untagged("BYE Too many invalid commands.")
+		_ = f.writeLine(f.dialect.tooManyErrors)
 		return true
 	}
 	return false
 }
+
+// refuse answers the command in progress with line and counts it (front).
+func (f *imapFront) refuse(line string) bool { return f.no(f.tag, line) }
+
+// reply answers the command in progress with line (front).
+func (f *imapFront) reply(line string) error { return f.tagged(f.tag, line) }
+
+// loggedIn is the tagged OK with the backend's capabilities (front).
+func (f *imapFront) loggedIn(b *backend.Login) string {
+	return "OK [CAPABILITY " + b.Capability + "] Logged in"
+}
+
+// reader holds what the client pipelined past its login (front).
+func (f *imapFront) reader() *bufio.Reader { return f.br }
 
 // startTLS upgrades the connection. Bytes the client pipelined after the
 // STARTTLS line were sent in clear text and are discarded, never executed
@@ -177,19 +194,20 @@ func (f *imapFront) startTLS(cmd *imapwire.Command) bool {
 // cmdLogin handles LOGIN user password (RFC 9051 §6.2.3).
 func (f *imapFront) cmdLogin(ctx context.Context, cmd *imapwire.Command) bool {
 	if !f.authAllowed() {
-		return f.no(cmd.Tag, imapPrivacyReplyNO)
+		return f.no(cmd.Tag, f.dialect.privacyRequired)
 	}
 	if len(cmd.Args) != 2 || !isString(cmd.Args[0]) || !isString(cmd.Args[1]) {
 		return f.bad(cmd.Tag, "LOGIN takes a user name and a password.")
 	}
-	return f.login(ctx, cmd.Tag, cmd.Args[0].Value, cmd.Args[1].Value)
+	f.loginTried = true
+	return f.login(ctx, f, cmd.Args[0].Value, cmd.Args[1].Value)
 }
 
 // cmdAuthenticate handles AUTHENTICATE PLAIN and LOGIN, with or without
 // an initial response (RFC 9051 §6.2.2, RFC 4959).
 func (f *imapFront) cmdAuthenticate(ctx context.Context, cmd *imapwire.Command) bool {
 	if !f.authAllowed() {
-		return f.no(cmd.Tag, imapPrivacyReplyNO)
+		return f.no(cmd.Tag, f.dialect.privacyRequired)
 	}
 	if len(cmd.Args) < 1 || len(cmd.Args) > 2 || cmd.Args[0].Kind != imapwire.Atom {
 		return f.bad(cmd.Tag, "AUTHENTICATE takes a mechanism and an optional initial response.")
@@ -207,57 +225,20 @@ func (f *imapFront) cmdAuthenticate(ctx context.Context, cmd *imapwire.Command) 
 		}
 		return f.rd.ReadLine()
 	})
+	if err == nil {
+		f.loginTried = true
+		return f.login(ctx, f, user, secret)
+	}
+	if line, ok := f.saslRefusal(err, user); ok {
+		return f.no(cmd.Tag, line)
+	}
 	var perr *imapwire.Error
-	switch {
-	case err == nil:
-		return f.login(ctx, cmd.Tag, user, secret)
-	case errors.Is(err, errSASLMechanism):
-		return f.no(cmd.Tag, "NO Unsupported authentication mechanism.")
-	case errors.Is(err, errSASLAuthzid):
-		f.log.Info("login failed", "user", user, "reason", "PLAIN authzid differs from authcid")
-		return f.no(cmd.Tag, imapFailedReply)
-	case errors.Is(err, errSASLCancelled):
-		return f.bad(cmd.Tag, "AUTHENTICATE cancelled.")
-	case errors.Is(err, errSASLBase64):
-		return f.bad(cmd.Tag, "Invalid base64 in AUTHENTICATE response.")
-	case errors.Is(err, errSASLMalformed):
-		return f.bad(cmd.Tag, "Malformed AUTHENTICATE response.")
-	case errors.As(err, &perr):
+	if errors.As(err, &perr) {
 		// A response line too long (fatal: its rest cannot be told
 		// from the next command) or ending in a bare LF.
 		perr.Tag = cmd.Tag
 	}
 	return f.readFailed(err)
-}
-
-// login decides, logs into the backend, answers the client and relays.
-func (f *imapFront) login(ctx context.Context, tag, user, secret string) bool {
-	f.loginTried = true
-	var backend *IMAPLogin
-	outcome, log := f.authenticate(ctx, user, secret, func(ctx context.Context, b *Backend, cred Credentials) error {
-		var err error
-		backend, err = b.LoginIMAP(ctx, cred)
-		return err
-	})
-	switch outcome {
-	case outcomeFailed:
-		return f.no(tag, imapFailedReply)
-	case outcomeUnavailable:
-		return f.no(tag, imapUnavailable)
-	}
-	if !f.admitSession() {
-		backend.Conn.Close()
-		return f.tagged(tag, imapSessionLimit) != nil
-	}
-	if f.clientID != "" {
-		log = log.With("client_id", f.clientID)
-	}
-	if err := f.tagged(tag, "OK [CAPABILITY "+backend.Capability+"] Logged in"); err != nil {
-		backend.Conn.Close()
-		return true
-	}
-	f.relay(ctx, log, f.clientEndpoint(f.br), backend.Endpoint)
-	return true
 }
 
 // noteID keeps the client's "name" and "version" from ID (RFC 2971) for
@@ -277,9 +258,9 @@ func (f *imapFront) noteID(args []imapwire.Arg) {
 		}
 		switch strings.ToLower(l[i].Value) {
 		case "name":
-			name = printable(*v, 40)
+			name = lineio.Printable(*v, 40)
 		case "version":
-			version = printable(*v, 20)
+			version = lineio.Printable(*v, 20)
 		case "x-originating-ip":
 			origIP = v
 		case "x-originating-port":
@@ -290,20 +271,6 @@ func (f *imapFront) noteID(args []imapwire.Arg) {
 	if origIP != nil || origPort != nil {
 		f.originatingID(origIP, origPort)
 	}
-}
-
-// printable keeps at most n printable ASCII characters of s.
-func printable(s string, n int) string {
-	var b strings.Builder
-	for _, r := range s {
-		if b.Len() >= n {
-			break
-		}
-		if r >= 0x20 && r < 0x7f {
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
 }
 
 // isString reports whether a is an astring (atom, quoted or literal).

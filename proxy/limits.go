@@ -16,8 +16,8 @@ import (
 // The caps (config max_connections, max_preauth_per_ip,
 // max_sessions_per_user_ip) and the replies a client gets when one is hit.
 // The connection caps are checked when a connection is accepted, before
-// the greeting, which the refusal replaces; the session cap when a login
-// has succeeded, before the client is told so. Each connection reads the
+// the greeting, which the dialect's tooManyConns replaces; the session cap
+// when a login has succeeded, before the client is told so. Each connection reads the
 // caps of the configuration in force, so a reload changes them for the
 // connections and logins that follow.
 
@@ -27,40 +27,6 @@ const (
 	limitConnections   = "max_connections"
 	limitPreAuthPerIP  = "max_preauth_per_ip"
 	limitSessionUserIP = "max_sessions_per_user_ip"
-)
-
-// Replies when a connection cap is hit, in place of the greeting.
-//
-//   - IMAP: a BYE greeting (RFC 9051 §7.1.5: the server will not accept
-//     the connection) with UNAVAILABLE (RFC 5530 §3: temporary, try
-//     again later).
-//   - POP3: -ERR with SYS/TEMP (RFC 3206 §4: a temporary problem of the
-//     server, not of the user's credentials).
-//   - SMTP: 421 (RFC 5321 §3.8, §4.2.3: service not available, closing
-//     the channel; the client retries later), 4.7.0 as Postfix sends for
-//     its connection limits (RFC 3463 §3.8: security or policy status).
-const (
-	imapTooManyConns = "* BYE [UNAVAILABLE] Too many connections; please try again later.\r\n"
-	pop3TooManyConns = "-ERR [SYS/TEMP] Too many connections; please try again later.\r\n"
-	smtpTooManyConns = "421 4.7.0 Too many connections; please try again later\r\n"
-)
-
-// Replies when max_sessions_per_user_ip refuses a login whose credentials
-// were right; the texts follow Dovecot's for mail_max_userip_connections.
-//
-//   - IMAP: NO [LIMIT] (RFC 5530 §3: an implementation limit was hit), as
-//     Dovecot answers.
-//   - POP3: -ERR [IN-USE] (RFC 2449 §8.1.1: the credentials were valid,
-//     but the maildrop is in use by other sessions; clients retry
-//     later instead of asking for a new password), as Dovecot answers.
-//     Not [SYS/TEMP], which says nothing about the user's own sessions,
-//     nor [AUTH], which would say the credentials are wrong.
-//   - SMTP (for the submission front): 454 4.7.0 (RFC 4954 §6: a
-//     temporary authentication failure), with its own text.
-const (
-	imapSessionLimit = "NO [LIMIT] Maximum number of connections from user+IP exceeded"
-	pop3SessionLimit = "-ERR [IN-USE] Maximum number of connections from user+IP exceeded"
-	smtpSessionLimit = "454 4.7.0 Maximum number of connections from user+IP exceeded"
 )
 
 // refusalTimeout bounds the TLS handshake and the write of a refusal.
@@ -161,9 +127,8 @@ func (l *limits) connections() int {
 // max_sessions_per_user_ip slots of the user that authenticate has just
 // admitted and of the client address. When none is left it logs the
 // refusal, counts it and returns false: the front must then close the
-// backend connection and answer with its session-limit reply
-// (imapSessionLimit, pop3SessionLimit, smtpSessionLimit) instead of its
-// OK, and the client stays unauthenticated. Call it after authenticate
+// backend connection and answer with its dialect's sessionLimit instead
+// of its OK, and the client stays unauthenticated. Call it after authenticate
 // returned outcomeOK and before answering the client.
 func (s *session) admitSession() bool {
 	if s.admitted == nil || s.hold == nil {
@@ -199,7 +164,7 @@ func (s *session) admitSession() bool {
 // refuseConn tells a client that a connection cap (limit) refused it and
 // closes nothing itself: handle does. On an implicit-TLS listener the
 // reply needs a TLS handshake first; both are bounded by refusalTimeout.
-func (s *Server) refuseConn(ctx context.Context, conn net.Conn, spec config.Listener, rt *Generation, log *slog.Logger, limit string) {
+func (s *Server) refuseConn(ctx context.Context, conn net.Conn, spec config.Listener, rt *Generation, d *dialect, log *slog.Logger, limit string) {
 	log.Warn("connection refused: too many connections", "limit", limit)
 	s.metrics.Refused(spec.Protocol, limit)
 	_ = conn.SetDeadline(time.Now().Add(refusalTimeout))
@@ -213,16 +178,5 @@ func (s *Server) refuseConn(ctx context.Context, conn net.Conn, spec config.List
 		}
 		conn = tc
 	}
-	var reply string
-	switch spec.Protocol {
-	case config.ProtocolIMAP:
-		reply = imapTooManyConns
-	case config.ProtocolPOP3:
-		reply = pop3TooManyConns
-	case config.ProtocolSubmission:
-		reply = smtpTooManyConns
-	default:
-		return
-	}
-	_, _ = conn.Write([]byte(reply))
+	_, _ = conn.Write([]byte(d.tooManyConns))
 }

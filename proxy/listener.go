@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/internal/proxyproto"
 )
 
 // Accept-loop backoff after a temporary error (EMFILE, ECONNABORTED…), as
@@ -108,11 +109,11 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener
 	interrupt := interruptReads(ctx, conn)
 	defer interrupt.release()
 	rt := s.current.Load()
-	client, local := addrPort(conn.RemoteAddr()), addrPort(conn.LocalAddr())
+	client, local := proxyproto.AddrPort(conn.RemoteAddr()), proxyproto.AddrPort(conn.LocalAddr())
 	if spec.ProxyProtocol {
-		var h proxyHeader
+		var h proxyproto.Header
 		var err error
-		client, local, h, err = acceptProxy(ctx, conn, rt.Config.ProxyTrustedPrefixes, rt.Config.PreAuthTimeout.Duration)
+		client, local, h, err = proxyproto.Accept(ctx, conn, rt.Config.ProxyTrustedPrefixes, rt.Config.PreAuthTimeout.Duration)
 		if err != nil {
 			log.Warn("PROXY protocol: connection refused", "err", err)
 			return
@@ -121,11 +122,16 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener
 		ip = client.Addr()
 		log = base.With("client", ip.String())
 	}
+	d := dialectOf(spec.Protocol)
+	if d == nil {
+		log.Error("protocol not served", "protocol", spec.Protocol)
+		return
+	}
 	// The caps count the real client address: after the PROXY header,
 	// before the TLS handshake.
 	hold, refused := s.limits.admit(rt.Config, ip)
 	if refused != "" {
-		s.refuseConn(ctx, conn, spec, rt, log, refused)
+		s.refuseConn(ctx, conn, spec, rt, d, log, refused)
 		return
 	}
 	defer func() {
@@ -149,6 +155,7 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener
 		srv:        s,
 		rt:         rt,
 		spec:       spec,
+		dialect:    d,
 		conn:       conn,
 		clientIP:   ip,
 		log:        log,
@@ -161,17 +168,7 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener
 		hold:       hold,
 		interrupt:  interrupt,
 	}
-	switch spec.Protocol {
-	case config.ProtocolIMAP:
-		serveIMAP(ctx, sess)
-	case config.ProtocolPOP3:
-		servePOP3(ctx, sess)
-	case config.ProtocolSubmission:
-		serveSubmission(ctx, sess)
-	default:
-		log.Error("protocol not served", "protocol", spec.Protocol)
-		return
-	}
+	d.serve(ctx, sess)
 	if sess.admitted == nil {
 		// A client that never logged in: a health check, a scanner, a
 		// client that gave up. Worth a debug line, not more.

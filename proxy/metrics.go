@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
-	"strings"
 
-	"github.com/kanmon-mail/kanmon/auth"
-	"github.com/kanmon-mail/kanmon/lockout"
 	"github.com/kanmon-mail/kanmon/metrics"
+	"github.com/kanmon-mail/kanmon/proxy/backend"
 )
 
 // What the proxy tells package metrics. Every label value comes from the
@@ -24,60 +22,15 @@ const (
 	backendErrRelay          = "relay"           // a relayed session ended on an I/O error
 )
 
-// Reasons of a login that is not a plain failure or success, beside the
-// policy's and the lockout guard's (see loginReasons).
-const (
-	reasonLabelLockoutUnavailable = "lockout_unavailable"
-	reasonLabelBackendUnavailable = "backend_unavailable"
-	reasonLabelOther              = "other"
-)
-
-// loginReasons maps the reasons of the log (auth.Reason*, lockout
-// verdicts, reasonBackendRejected) to the "reason" label of
-// kanmon_logins_total. A reason not listed is counted as "other".
-var loginReasons = func() map[string]string {
-	m := map[string]string{
-		auth.ReasonEmptyUser:      "empty_user",
-		auth.ReasonEmptySecret:    "empty_secret",
-		auth.ReasonNotPasscode:    "not_passcode",
-		auth.ReasonNoMatch:        "no_match",
-		auth.ReasonNoPasscodes:    "no_passcodes",
-		auth.ReasonOutOfScope:     "out_of_scope",
-		auth.ReasonOutside:        "outside",
-		auth.ReasonPasscode:       "passcode",
-		auth.ReasonTrusted:        "passthrough_trusted",
-		auth.ReasonOutsideAllowed: "passthrough_outside",
-		reasonBackendRejected:     "backend_rejected",
-	}
-	m[lockout.Verdict{Outcome: lockout.Stale}.String()] = "stale_secret"
-	for scope, label := range map[lockout.Scope]string{
-		lockout.ScopeAccountIP: "locked_account_ip",
-		lockout.ScopeAccount:   "locked_account",
-		lockout.ScopeIP:        "locked_ip",
-		lockout.ScopePrefix:    "locked_prefix",
-	} {
-		m[lockout.Verdict{Outcome: lockout.Locked, Scope: scope}.String()] = label
-	}
-	return m
-}()
-
-// reasonLabel is the metrics label of a log reason.
-func reasonLabel(reason string) string {
-	if l, ok := loginReasons[reason]; ok {
-		return l
-	}
-	return reasonLabelOther
-}
-
 // backendErrKind sorts a failed backend login into a kind.
-func backendErrKind(le *LoginError) string {
+func backendErrKind(le *backend.LoginError) string {
 	var ne net.Error
 	switch {
 	case errors.As(le, &ne) && ne.Timeout(), errors.Is(le, context.DeadlineExceeded):
 		return backendErrTimeout
-	case strings.Contains(le.Detail, "dial"):
+	case le.Stage == backend.StageDial:
 		return backendErrDial
-	case strings.Contains(le.Detail, "TLS") || strings.Contains(le.Detail, "STLS"):
+	case le.Stage == backend.StageTLS:
 		return backendErrTLS
 	}
 	return backendErrLogin
@@ -104,8 +57,8 @@ func (s *Server) stats() metrics.ServerStats {
 	}
 	for ls := range r.live {
 		st.Sessions[ls.protocol]++
-		st.BytesIn[ls.protocol] += ls.tap.up.Load()
-		st.BytesOut[ls.protocol] += ls.tap.down.Load()
+		st.BytesIn[ls.protocol] += ls.tap.bytes.ClientToBackend.Load()
+		st.BytesOut[ls.protocol] += ls.tap.bytes.BackendToClient.Load()
 	}
 	for proto := range s.current.Load().Backends {
 		st.Sessions[proto] += 0 // a protocol served shows 0, not nothing

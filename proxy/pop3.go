@@ -8,51 +8,34 @@ import (
 	"net"
 	"strings"
 
-	"github.com/kanmon-mail/kanmon/auth"
-	"github.com/kanmon-mail/kanmon/config"
+		"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/internal/lineio"
+	"github.com/kanmon-mail/kanmon/proxy/backend"
 )
 
-// Line limits of the POP3 front. Memory is bounded by them, never by what
-// a client sends: a longer line is refused at the limit and the
-// connection closed, since its rest cannot be told from the next command.
-const (
-	// pop3MaxCommandLine is the longest command line, CRLF included
-	// (RFC 2449 §4). An AUTH command with its initial response must fit
-	// too (RFC 5034 §4).
-	pop3MaxCommandLine = 255
-	// pop3MaxResponseLine is the longest response line, CRLF included
-	// (RFC 2449 §4).
-	pop3MaxResponseLine = 512
-	// pop3MaxAuthLine is the longest SASL client response, CRLF included.
-	// It is not a command, so RFC 5034 §4 sets no limit; 8 KiB holds any
-	// PLAIN or LOGIN response with room to spare, as in IMAP.
-	pop3MaxAuthLine = 8192
-)
+// pop3MaxAuthLine is the longest SASL client response, CRLF included.
+// It is not a command, so RFC 5034 §4 sets no limit; 8 KiB holds any
+// PLAIN or LOGIN response with room to spare, as in IMAP. Command lines
+// are bounded by lineio.POP3MaxCommandLine (RFC 2449 §4). A longer line is
+// refused at the limit and the connection closed, since its rest cannot
+// be told from the next command.
+const pop3MaxAuthLine = 8192
 
-// Replies of the POP3 front. Codes are RFC 2449 §8 and RFC 3206.
+// Replies of the POP3 front to its own commands; the replies every front
+// shares are in its dialect.
 const (
 	// No "<timestamp>" in the greeting: APOP is not offered (RFC 1939 §7).
-	pop3Greeting    = "+OK kanmon ready."
-	pop3FailedReply = "-ERR [AUTH] " + auth.FailureText
-	pop3Unavailable = "-ERR [SYS/TEMP] Login is temporarily unavailable. Please try again later."
-	// Not [AUTH]: with AUTH-RESP-CODE that would say the credentials
-	// are wrong (RFC 3206 §6).
-	pop3PrivacyReply = "-ERR Use STLS before logging in."
-	pop3NotAllowed   = "-ERR Command not allowed before authentication."
+	pop3Greeting   = "+OK kanmon ready."
+	pop3NotAllowed = "-ERR Command not allowed before authentication."
 )
 
 // pop3Mechanisms are the SASL mechanisms offered, in CAPA and AUTH.
 var pop3Mechanisms = []string{"PLAIN", "LOGIN"}
 
-// errPOP3LineTooLong is a line over its limit.
-var errPOP3LineTooLong = errors.New("pop3: line too long")
-
 // pop3Front is the pre-auth POP3 conversation on one connection.
 type pop3Front struct {
 	*session
-	br *bufio.Reader
-	// line is the current line, reused; at most pop3MaxAuthLine long.
-	line []byte
+	lr *lineio.Reader
 	// user is the name of a USER command waiting for its PASS.
 	user string
 }
@@ -67,7 +50,7 @@ func servePOP3(ctx context.Context, s *session) {
 	}
 	for !contextDone(ctx) {
 		f.preAuthDeadline()
-		line, err := f.readLine(pop3MaxCommandLine)
+		line, err := f.lr.ReadLine(lineio.POP3MaxCommandLine)
 		if err != nil {
 			f.readFailed(err)
 			return
@@ -76,35 +59,13 @@ func servePOP3(ctx context.Context, s *session) {
 			return
 		}
 	}
-	_ = f.reply("-ERR Server shutting down.")
+	_ = f.reply(f.dialect.shuttingDown)
 }
 
 // setConn (re)binds the reader to conn, after accept or STLS.
 func (f *pop3Front) setConn(conn net.Conn) {
 	f.conn = conn
-	f.br = bufio.NewReaderSize(conn, 4096)
-}
-
-// readLine reads one line of at most limit octets with its line end, and
-// returns it without CRLF (a bare LF ends a line too). A longer line is
-// errPOP3LineTooLong; no more of it is read.
-func (f *pop3Front) readLine(limit int) (string, error) {
-	f.line = f.line[:0]
-	for {
-		chunk, err := f.br.ReadSlice('\n')
-		if len(f.line)+len(chunk) > limit {
-			return "", errPOP3LineTooLong
-		}
-		f.line = append(f.line, chunk...)
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		line := strings.TrimSuffix(string(f.line[:len(f.line)-1]), "\r")
-		return line, nil
-	}
+	f.lr = lineio.NewReader(bufio.NewReaderSize(conn, 4096))
 }
 
 // readFailed says goodbye after a read error where one is due: a line
@@ -112,14 +73,14 @@ func (f *pop3Front) readLine(limit int) (string, error) {
 func (f *pop3Front) readFailed(err error) {
 	var ne net.Error
 	switch {
-	case errors.Is(err, errPOP3LineTooLong):
-		_ = f.reply("-ERR Line too long.")
+	case errors.Is(err, lineio.ErrTooLong):
+		_ = f.reply(f.dialect.lineTooLong)
 	case errors.As(err, &ne) && ne.Timeout():
 		f.goodbyeDeadline()
 		if f.shuttingDown() {
-			_ = f.reply("-ERR Server shutting down.")
+			_ = f.reply(f.dialect.shuttingDown)
 		} else {
-			_ = f.reply("-ERR Disconnected for inactivity.")
+			_ = f.reply(f.dialect.idle)
 		}
 	}
 }
@@ -201,7 +162,7 @@ func (f *pop3Front) startTLS(arg string) bool {
 	if f.reply("+OK Begin TLS negotiation now.") != nil {
 		return true
 	}
-	tc := f.upgradeTLS(f.br, "STLS")
+	tc := f.upgradeTLS(f.lr.Buffered(), "STLS")
 	if tc == nil {
 		return true
 	}
@@ -213,7 +174,7 @@ func (f *pop3Front) startTLS(arg string) bool {
 // says +OK for every name: whether one exists is nobody's business.
 func (f *pop3Front) cmdUser(name string) bool {
 	if !f.authAllowed() {
-		return f.failed(pop3PrivacyReply)
+		return f.failed(f.dialect.privacyRequired)
 	}
 	if name == "" {
 		return f.failed("-ERR USER takes a user name.")
@@ -229,11 +190,11 @@ func (f *pop3Front) cmdPass(ctx context.Context, secret string) bool {
 	f.user = ""
 	switch {
 	case !f.authAllowed():
-		return f.failed(pop3PrivacyReply)
+		return f.failed(f.dialect.privacyRequired)
 	case user == "":
 		return f.failed("-ERR Send USER first.")
 	}
-	return f.login(ctx, user, secret)
+	return f.login(ctx, f, user, secret)
 }
 
 // cmdAuth handles AUTH (RFC 5034): "AUTH mechanism [initial-response]",
@@ -241,7 +202,7 @@ func (f *pop3Front) cmdPass(ctx context.Context, secret string) bool {
 // clients (Outlook) expect.
 func (f *pop3Front) cmdAuth(ctx context.Context, arg string) bool {
 	if !f.authAllowed() {
-		return f.failed(pop3PrivacyReply)
+		return f.failed(f.dialect.privacyRequired)
 	}
 	if arg == "" {
 		return f.reply("+OK\r\n"+strings.Join(pop3Mechanisms, "\r\n")+"\r\n.") != nil
@@ -256,56 +217,26 @@ func (f *pop3Front) cmdAuth(ctx context.Context, arg string) bool {
 			return "", err
 		}
 		f.preAuthDeadline()
-		return f.readLine(pop3MaxAuthLine)
+		return f.lr.ReadLine(pop3MaxAuthLine)
 	})
-	switch {
-	case err == nil:
-		return f.login(ctx, user, secret)
-	case errors.Is(err, errSASLAuthzid):
-		f.log.Info("login failed", "user", user, "reason", "PLAIN authzid differs from authcid")
-		return f.failed(pop3FailedReply)
-	case errors.Is(err, errSASLMechanism):
-		return f.failed("-ERR Unsupported authentication mechanism.")
-	case errors.Is(err, errSASLCancelled):
-		return f.failed("-ERR AUTH cancelled.")
-	case errors.Is(err, errSASLBase64):
-		return f.failed("-ERR Invalid base64 in AUTH response.")
-	case errors.Is(err, errSASLMalformed):
-		return f.failed("-ERR Malformed AUTH response.")
+	if err == nil {
+		return f.login(ctx, f, user, secret)
+	}
+	if line, ok := f.saslRefusal(err, user); ok {
+		return f.failed(line)
 	}
 	f.readFailed(err)
 	return true
 }
 
-// login decides, logs into the backend, answers the client and relays.
-func (f *pop3Front) login(ctx context.Context, user, secret string) bool {
-	var backend Endpoint
-	var refusal *POP3Refusal
-	outcome, log := f.authenticate(ctx, user, secret, func(ctx context.Context, b *Backend, cred Credentials) error {
-		var err error
-		backend, err = b.LoginPOP3(ctx, cred)
-		_ = errors.As(err, &refusal) // keeps [IN-USE] or [LOGIN-DELAY] for the reply
-		return err
-	})
-	switch {
-	case outcome == outcomeFailed:
-		return f.failed(pop3FailedReply)
-	case outcome == outcomeUnavailable && refusal != nil:
-		return f.failed(refusal.Line)
-	case outcome == outcomeUnavailable:
-		return f.failed(pop3Unavailable)
-	}
-	if !f.admitSession() {
-		backend.Conn.Close()
-		return f.reply(pop3SessionLimit) != nil
-	}
-	if err := f.reply("+OK Logged in."); err != nil {
-		backend.Conn.Close()
-		return true
-	}
-	f.relay(ctx, log, f.clientEndpoint(f.br), backend)
-	return true
-}
+// refuse answers a failed login or SASL exchange (front).
+func (f *pop3Front) refuse(line string) bool { return f.failed(line) }
+
+// loggedIn is the +OK after a login (front).
+func (f *pop3Front) loggedIn(*backend.Login) string { return "+OK Logged in." }
+
+// reader holds what the client pipelined past its login (front).
+func (f *pop3Front) reader() *bufio.Reader { return f.lr.Buffered() }
 
 // reply sends one response (several lines for a multi-line one) and CRLF.
 func (f *pop3Front) reply(text string) error {
@@ -314,6 +245,3 @@ func (f *pop3Front) reply(text string) error {
 	}
 	return nil
 }
-
-// Helpers every front needs the same way. They belong with session (and
-// imap.go has its own copies of them); they live here until they move.

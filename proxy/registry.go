@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/kanmon-mail/kanmon/auth"
-	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/proxy/relay"
 )
 
 // The session registry: every authenticated session that is relaying is
@@ -63,8 +63,10 @@ type liveSession struct {
 	client   string
 	since    time.Time
 	tap      *relayTap
-	log      *slog.Logger
-	cancel   context.CancelFunc
+	// dialect gives the goodbye lines, written where gated.
+	dialect *dialect
+	log     *slog.Logger
+	cancel  context.CancelFunc
 	// doomed is set once a revocation of the session, or its close at
 	// shutdown, has begun; closedByShutdown tells the two apart.
 	doomed           atomic.Bool
@@ -72,19 +74,12 @@ type liveSession struct {
 	once             sync.Once
 }
 
-// The last line of an IMAP session that kanmon closes (RFC 9051 §7.1.5):
-// its credential was revoked, or the server is shutting down.
-const (
-	imapRevokedBye  = "* BYE Your credential was revoked. Please sign in again.\r\n"
-	imapShutdownBye = "* BYE Server shutting down.\r\n"
-)
-
 // register lists the session whose relay is about to start and returns
 // the context to relay under (a revocation cancels it) and the tap to
 // hand the relay. A session admitted under a policy that has since been
 // replaced, by one under which its credential no longer stands, is
 // revoked at once.
-func (s *Server) register(ctx context.Context, sess *session, log *slog.Logger, client, backend Endpoint) (context.Context, *liveSession) {
+func (s *Server) register(ctx context.Context, sess *session, log *slog.Logger, client, backend relay.Endpoint) (context.Context, *liveSession) {
 	ctx, cancel := context.WithCancel(ctx)
 	ls := &liveSession{
 		decision: *sess.admitted,
@@ -93,10 +88,11 @@ func (s *Server) register(ctx context.Context, sess *session, log *slog.Logger, 
 		client:   sess.clientID,
 		since:    time.Now(),
 		tap:      &relayTap{client: client.Conn, backend: backend.Conn},
+		dialect:  sess.dialect,
 		log:      log,
 		cancel:   cancel,
 	}
-	ls.tap.gated = ls.protocol == config.ProtocolIMAP
+	ls.tap.gated = sess.dialect.gated
 	r := &s.sessions
 	r.mu.Lock()
 	if r.live == nil {
@@ -131,8 +127,8 @@ func (s *Server) unregister(ls *liveSession) {
 	if r.ended[ls.protocol] == nil {
 		r.ended[ls.protocol] = new([2]int64)
 	}
-	r.ended[ls.protocol][0] += ls.tap.up.Load()
-	r.ended[ls.protocol][1] += ls.tap.down.Load()
+	r.ended[ls.protocol][0] += ls.tap.bytes.ClientToBackend.Load()
+	r.ended[ls.protocol][1] += ls.tap.bytes.BackendToClient.Load()
 	r.mu.Unlock()
 }
 
@@ -187,8 +183,8 @@ func (ls *liveSession) info() SessionInfo {
 		App:      ls.decision.App,
 		Client:   ls.client,
 		Since:    ls.since,
-		BytesIn:  ls.tap.up.Load(),
-		BytesOut: ls.tap.down.Load(),
+		BytesIn:  ls.tap.bytes.ClientToBackend.Load(),
+		BytesOut: ls.tap.bytes.BackendToClient.Load(),
 	}
 }
 
@@ -214,13 +210,13 @@ func (s *Server) revokeStale(p *auth.Policy) int {
 // revoke stops the session's relay (see relayTap for the IMAP goodbye)
 // and logs why. Only the first call of revoke or shutDown does anything.
 func (ls *liveSession) revoke(reason string) {
-	ls.end(imapRevokedBye, "session closed: credential revoked", "reason", reason)
+	ls.end(ls.dialect.revokedBye, "session closed: credential revoked", "reason", reason)
 }
 
 // shutDown stops the session's relay because the server is shutting down.
 func (ls *liveSession) shutDown() {
 	ls.closedByShutdown.Store(true)
-	ls.end(imapShutdownBye, "session closed: server shutting down")
+	ls.end(ls.dialect.shutdownBye, "session closed: server shutting down")
 }
 
 // end stops the relay, with bye for an IMAP client, and logs msg.

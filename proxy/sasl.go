@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/emersion/go-sasl"
+
+	"github.com/kanmon-mail/kanmon/auth"
 )
 
 // SASL pieces shared by the IMAP, POP3 and SMTP fronts. go-sasl parses
@@ -113,4 +115,27 @@ func saslCredentials(mech string, initial *string, ask func(challenge string) (s
 		return string(u), string(p), nil
 	}
 	return "", "", errSASLMechanism
+}
+
+// saslRefusal is the dialect's reply to a SASL exchange that ended in err
+// without credentials: an authzid for another user is a failed login
+// (logged, with the uniform reply), the other errSASL* values have their
+// own replies. ok is false when err is not the exchange's own (an I/O
+// error, a line too long), for the front to end on.
+func (s *session) saslRefusal(err error, user string) (line string, ok bool) {
+	d := s.dialect
+	switch {
+	case errors.Is(err, errSASLAuthzid):
+		s.log.Info("login failed", "user", user, "reason", auth.ReasonAuthzid.String())
+		return d.failed, true
+	case errors.Is(err, errSASLMechanism):
+		return d.saslMechanism, true
+	case errors.Is(err, errSASLCancelled):
+		return d.saslCancelled, true
+	case errors.Is(err, errSASLBase64):
+		return d.saslBase64, true
+	case errors.Is(err, errSASLMalformed):
+		return d.saslMalformed, true
+	}
+	return "", false
 }

@@ -1,9 +1,3 @@
-// Package proxy is kanmon's network side: listeners, the pre-auth front of
-// each protocol, the backend login and the byte relay that follows it.
-//
-// The data flow is one path: listener → front (imap.go) → auth.Policy →
-// backend login (backend.go) → Relay (relay.go). Each connection reads the
-// current Generation once, when it is accepted; a reload swaps the pointer.
 package proxy
 
 import (
@@ -11,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -20,6 +15,8 @@ import (
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/lockout"
 	"github.com/kanmon-mail/kanmon/metrics"
+	"github.com/kanmon-mail/kanmon/proxy/backend"
+	"github.com/kanmon-mail/kanmon/proxy/relay"
 )
 
 // Generation is one generation of configuration with everything loaded from
@@ -33,7 +30,7 @@ type Generation struct {
 	// TLS serves the implicit and STARTTLS listeners; nil when none needs it.
 	TLS *tls.Config
 	// Backends maps a protocol to its mail server.
-	Backends map[string]*Backend
+	Backends map[string]*backend.Backend
 	// Pepper keys passcode hashes and lockout fingerprints.
 	Pepper auth.Pepper
 }
@@ -52,7 +49,7 @@ func LoadGeneration(cfg *config.Config) (*Generation, error) {
 	rt := &Generation{
 		Config:   cfg,
 		Policy:   auth.NewPolicy(accounts, pepper, cfg.TrustedPrefixes, *cfg.Require2FAOutside),
-		Backends: map[string]*Backend{},
+		Backends: map[string]*backend.Backend{},
 		Pepper:   pepper,
 	}
 	if cfg.TLS.Cert != "" {
@@ -67,7 +64,7 @@ func LoadGeneration(cfg *config.Config) (*Generation, error) {
 		if bc == nil {
 			continue
 		}
-		b, err := NewBackend(proto, bc)
+		b, err := backend.New(proto, bc)
 		if err != nil {
 			return nil, err
 		}
@@ -91,6 +88,17 @@ func (rt *Generation) WithAccounts() (*Generation, error) {
 	return &next, nil
 }
 
+// CheckPassword checks user's password at the IMAP backend in force; see
+// backend.Backend.CheckPassword. Without [backend.imap] it is an error
+// (not a rejection).
+func (rt *Generation) CheckPassword(ctx context.Context, user, password string, client backend.ClientInfo) error {
+	b := rt.Backends[config.ProtocolIMAP]
+	if b == nil {
+		return errors.New("checking a password: no [backend.imap]")
+	}
+	return b.CheckPassword(ctx, user, password, client)
+}
+
 // ServerTLSConfig is the client-facing TLS configuration for cert.
 func ServerTLSConfig(cert tls.Certificate) *tls.Config {
 	return &tls.Config{
@@ -105,8 +113,8 @@ type Server struct {
 	guard    *lockout.Guard
 	lastUse  *auth.LastUseStore
 	current  atomic.Pointer[Generation]
-	buffers  *BufferPool
-	parking  poller // the parked relay directions (park.go)
+	buffers  *relay.BufferPool
+	parking  relay.Poller // the parked relay directions
 	sessions registry
 	limits   limits
 	metrics  *metrics.Metrics
@@ -127,7 +135,7 @@ type ServerOptions struct {
 
 // NewServer returns a server that starts with rt.
 func NewServer(log *slog.Logger, rt *Generation, opts ServerOptions) *Server {
-	s := &Server{log: log, guard: opts.Lockout, lastUse: opts.LastUse, buffers: NewBufferPool(), metrics: opts.Metrics}
+	s := &Server{log: log, guard: opts.Lockout, lastUse: opts.LastUse, buffers: relay.NewBufferPool(), metrics: opts.Metrics}
 	s.current.Store(rt)
 	s.metrics.WatchServer(s.stats)
 	if s.lastUse != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/proxy/relay"
 )
 
 // session is what every protocol front knows about its connection.
@@ -22,7 +23,9 @@ type session struct {
 	srv  *Server
 	rt   *Generation
 	spec config.Listener
-	conn net.Conn
+	// dialect is the protocol's reply table.
+	dialect *dialect
+	conn    net.Conn
 	// clientIP is the real client's address, the one every policy uses
 	// (trusted_networks, lockout, logs, last use): the connection's peer,
 	// or the source of its PROXY header, or the x-originating-ip of an
@@ -50,6 +53,9 @@ type session struct {
 	// clientID is the name/version the client gave in IMAP ID, for logs,
 	// the session registry and the passcode's last use.
 	clientID string
+	// helo is the client's EHLO or HELO name on submission, told to the
+	// backend (backend.ClientInfo.Helo).
+	helo string
 	// admitted is the decision of the successful login (set by
 	// authenticate), which the session registry checks on every reload.
 	admitted *auth.Decision
@@ -114,25 +120,28 @@ func (s *session) goodbyeDeadline() {
 // what the front had read past the login is in client.Pending. While it
 // relays, the session is listed in the server's session registry, which
 // closes it when a reload revokes its credential.
-func (s *session) relay(ctx context.Context, log *slog.Logger, client, backend Endpoint) {
+func (s *session) relay(ctx context.Context, log *slog.Logger, client, backend relay.Endpoint) {
 	start := time.Now()
 	srv, protocol, hold := s.srv, s.spec.Protocol, s.hold
 	srv.limits.endPreAuth(hold)
 	s.interrupt.disarm()
-	opts := RelayOptions{Idle: s.rt.Config.IdleTimeout.Duration, Buffers: srv.buffers, poller: &srv.parking}
+	opts := relay.Options{Idle: s.rt.Config.IdleTimeout.Duration, Buffers: srv.buffers, Poller: &srv.parking}
 	var ls *liveSession
 	if s.admitted != nil {
 		// A logged-in session outlives the end of ctx (shutdown): the
 		// drain lets it go on, and CloseSessions ends it.
 		ctx, ls = srv.register(context.WithoutCancel(ctx), s, log, client, backend)
-		opts.tap = ls.tap
+		opts.Counters = &ls.tap.bytes
+		if ls.tap.gated {
+			opts.Gate = ls.tap
+		}
 	}
 	s.detached = true
 	srv.wg.Add(1) // handle's own count is still held here
-	startRelay(ctx, client, backend, opts, func(stats RelayStats, err error) {
+	relay.Start(ctx, client, backend, opts, func(stats relay.Stats, err error) {
 		defer srv.wg.Done()
 		attrs := []any{"duration", time.Since(start).Round(time.Millisecond), "bytes_in", stats.ClientToBackend, "bytes_out", stats.BackendToClient}
-		if err != nil && !errors.Is(err, errRelayIdle) {
+		if err != nil && !errors.Is(err, relay.ErrIdle) {
 			srv.metrics.BackendError(protocol, backendErrRelay)
 		}
 		if err != nil {
@@ -173,9 +182,9 @@ func (s *session) upgradeTLS(br *bufio.Reader, verb string) net.Conn {
 // clientEndpoint is the client's side of the relay after a login: the
 // connection without its pre-auth deadline, and the bytes the client
 // pipelined behind its login, still buffered in br.
-func (s *session) clientEndpoint(br *bufio.Reader) Endpoint {
+func (s *session) clientEndpoint(br *bufio.Reader) relay.Endpoint {
 	_ = s.conn.SetDeadline(time.Time{})
-	client := Endpoint{Conn: s.conn}
+	client := relay.Endpoint{Conn: s.conn}
 	if n := br.Buffered(); n > 0 {
 		buf, _ := br.Peek(n)
 		client.Pending = append([]byte(nil), buf...)

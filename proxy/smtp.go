@@ -7,13 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
-	"sync"
 
-	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/internal/lineio"
+	"github.com/kanmon-mail/kanmon/proxy/backend"
 )
 
 // The SMTP submission front speaks SMTP only until AUTH succeeds. Then it
@@ -25,66 +24,41 @@ import (
 // what the backend implements: PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
 // CHUNKING, DSN and the rest work through the relay.
 
-// Line limits of the SMTP front. Memory is bounded by them, never by what
-// a client sends.
-const (
-	// smtpMaxCommandLine is the longest command line, CRLF included
-	// (RFC 5321 §4.5.3.1.4).
-	smtpMaxCommandLine = 512
-	// smtpMaxReplyLine is the longest reply line, CRLF included (RFC
-	// 5321 §4.5.3.1.5); longer mirrored EHLO lines are dropped.
-	smtpMaxReplyLine = 512
-	// smtpMaxAuthLine is the longest AUTH command line with its initial
-	// response, and the longest SASL response, CRLF included. RFC 4954
-	// §4 asks a server to take the longest response its mechanisms
-	// produce, whatever its other line limits; 12288 octets is what many
-	// servers allow, far more than any PLAIN or LOGIN response needs. A
-	// line longer than this is cut off at the limit and the connection
-	// closed, since its rest cannot be told from the next command.
-	smtpMaxAuthLine = 12288
-)
+// smtpMaxAuthLine is the longest AUTH command line with its initial
+// response, and the longest SASL response, CRLF included. RFC 4954 §4
+// asks a server to take the longest response its mechanisms produce,
+// whatever its other line limits; 12288 octets is what many servers
+// allow, far more than any PLAIN or LOGIN response needs. Other command
+// lines are bounded by lineio.SMTPMaxCommandLine (RFC 5321 §4.5.3.1.4),
+// and mirrored EHLO lines by lineio.SMTPMaxReplyLine. A line longer than
+// its limit is cut off there and the connection closed, since its rest
+// cannot be told from the next command.
+const smtpMaxAuthLine = 12288
 
-// Replies of the SMTP front (RFC 5321 §4.2, RFC 4954 §6, RFC 3207 §4,
-// enhanced codes per RFC 3463). The front always gives enhanced codes.
+// Replies of the SMTP front to its own commands (RFC 5321 §4.2, RFC 4954
+// §6, RFC 3207 §4, enhanced codes per RFC 3463); the replies every front
+// shares are in its dialect. The front always gives enhanced codes.
 const (
-	smtpAuthOK = "235 2.7.0 Authentication successful"
-	// smtpFailedReply is every failed login, whatever the reason.
-	smtpFailedReply        = "535 5.7.8 " + auth.FailureText
-	smtpUnavailable        = "454 4.7.0 Temporary authentication failure"
-	smtpEncryptionRequired = "538 5.7.11 Encryption required for requested authentication mechanism"
-	smtpAuthRequired       = "530 5.7.0 Authentication required"
-	smtpHelloFirst         = "503 5.5.1 Send EHLO first"
-	smtpAuthSyntax         = "501 5.5.4 Syntax: AUTH mechanism [initial-response]"
-	smtpCancelled          = "501 5.0.0 Authentication cancelled"
-	smtpBadBase64          = "501 5.5.2 Cannot decode response"
-	smtpMalformed          = "501 5.5.2 Malformed authentication response"
-	smtpUnknownMechanism   = "504 5.5.4 Unrecognized authentication type"
-	smtpAuthLineTooLong    = "500 5.5.6 Authentication Exchange line is too long"
-	smtpLineTooLong        = "500 5.5.2 Line too long"
-	smtpUnknownCommand     = "500 5.5.2 Command not recognized"
-	smtpTooManyErrors      = "421 4.7.0 Too many errors; closing connection"
-	smtpShuttingDown       = "421 4.3.2 Server shutting down"
-	smtpIdle               = "421 4.4.2 Idle for too long; closing connection"
-	smtpOK                 = "250 2.0.0 OK"
+	smtpAuthOK          = "235 2.7.0 Authentication successful"
+	smtpAuthRequired    = "530 5.7.0 Authentication required"
+	smtpHelloFirst      = "503 5.5.1 Send EHLO first"
+	smtpAuthSyntax      = "501 5.5.4 Syntax: AUTH mechanism [initial-response]"
+	smtpAuthLineTooLong = "500 5.5.6 Authentication Exchange line is too long"
+	smtpUnknownCommand  = "500 5.5.2 Command not recognized"
+	smtpOK              = "250 2.0.0 OK"
 )
 
 // smtpAuthMechanisms is kanmon's own AUTH line in EHLO.
 const smtpAuthMechanisms = "AUTH PLAIN LOGIN"
 
-// errSMTPLineTooLong is a line over its limit.
-var errSMTPLineTooLong = errors.New("smtp: line too long")
-
 // smtpFront is the pre-auth SMTP conversation on one connection.
 type smtpFront struct {
 	*session
-	br *bufio.Reader
-	// line is the current line, reused; at most smtpMaxAuthLine long.
-	line []byte
-	// helo is the name the backend gets in EHLO: the client's EHLO or
-	// HELO name if it is a valid domain or address literal, else
-	// kanmon's own. Empty until the client said EHLO or HELO, and again
-	// after STARTTLS (RFC 3207 §4.2).
-	helo string
+	lr *lineio.Reader
+	// The session's helo is the name the backend gets in EHLO: the
+	// client's EHLO or HELO name if it is a valid domain or address
+	// literal, else kanmon's own. Empty until the client said EHLO or
+	// HELO, and again after STARTTLS (RFC 3207 §4.2).
 }
 
 // serveSubmission runs the pre-auth SMTP submission front and, after AUTH,
@@ -93,48 +67,27 @@ func serveSubmission(ctx context.Context, s *session) {
 	f := &smtpFront{session: s}
 	f.setConn(s.conn)
 	f.preAuthDeadline()
-	if err := f.reply("220 " + smtpHostname() + " ESMTP kanmon ready"); err != nil {
+	if err := f.reply("220 " + backend.Hostname() + " ESMTP kanmon ready"); err != nil {
 		return
 	}
 	for !contextDone(ctx) {
 		f.preAuthDeadline()
-		line, err := f.readLine(smtpMaxAuthLine)
+		line, err := f.lr.ReadLine(smtpMaxAuthLine)
 		if err != nil {
-			f.readFailed(err, smtpLineTooLong)
+			f.readFailed(err, f.dialect.lineTooLong)
 			return
 		}
 		if done := f.dispatch(ctx, line); done {
 			return
 		}
 	}
-	_ = f.reply(smtpShuttingDown)
+	_ = f.reply(f.dialect.shuttingDown)
 }
 
 // setConn (re)binds the reader to conn, after accept or STARTTLS.
 func (f *smtpFront) setConn(conn net.Conn) {
 	f.conn = conn
-	f.br = bufio.NewReaderSize(conn, 4096)
-}
-
-// readLine reads one line of at most limit octets with its line end and
-// returns it without CRLF (a bare LF ends a line too). A longer line is
-// errSMTPLineTooLong; no more of it is read.
-func (f *smtpFront) readLine(limit int) (string, error) {
-	f.line = f.line[:0]
-	for {
-		chunk, err := f.br.ReadSlice('\n')
-		if len(f.line)+len(chunk) > limit {
-			return "", errSMTPLineTooLong
-		}
-		f.line = append(f.line, chunk...)
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		return strings.TrimSuffix(string(f.line[:len(f.line)-1]), "\r"), nil
-	}
+	f.lr = lineio.NewReader(bufio.NewReaderSize(conn, 4096))
 }
 
 // readFailed says goodbye after a read error where one is due: tooLong
@@ -142,14 +95,14 @@ func (f *smtpFront) readLine(limit int) (string, error) {
 func (f *smtpFront) readFailed(err error, tooLong string) {
 	var ne net.Error
 	switch {
-	case errors.Is(err, errSMTPLineTooLong):
+	case errors.Is(err, lineio.ErrTooLong):
 		_ = f.reply(tooLong)
 	case errors.As(err, &ne) && ne.Timeout():
 		f.goodbyeDeadline()
 		if f.shuttingDown() {
-			_ = f.reply(smtpShuttingDown)
+			_ = f.reply(f.dialect.shuttingDown)
 		} else {
-			_ = f.reply(smtpIdle)
+			_ = f.reply(f.dialect.idle)
 		}
 	}
 }
@@ -159,8 +112,8 @@ func (f *smtpFront) readFailed(err error, tooLong string) {
 func (f *smtpFront) dispatch(ctx context.Context, line string) bool {
 	verb, arg, _ := strings.Cut(line, " ")
 	verb = strings.ToUpper(verb)
-	if verb != "AUTH" && len(line)+len("\r\n") > smtpMaxCommandLine {
-		return f.failed(smtpLineTooLong)
+	if verb != "AUTH" && len(line)+len("\r\n") > lineio.SMTPMaxCommandLine {
+		return f.failed(f.dialect.lineTooLong)
 	}
 	switch verb {
 	case "EHLO", "HELO":
@@ -191,7 +144,7 @@ func (f *smtpFront) failed(reply string) bool {
 		return true
 	}
 	if f.fail() {
-		_ = f.reply(smtpTooManyErrors)
+		_ = f.reply(f.dialect.tooManyErrors)
 		return true
 	}
 	return false
@@ -206,9 +159,9 @@ func (f *smtpFront) hello(ctx context.Context, verb, arg string) bool {
 	}
 	f.helo = smtpClientName(name)
 	if verb == "HELO" {
-		return f.reply("250 "+smtpHostname()) != nil
+		return f.reply("250 "+backend.Hostname()) != nil
 	}
-	lines := []string{smtpHostname()}
+	lines := []string{backend.Hostname()}
 	for _, ext := range f.backendExtensions(ctx) {
 		if smtpMirrored(ext) {
 			lines = append(lines, ext)
@@ -235,11 +188,7 @@ func (f *smtpFront) hello(ctx context.Context, verb, arg string) bool {
 // backendExtensions is the backend's EHLO extension list, from the cache
 // or a probe; a safe minimal list when the backend cannot be asked.
 func (f *smtpFront) backendExtensions(ctx context.Context) []string {
-	b := f.rt.Backends[f.spec.Protocol]
-	if b == nil {
-		return smtpFallbackExtensions
-	}
-	exts, err := b.submissionExtensions(ctx)
+	exts, err := f.rt.Backends[f.spec.Protocol].SubmissionExtensions(ctx)
 	if err != nil {
 		f.log.Warn("backend EHLO probe failed; advertising the last known or a minimal extension list", "err", err)
 	}
@@ -256,7 +205,7 @@ func smtpMirrored(ext string) bool {
 	keyword, params, _ := strings.Cut(ext, " ")
 	keyword = strings.ToUpper(keyword)
 	switch {
-	case keyword == "" || len(ext) > smtpMaxReplyLine-len("250-\r\n"):
+	case keyword == "" || len(ext) > lineio.SMTPMaxReplyLine-len("250-\r\n"):
 		return false
 	case keyword == "AUTH", keyword == "STARTTLS", strings.HasPrefix(keyword, "AUTH="), keyword[0] == 'X':
 		return false
@@ -267,7 +216,7 @@ func smtpMirrored(ext string) bool {
 			return false
 		}
 	}
-	return printable(params, len(params)) == params
+	return lineio.Printable(params, len(params)) == params
 }
 
 // startTLS upgrades the connection (RFC 3207). Bytes the client pipelined
@@ -286,7 +235,7 @@ func (f *smtpFront) startTLS(arg string) bool {
 	if f.reply("220 2.0.0 Ready to start TLS") != nil {
 		return true
 	}
-	tc := f.upgradeTLS(f.br, "STARTTLS")
+	tc := f.upgradeTLS(f.lr.Buffered(), "STARTTLS")
 	if tc == nil {
 		return true
 	}
@@ -299,7 +248,7 @@ func (f *smtpFront) startTLS(arg string) bool {
 // response (RFC 4954 §4).
 func (f *smtpFront) cmdAuth(ctx context.Context, arg string) bool {
 	if !f.authAllowed() {
-		return f.failed(smtpEncryptionRequired)
+		return f.failed(f.dialect.privacyRequired)
 	}
 	if f.helo == "" {
 		return f.failed(smtpHelloFirst)
@@ -317,52 +266,26 @@ func (f *smtpFront) cmdAuth(ctx context.Context, arg string) bool {
 			return "", err
 		}
 		f.preAuthDeadline()
-		return f.readLine(smtpMaxAuthLine)
+		return f.lr.ReadLine(smtpMaxAuthLine)
 	})
-	switch {
-	case err == nil:
-		return f.login(ctx, user, secret)
-	case errors.Is(err, errSASLAuthzid):
-		f.log.Info("login failed", "user", user, "reason", "PLAIN authzid differs from authcid")
-		return f.failed(smtpFailedReply)
-	case errors.Is(err, errSASLMechanism):
-		return f.failed(smtpUnknownMechanism)
-	case errors.Is(err, errSASLCancelled):
-		return f.failed(smtpCancelled)
-	case errors.Is(err, errSASLBase64):
-		return f.failed(smtpBadBase64)
-	case errors.Is(err, errSASLMalformed):
-		return f.failed(smtpMalformed)
+	if err == nil {
+		return f.login(ctx, f, user, secret)
+	}
+	if line, ok := f.saslRefusal(err, user); ok {
+		return f.failed(line)
 	}
 	f.readFailed(err, smtpAuthLineTooLong)
 	return true
 }
 
-// login decides, logs into the backend, answers 235 and relays.
-func (f *smtpFront) login(ctx context.Context, user, secret string) bool {
-	var backend *SubmissionLogin
-	outcome, log := f.authenticate(ctx, user, secret, func(ctx context.Context, b *Backend, cred Credentials) error {
-		var err error
-		backend, err = b.LoginSubmission(ctx, cred, f.helo)
-		return err
-	})
-	switch outcome {
-	case outcomeFailed:
-		return f.failed(smtpFailedReply)
-	case outcomeUnavailable:
-		return f.failed(smtpUnavailable)
-	}
-	if !f.admitSession() {
-		backend.Conn.Close()
-		return f.reply(smtpSessionLimit) != nil
-	}
-	if err := f.reply(smtpAuthOK); err != nil {
-		backend.Conn.Close()
-		return true
-	}
-	f.relay(ctx, log, f.clientEndpoint(f.br), backend.Endpoint)
-	return true
-}
+// refuse answers a failed login or SASL exchange (front).
+func (f *smtpFront) refuse(line string) bool { return f.failed(line) }
+
+// loggedIn is the 235 after AUTH (front).
+func (f *smtpFront) loggedIn(*backend.Login) string { return smtpAuthOK }
+
+// reader holds what the client pipelined past its AUTH (front).
+func (f *smtpFront) reader() *bufio.Reader { return f.lr.Buffered() }
 
 // bdat refuses BDAT before AUTH. Its chunk follows the command without
 // waiting for a reply (RFC 3030 §2), so the chunk is read and discarded
@@ -376,8 +299,8 @@ func (f *smtpFront) bdat(arg string) bool {
 		_ = f.reply("501 5.5.4 Syntax: BDAT size [LAST]")
 		return true
 	}
-	if _, err := io.CopyN(io.Discard, f.br, size); err != nil {
-		f.readFailed(err, smtpLineTooLong)
+	if _, err := io.CopyN(io.Discard, f.lr.Buffered(), size); err != nil {
+		f.readFailed(err, f.dialect.lineTooLong)
 		return true
 	}
 	return f.failed(smtpAuthRequired)
@@ -395,42 +318,8 @@ func (f *smtpFront) reply(text string) error {
 // or an address literal (RFC 5321 §4.1.3), which the backend then gets in
 // its EHLO; anything else is replaced by kanmon's own name.
 func smtpClientName(name string) string {
-	if smtpValidName(name) {
+	if backend.ValidHeloName(name) {
 		return name
 	}
-	return smtpHostname()
+	return backend.Hostname()
 }
-
-// smtpValidName reports whether name is a domain (letters, digits, hyphens
-// and dots) or an address literal ("[192.0.2.1]", "[IPv6:2001:db8::1]").
-func smtpValidName(name string) bool {
-	if len(name) == 0 || len(name) > 255 {
-		return false
-	}
-	allowed := "-."
-	if lit, ok := strings.CutPrefix(name, "["); ok {
-		inner, ok := strings.CutSuffix(lit, "]")
-		if !ok || inner == "" {
-			return false
-		}
-		name, allowed = inner, ":."
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(allowed, c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
-
-// smtpHostname is kanmon's name in its greeting, its EHLO reply and, when
-// the client's name will not do, its EHLO to the backend: the host name,
-// or "localhost" when that is not a valid domain.
-var smtpHostname = sync.OnceValue(func() string {
-	h, err := os.Hostname()
-	if err != nil || !smtpValidName(h) || strings.HasPrefix(h, "[") {
-		return "localhost"
-	}
-	return h
-})

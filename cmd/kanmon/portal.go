@@ -9,6 +9,7 @@ import (
 	"github.com/kanmon-mail/kanmon/lockout"
 	"github.com/kanmon-mail/kanmon/portal"
 	"github.com/kanmon-mail/kanmon/proxy"
+	"github.com/kanmon-mail/kanmon/proxy/backend"
 )
 
 // startPortal starts the self-service portal when cfg has [portal] (nil,
@@ -24,9 +25,12 @@ func startPortal(cfg *config.Config, srv *proxy.Server, guard *lockout.Guard, re
 	}
 	h, err := portal.New(portal.Options{
 		Log:        log,
-		Generation: srv.Generation,
+		Generation: func() portal.Generation {
+			g := srv.Generation()
+			return portal.Generation{Config: g.Config, Policy: g.Policy}
+		},
 		Guard:      guard,
-		CheckPassword: func(ctx context.Context, user, password string, client proxy.ClientInfo) error {
+		CheckPassword: func(ctx context.Context, user, password string, client backend.ClientInfo) error {
 			return srv.Generation().CheckPassword(ctx, user, password, client)
 		},
 		LastUse:     srv.LastUse,

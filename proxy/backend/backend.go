@@ -1,17 +1,27 @@
-package proxy
+// Package backend logs into the mail server behind kanmon: IMAP, POP3 or
+// SMTP submission, over plain TCP, STARTTLS or implicit TLS, with SASL
+// PLAIN as the master user on behalf of a passcode user or with the
+// user's own password (passthrough). It tells the server who the client
+// is as forward_client_ip says (IMAP ID, XCLIENT, a PROXY v2 header), and
+// hands the logged-in connection back as a Login, ready to relay.
+//
+// Every failure is a *LoginError whose text is for the log only; the one
+// line a client may see (a POP3 [IN-USE] or [LOGIN-DELAY]) is kept apart,
+// sanitised, in ClientLine.
+package backend
 
 import (
 	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"time"
 
 	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/internal/lineio"
 )
 
 // maxBackendLineBytes bounds one response line from the backend during
@@ -29,6 +39,20 @@ type Credentials struct {
 	Client ClientInfo
 }
 
+// Stage is where a backend login failed, for the metrics.
+type Stage uint8
+
+const (
+	// StageLogin is the login conversation itself: greeting, commands,
+	// authentication.
+	StageLogin Stage = iota
+	// StageDial is the TCP connection (or the PROXY header on it).
+	StageDial
+	// StageTLS is the TLS handshake, implicit or after STARTTLS/STLS, and
+	// the STARTTLS/STLS exchange before it.
+	StageTLS
+)
+
 // LoginError is a failed backend login. Its Error text is internal: it goes
 // to the log, never to the client.
 type LoginError struct {
@@ -36,8 +60,17 @@ type LoginError struct {
 	// credentials are wrong. Timeouts, refusals to talk, temporary codes
 	// ([UNAVAILABLE], [-ERR [SYS/TEMP]]…) leave it false.
 	AuthFailed bool
+	// Stage is where the login failed.
+	Stage Stage
 	// Detail is the internal reason ("backend replied NO [UNAVAILABLE]").
 	Detail string
+	// ClientLine, when not empty, is the backend's own refusal for the
+	// client to see in place of the front's temporary-failure reply: a
+	// POP3 "-ERR [IN-USE] ..." or "-ERR [LOGIN-DELAY] ..." (RFC 2449
+	// §8.1), which tells the client to retry later, not to ask for a new
+	// password. It is reduced to printable ASCII and to the RFC 2449 §4
+	// response length.
+	ClientLine string
 	// Err is the underlying cause, if any.
 	Err error
 }
@@ -51,9 +84,36 @@ func (e *LoginError) Error() string {
 
 func (e *LoginError) Unwrap() error { return e.Err }
 
-// unavailable builds a non-definite LoginError.
+// unavailable builds a non-definite LoginError of the login stage.
 func unavailable(detail string, err error) *LoginError {
 	return &LoginError{Detail: detail, Err: err}
+}
+
+// tlsFailed builds a non-definite LoginError of the TLS stage.
+func tlsFailed(detail string, err error) *LoginError {
+	return &LoginError{Stage: StageTLS, Detail: detail, Err: err}
+}
+
+// rejected builds the definite failure: the backend refused the
+// credentials.
+func rejected(detail string) *LoginError {
+	return &LoginError{AuthFailed: true, Detail: detail}
+}
+
+// Login is a logged-in backend connection, ready to relay.
+type Login struct {
+	// Conn is the connection, without deadlines.
+	Conn net.Conn
+	// Pending are the bytes read from Conn past the login, which must
+	// reach the client first.
+	Pending []byte
+	// Capability is, for IMAP, the backend's post-login capability list
+	// without the "CAPABILITY" word, for the client's tagged OK.
+	Capability string
+	// Extensions are, for submission, the backend's EHLO lines after its
+	// name line (keyword and parameters, "SIZE 10240000"), as offered
+	// before AUTH and after STARTTLS when that is configured.
+	Extensions []string
 }
 
 // Backend dials one protocol's mail server and logs into it.
@@ -74,10 +134,13 @@ type Backend struct {
 	// config.ForwardID, ForwardXCLIENT, ForwardPROXY or ForwardNone ("" is
 	// none).
 	ForwardClientIP string
+
+	// extensions caches a submission backend's EHLO extensions (smtp.go).
+	extensions extensionCache
 }
 
-// NewBackend builds a Backend from its config section.
-func NewBackend(protocol string, c *config.Backend) (*Backend, error) {
+// New builds a Backend from its config section.
+func New(protocol string, c *config.Backend) (*Backend, error) {
 	tc := &tls.Config{
 		ServerName:         c.ServerName,
 		MinVersion:         tls.VersionTLS12,
@@ -111,106 +174,139 @@ func (b *Backend) MasterCredentials(user string) Credentials {
 	return Credentials{Authzid: user, Authcid: b.MasterUser, Password: b.MasterPassword}
 }
 
-// backendConn is a connection to the backend during login.
-type backendConn struct {
+// Login dials the backend and logs in with cred, in b's protocol: SASL
+// PLAIN as cred says (RFC 4616), after STARTTLS or STLS when configured,
+// telling the backend who the client is as forward_client_ip says. Only
+// a backend's definite "wrong credentials" is a LoginError with
+// AuthFailed; a failure to reach or understand the backend is not.
+// Shutdown (the end of ctx) cuts a login short.
+func (b *Backend) Login(ctx context.Context, cred Credentials) (*Login, error) {
+	var steps func(context.Context, *conn, Credentials) (*Login, error)
+	switch b.Protocol {
+	case config.ProtocolIMAP:
+		steps = b.loginIMAP
+	case config.ProtocolPOP3:
+		steps = b.loginPOP3
+	case config.ProtocolSubmission:
+		steps = b.loginSubmission
+	default:
+		return nil, unavailable("no backend login for protocol "+b.Protocol, nil)
+	}
+	var login *Login
+	bc, err := b.converse(ctx, cred.Client, func(bc *conn) error {
+		var err error
+		login, err = steps(ctx, bc, cred)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	login.Conn, login.Pending = bc.handOver()
+	return login, nil
+}
+
+// converse dials the backend for client and runs steps on the
+// connection, which the end of ctx (shutdown) cuts short rather than
+// waiting out the timeout. On error the connection is closed.
+func (b *Backend) converse(ctx context.Context, client ClientInfo, steps func(*conn) error) (*conn, error) {
+	bc, err := b.dial(ctx, client)
+	if err != nil {
+		return nil, err
+	}
+	raw := bc.conn
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Now()) })
+	defer stop()
+	if err := steps(bc); err != nil {
+		bc.conn.Close()
+		return nil, err
+	}
+	return bc, nil
+}
+
+// conn is a connection to the backend during login.
+type conn struct {
 	conn net.Conn
-	br   *bufio.Reader
+	lr   *lineio.Reader
 }
 
 // dial opens the TCP connection (and TLS, when implicit) with a deadline
-// covering the whole login, for a client kanmon does not know (see
-// dialClient).
-func (b *Backend) dial(ctx context.Context) (*backendConn, error) {
-	return b.dialClient(ctx, ClientInfo{})
-}
-
-// dialClient is dial for client: with forward_client_ip = "proxy" a PROXY
-// v2 header naming client is written first, before any TLS (a LOCAL
-// header when client is unknown).
-func (b *Backend) dialClient(ctx context.Context, client ClientInfo) (*backendConn, error) {
+// covering the whole login. With forward_client_ip = "proxy" a PROXY v2
+// header naming client is written first, before any TLS (a LOCAL header
+// when client is unknown).
+func (b *Backend) dial(ctx context.Context, client ClientInfo) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.Timeout)
 	defer cancel()
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", b.Address)
+	c, err := d.DialContext(ctx, "tcp", b.Address)
 	if err != nil {
-		return nil, unavailable("backend dial failed", err)
+		return nil, &LoginError{Stage: StageDial, Detail: "backend dial failed", Err: err}
 	}
-	_ = conn.SetDeadline(time.Now().Add(b.Timeout))
+	_ = c.SetDeadline(time.Now().Add(b.Timeout))
 	if b.forwardMode() == config.ForwardPROXY {
 		hdr, err := proxyV2Header(client)
 		if err == nil {
-			_, err = conn.Write(hdr)
+			_, err = c.Write(hdr)
 		}
 		if err != nil {
-			conn.Close()
-			return nil, unavailable("sending the PROXY header to the backend", err)
+			c.Close()
+			return nil, &LoginError{Stage: StageDial, Detail: "sending the PROXY header to the backend", Err: err}
 		}
 	}
 	if b.TLSMode == config.TLSImplicit {
-		tc := tls.Client(conn, b.TLSConfig)
+		tc := tls.Client(c, b.TLSConfig)
 		if err := tc.HandshakeContext(ctx); err != nil {
-			conn.Close()
-			return nil, unavailable("backend TLS handshake failed", err)
+			c.Close()
+			return nil, tlsFailed("backend TLS handshake failed", err)
 		}
-		conn = tc
+		c = tc
 	}
-	return &backendConn{conn: conn, br: bufio.NewReaderSize(conn, 4096)}, nil
+	return newConn(c), nil
+}
+
+// newConn reads c's lines through a fresh buffer.
+func newConn(c net.Conn) *conn {
+	return &conn{conn: c, lr: lineio.NewReader(bufio.NewReaderSize(c, 4096))}
 }
 
 // startTLS upgrades the connection after the server agreed to STARTTLS. Any
 // byte the server sent after its OK would be read as if protected by TLS, so
 // it is refused (the backend-side twin of CVE-2011-0411).
-func (b *Backend) startTLS(ctx context.Context, bc *backendConn) error {
-	if bc.br.Buffered() > 0 {
-		return unavailable("backend sent data after its STARTTLS reply", nil)
+func (b *Backend) startTLS(ctx context.Context, bc *conn) error {
+	if bc.lr.Buffered().Buffered() > 0 {
+		return tlsFailed("backend sent data after its STARTTLS reply", nil)
 	}
 	tc := tls.Client(bc.conn, b.TLSConfig)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return unavailable("backend STARTTLS handshake failed", err)
+		return tlsFailed("backend STARTTLS handshake failed", err)
 	}
-	bc.conn = tc
-	bc.br = bufio.NewReaderSize(tc, 4096)
+	*bc = *newConn(tc)
 	return nil
 }
 
 // readLine reads one CRLF line without its line ending.
-func (bc *backendConn) readLine() (string, error) {
-	var line []byte
-	for {
-		chunk, err := bc.br.ReadSlice('\n')
-		line = append(line, chunk...)
-		if len(line) > maxBackendLineBytes {
-			return "", errors.New("backend line too long")
-		}
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		break
+func (bc *conn) readLine() (string, error) {
+	line, err := bc.lr.ReadLine(maxBackendLineBytes)
+	if err == lineio.ErrTooLong {
+		return "", fmt.Errorf("backend %w", err)
 	}
-	line = line[:len(line)-1]
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line = line[:n-1]
-	}
-	return string(line), nil
+	return line, err
 }
 
 // writeLine sends one line with CRLF.
-func (bc *backendConn) writeLine(s string) error {
+func (bc *conn) writeLine(s string) error {
 	_, err := bc.conn.Write([]byte(s + "\r\n"))
 	return err
 }
 
-// handOver ends the login phase: the connection gets its relay deadlines
-// back and any bytes read past the login become Pending.
-func (bc *backendConn) handOver() Endpoint {
+// handOver ends the login phase: the connection loses its login deadline
+// and any bytes read past the login are returned as pending.
+func (bc *conn) handOver() (net.Conn, []byte) {
 	_ = bc.conn.SetDeadline(time.Time{})
 	var pending []byte
-	if n := bc.br.Buffered(); n > 0 {
-		buf, _ := bc.br.Peek(n)
+	br := bc.lr.Buffered()
+	if n := br.Buffered(); n > 0 {
+		buf, _ := br.Peek(n)
 		pending = append([]byte(nil), buf...)
 	}
-	return Endpoint{Conn: bc.conn, Pending: pending}
+	return bc.conn, pending
 }

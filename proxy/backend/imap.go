@@ -1,22 +1,13 @@
-package proxy
+package backend
 
 import (
 	"context"
 	"encoding/base64"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/kanmon-mail/kanmon/config"
 )
-
-// IMAPLogin is a logged-in backend IMAP connection ready to relay.
-type IMAPLogin struct {
-	Endpoint
-	// Capability is the backend's post-login capability list, without the
-	// "CAPABILITY" word, for the client's tagged OK.
-	Capability string
-}
 
 // Tags kanmon uses on the backend connection. Any value works since the
 // client never sees them.
@@ -25,28 +16,13 @@ const (
 	imapTagAuth       = "k1"
 	imapTagCapability = "k2"
 	imapTagID         = "k3"
+	imapTagLogout     = "k4"
 )
 
-// LoginIMAP dials the IMAP backend and authenticates with SASL PLAIN
-// (RFC 4616; SASL-IR per RFC 4959 when the greeting offers it).
-func (b *Backend) LoginIMAP(ctx context.Context, cred Credentials) (*IMAPLogin, error) {
-	bc, err := b.dialClient(ctx, cred.Client)
-	if err != nil {
-		return nil, err
-	}
-	// Shutdown cuts a login short rather than waiting out the timeout.
-	raw := bc.conn
-	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Now()) })
-	defer stop()
-	login, err := b.loginIMAP(ctx, bc, cred)
-	if err != nil {
-		bc.conn.Close()
-		return nil, err
-	}
-	return login, nil
-}
-
-func (b *Backend) loginIMAP(ctx context.Context, bc *backendConn, cred Credentials) (*IMAPLogin, error) {
+// loginIMAP authenticates with SASL PLAIN (RFC 4616; SASL-IR per RFC
+// 4959 when the greeting offers it) and learns the post-login
+// capabilities.
+func (b *Backend) loginIMAP(ctx context.Context, bc *conn, cred Credentials) (*Login, error) {
 	greeting, err := bc.readLine()
 	if err != nil {
 		return nil, unavailable("reading backend greeting", err)
@@ -61,9 +37,9 @@ func (b *Backend) loginIMAP(ctx context.Context, bc *backendConn, cred Credentia
 			return nil, unavailable("sending STARTTLS to backend", err)
 		}
 		if _, status, err := readIMAPTagged(bc, imapTagStartTLS, nil); err != nil {
-			return nil, unavailable("backend STARTTLS", err)
+			return nil, tlsFailed("backend STARTTLS", err)
 		} else if status != "OK" {
-			return nil, unavailable("backend refused STARTTLS: "+status, nil)
+			return nil, tlsFailed("backend refused STARTTLS: "+status, nil)
 		}
 		if err := b.startTLS(ctx, bc); err != nil {
 			return nil, err
@@ -116,7 +92,7 @@ func (b *Backend) loginIMAP(ctx context.Context, bc *backendConn, cred Credentia
 			return nil, err
 		}
 	}
-	return &IMAPLogin{Endpoint: bc.handOver(), Capability: caps}, nil
+	return &Login{Capability: caps}, nil
 }
 
 // imapSendID tells the backend who the client is with ID (see
@@ -124,7 +100,7 @@ func (b *Backend) loginIMAP(ctx context.Context, bc *backendConn, cred Credentia
 // (Dovecot's login_trusted_networks) then logs and limits by the real
 // address; one that does not ignores the fields. Anything but OK fails
 // the login: forwarding was asked for.
-func imapSendID(bc *backendConn, c ClientInfo) error {
+func imapSendID(bc *conn, c ClientInfo) error {
 	cmd := imapForwardID(imapTagID, c)
 	if cmd == "" {
 		return nil
@@ -143,7 +119,7 @@ func imapSendID(bc *backendConn, c ClientInfo) error {
 }
 
 // askIMAPCapability sends CAPABILITY and returns the untagged answer.
-func askIMAPCapability(bc *backendConn) (string, error) {
+func askIMAPCapability(bc *conn) (string, error) {
 	if err := bc.writeLine(imapTagCapability + " CAPABILITY"); err != nil {
 		return "", unavailable("sending CAPABILITY to backend", err)
 	}
@@ -162,7 +138,7 @@ func askIMAPCapability(bc *backendConn) (string, error) {
 // readIMAPTagged reads lines until the one tagged tag, handing untagged
 // lines to onUntagged. It returns that line and its status (OK, NO, BAD).
 // A "* BYE" or a continuation request ends the exchange as an error.
-func readIMAPTagged(bc *backendConn, tag string, onUntagged func(string)) (string, string, error) {
+func readIMAPTagged(bc *conn, tag string, onUntagged func(string)) (string, string, error) {
 	for {
 		line, err := bc.readLine()
 		if err != nil {
@@ -201,7 +177,7 @@ func imapAuthOutcome(line, tag string) *LoginError {
 	code := responseCode(text)
 	switch code {
 	case "", "AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED":
-		return &LoginError{AuthFailed: true, Detail: detail}
+		return rejected(detail)
 	}
 	return unavailable(detail, nil)
 }

@@ -1,4 +1,4 @@
-package proxy
+package backend
 
 import (
 	"context"
@@ -16,9 +16,6 @@ import (
 // backend could not be asked (down, slow, a temporary refusal).
 var ErrPasswordRejected = errors.New("backend rejected the password")
 
-// imapTagLogout tags the LOGOUT after a password check.
-const imapTagLogout = "k4"
-
 // logoutTimeout bounds the LOGOUT after a password check: the answer
 // does not matter, only that the backend's session ends cleanly.
 const logoutTimeout = 2 * time.Second
@@ -34,7 +31,7 @@ func (b *Backend) CheckPassword(ctx context.Context, user, password string, clie
 	if b.Protocol != config.ProtocolIMAP {
 		return fmt.Errorf("checking a password: backend %s is not IMAP", b.Protocol)
 	}
-	login, err := b.LoginIMAP(ctx, Credentials{Authcid: user, Password: password, Client: client})
+	login, err := b.Login(ctx, Credentials{Authcid: user, Password: password, Client: client})
 	if err != nil {
 		var le *LoginError
 		if errors.As(err, &le) && le.AuthFailed {
@@ -44,17 +41,6 @@ func (b *Backend) CheckPassword(ctx context.Context, user, password string, clie
 	}
 	imapLogout(login.Conn)
 	return nil
-}
-
-// CheckPassword checks user's password at rt's IMAP backend; see
-// Backend.CheckPassword. Without [backend.imap] it is an error (not a
-// rejection).
-func (rt *Generation) CheckPassword(ctx context.Context, user, password string, client ClientInfo) error {
-	b := rt.Backends[config.ProtocolIMAP]
-	if b == nil {
-		return errors.New("checking a password: no [backend.imap]")
-	}
-	return b.CheckPassword(ctx, user, password, client)
 }
 
 // imapLogout sends LOGOUT on a logged-in backend connection, waits briefly

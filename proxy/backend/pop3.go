@@ -1,54 +1,34 @@
-package proxy
+package backend
 
 import (
 	"context"
 	"encoding/base64"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/internal/lineio"
 )
 
-// POP3Refusal is a backend's "-ERR" to the login that speaks of the
-// mailbox, not of the credentials: [IN-USE] (RFC 2449 §8.1.2; Dovecot
-// sends it when another session holds the mailbox or the user has too
-// many connections) or [LOGIN-DELAY] (RFC 2449 §8.1.1). It is the Err of a
-// LoginError that is not AuthFailed, and the client gets Line as it is.
-type POP3Refusal struct {
-	// Line is the backend's reply without CRLF, reduced to printable
-	// ASCII and to the RFC 2449 §4 response length.
-	Line string
-}
-
-// Error is the internal text, for the log.
-func (e *POP3Refusal) Error() string { return fmt.Sprintf("backend replied %q", e.Line) }
-
-// pop3PassedCodes are the response codes of a failed backend login that
-// reach the client unchanged (see POP3Refusal).
+// pop3PassedCodes are the response codes of a failed backend login whose
+// line reaches the client (LoginError.ClientLine): [IN-USE] (RFC 2449
+// §8.1.2; Dovecot sends it when another session holds the mailbox or the
+// user has too many connections) and [LOGIN-DELAY] (RFC 2449 §8.1.1).
+// They speak of the mailbox, not of the credentials.
 var pop3PassedCodes = map[string]bool{"IN-USE": true, "LOGIN-DELAY": true}
 
-// LoginPOP3 dials the POP3 backend and authenticates with AUTH PLAIN
-// (RFC 5034, RFC 4616), with the response as an initial response when the
-// command fits in a command line. A backend's [IN-USE] or [LOGIN-DELAY]
-// comes back as a LoginError wrapping a *POP3Refusal.
-func (b *Backend) LoginPOP3(ctx context.Context, cred Credentials) (Endpoint, error) {
-	bc, err := b.dialClient(ctx, cred.Client)
-	if err != nil {
-		return Endpoint{}, err
+// loginPOP3 authenticates with AUTH PLAIN (RFC 5034, RFC 4616), with the
+// response as an initial response when the command fits in a command
+// line.
+func (b *Backend) loginPOP3(ctx context.Context, bc *conn, cred Credentials) (*Login, error) {
+	if err := b.pop3Auth(ctx, bc, cred); err != nil {
+		return nil, err
 	}
-	// Shutdown cuts a login short rather than waiting out the timeout.
-	raw := bc.conn
-	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Now()) })
-	defer stop()
-	if err := b.loginPOP3(ctx, bc, cred); err != nil {
-		bc.conn.Close()
-		return Endpoint{}, err
-	}
-	return bc.handOver(), nil
+	return &Login{}, nil
 }
 
-func (b *Backend) loginPOP3(ctx context.Context, bc *backendConn, cred Credentials) error {
+// pop3Auth is loginPOP3's conversation.
+func (b *Backend) pop3Auth(ctx context.Context, bc *conn, cred Credentials) error {
 	greeting, err := bc.readLine()
 	if err != nil {
 		return unavailable("reading backend greeting", err)
@@ -59,10 +39,10 @@ func (b *Backend) loginPOP3(ctx context.Context, bc *backendConn, cred Credentia
 	if b.TLSMode == config.TLSStartTLS {
 		line, err := pop3Command(bc, "STLS")
 		if err != nil {
-			return unavailable("backend STLS", err)
+			return tlsFailed("backend STLS", err)
 		}
 		if !strings.HasPrefix(line, "+OK") {
-			return unavailable(fmt.Sprintf("backend refused STLS: %.120q", line), nil)
+			return tlsFailed(fmt.Sprintf("backend refused STLS: %.120q", line), nil)
 		}
 		if err := b.startTLS(ctx, bc); err != nil {
 			return err
@@ -75,7 +55,7 @@ func (b *Backend) loginPOP3(ctx context.Context, bc *backendConn, cred Credentia
 	}
 	ir := base64.StdEncoding.EncodeToString([]byte(cred.Authzid + "\x00" + cred.Authcid + "\x00" + cred.Password))
 	var line string
-	if cmd := "AUTH PLAIN " + ir; len(cmd)+len("\r\n") <= pop3MaxCommandLine {
+	if cmd := "AUTH PLAIN " + ir; len(cmd)+len("\r\n") <= lineio.POP3MaxCommandLine {
 		line, err = pop3Command(bc, cmd)
 	} else {
 		// RFC 5034 §4: an AUTH command with its initial response must
@@ -99,7 +79,7 @@ func (b *Backend) loginPOP3(ctx context.Context, bc *backendConn, cred Credentia
 // trusts kanmon (login_trusted_networks) and ignores the command when it
 // does not; anything but +OK fails the login, since forwarding was asked
 // for.
-func pop3SendXCLIENT(bc *backendConn, c ClientInfo) error {
+func pop3SendXCLIENT(bc *conn, c ClientInfo) error {
 	cmd := xclientCommand(c, false)
 	if cmd == "" {
 		return nil
@@ -115,7 +95,7 @@ func pop3SendXCLIENT(bc *backendConn, c ClientInfo) error {
 }
 
 // pop3Command sends one line and reads the one-line reply.
-func pop3Command(bc *backendConn, line string) (string, error) {
+func pop3Command(bc *conn, line string) (string, error) {
 	if err := bc.writeLine(line); err != nil {
 		return "", err
 	}
@@ -135,9 +115,11 @@ func pop3AuthOutcome(line string) *LoginError {
 	code := responseCode(text)
 	switch {
 	case code == "" || code == "AUTH":
-		return &LoginError{AuthFailed: true, Detail: detail}
+		return rejected(detail)
 	case pop3PassedCodes[code]:
-		return unavailable("backend refused the login", &POP3Refusal{Line: printable(line, pop3MaxResponseLine-len("\r\n"))})
+		le := unavailable(detail, nil)
+		le.ClientLine = lineio.Printable(line, lineio.POP3MaxResponseLine-len("\r\n"))
+		return le
 	}
 	return unavailable(detail, nil)
 }

@@ -1,27 +1,18 @@
-package proxy
+package backend
 
 import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"runtime"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"weak"
 
 	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/internal/lineio"
 )
-
-// SubmissionLogin is a logged-in backend SMTP connection ready to relay.
-type SubmissionLogin struct {
-	Endpoint
-	// Extensions are the backend's EHLO lines after its name line
-	// (keyword and parameters, "SIZE 10240000"), as offered before AUTH
-	// and after STARTTLS when that is configured.
-	Extensions []string
-}
 
 // Limits and timing of the backend side.
 const (
@@ -42,58 +33,37 @@ const (
 // transaction, which a backend might not understand.
 var smtpFallbackExtensions = []string{"PIPELINING", "ENHANCEDSTATUSCODES"}
 
-// LoginSubmission dials the submission backend and authenticates with
-// AUTH PLAIN (RFC 4954, RFC 4616) after EHLO helo (and STARTTLS, when
-// configured), telling the backend who the client is as forward_client_ip
-// says (a PROXY header, or XCLIENT). helo is the client's EHLO name, or
-// kanmon's own when empty. Only a 535 is a definite authentication
-// failure.
-func (b *Backend) LoginSubmission(ctx context.Context, cred Credentials, helo string) (*SubmissionLogin, error) {
-	if helo == "" {
-		helo = smtpHostname()
+// loginSubmission authenticates with AUTH PLAIN (RFC 4954, RFC 4616)
+// after EHLO (and STARTTLS, when configured), telling the backend who the
+// client is as forward_client_ip says (XCLIENT here; a PROXY header was
+// sent by dial). The EHLO name is the client's (ClientInfo.Helo), or
+// kanmon's own. Only a 535 is a definite authentication failure. A
+// successful login refreshes the cached extensions.
+func (b *Backend) loginSubmission(ctx context.Context, bc *conn, cred Credentials) (*Login, error) {
+	helo := cred.Client.Helo
+	if !ValidHeloName(helo) {
+		helo = Hostname()
 	}
-	var exts []string
-	bc, err := b.smtpConnect(ctx, cred.Client, func(bc *backendConn) error {
-		var err error
-		if exts, err = b.smtpHello(ctx, bc, helo); err != nil {
-			return err
-		}
-		if b.forwardMode() == config.ForwardXCLIENT {
-			if exts, err = smtpSendXCLIENT(bc, exts, cred.Client, helo); err != nil {
-				return err
-			}
-		}
-		return smtpAuthPlain(bc, cred)
-	})
+	exts, err := b.smtpHello(ctx, bc, helo)
 	if err != nil {
 		return nil, err
 	}
-	b.smtpExtCache().store(exts, smtpExtensionsTTL)
-	return &SubmissionLogin{Endpoint: bc.handOver(), Extensions: exts}, nil
-}
-
-// smtpConnect dials the backend for client and runs step on the
-// connection; shutdown (ctx) cuts it short rather than waiting out the
-// timeout. On error the connection is closed.
-func (b *Backend) smtpConnect(ctx context.Context, client ClientInfo, step func(*backendConn) error) (*backendConn, error) {
-	bc, err := b.dialClient(ctx, client)
-	if err != nil {
+	if b.forwardMode() == config.ForwardXCLIENT {
+		if exts, err = smtpSendXCLIENT(bc, exts, cred.Client, helo); err != nil {
+			return nil, err
+		}
+	}
+	if err := smtpAuthPlain(bc, cred); err != nil {
 		return nil, err
 	}
-	raw := bc.conn
-	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Now()) })
-	defer stop()
-	if err := step(bc); err != nil {
-		bc.conn.Close()
-		return nil, err
-	}
-	return bc, nil
+	b.extensions.store(exts, smtpExtensionsTTL)
+	return &Login{Extensions: exts}, nil
 }
 
 // smtpHello reads the greeting, says EHLO, and with tls = starttls
 // upgrades the connection and says EHLO again, since what the server said
 // before TLS no longer holds (RFC 3207 §4.2). It returns the extensions.
-func (b *Backend) smtpHello(ctx context.Context, bc *backendConn, helo string) ([]string, error) {
+func (b *Backend) smtpHello(ctx context.Context, bc *conn, helo string) ([]string, error) {
 	code, texts, err := readSMTPReply(bc)
 	if err != nil {
 		return nil, unavailable("reading backend greeting", err)
@@ -107,10 +77,10 @@ func (b *Backend) smtpHello(ctx context.Context, bc *backendConn, helo string) (
 	}
 	code, texts, err = smtpCommand(bc, "STARTTLS")
 	if err != nil {
-		return nil, unavailable("backend STARTTLS", err)
+		return nil, tlsFailed("backend STARTTLS", err)
 	}
 	if code != 220 {
-		return nil, unavailable(fmt.Sprintf("backend refused STARTTLS: %d %.120q", code, texts[0]), nil)
+		return nil, tlsFailed(fmt.Sprintf("backend refused STARTTLS: %d %.120q", code, texts[0]), nil)
 	}
 	if err := b.startTLS(ctx, bc); err != nil {
 		return nil, err
@@ -119,7 +89,7 @@ func (b *Backend) smtpHello(ctx context.Context, bc *backendConn, helo string) (
 }
 
 // smtpEHLO says EHLO and returns the extension lines of the 250 reply.
-func smtpEHLO(bc *backendConn, helo string) ([]string, error) {
+func smtpEHLO(bc *conn, helo string) ([]string, error) {
 	code, texts, err := smtpCommand(bc, "EHLO "+helo)
 	if err != nil {
 		return nil, unavailable("backend EHLO", err)
@@ -137,7 +107,7 @@ func smtpEHLO(bc *backendConn, helo string) ([]string, error) {
 // The server then starts afresh with a 220, so EHLO is said again and its
 // extensions returned. A backend that does not offer XCLIENT to kanmon
 // or refuses it fails the login: forwarding was asked for.
-func smtpSendXCLIENT(bc *backendConn, exts []string, c ClientInfo, helo string) ([]string, error) {
+func smtpSendXCLIENT(bc *conn, exts []string, c ClientInfo, helo string) ([]string, error) {
 	cmd := xclientCommand(c, true)
 	if cmd == "" {
 		return exts, nil
@@ -179,14 +149,14 @@ func smtpXCLIENTAttrs(cmd, offered string) string {
 // smtpAuthPlain sends AUTH PLAIN, with the response as an initial
 // response when the command fits in a command line (RFC 4954 §4 forbids
 // a longer one); else the response follows the 334.
-func smtpAuthPlain(bc *backendConn, cred Credentials) error {
+func smtpAuthPlain(bc *conn, cred Credentials) error {
 	ir := base64.StdEncoding.EncodeToString([]byte(cred.Authzid + "\x00" + cred.Authcid + "\x00" + cred.Password))
 	var (
 		code  int
 		texts []string
 		err   error
 	)
-	if cmd := "AUTH PLAIN " + ir; len(cmd)+len("\r\n") <= smtpMaxCommandLine {
+	if cmd := "AUTH PLAIN " + ir; len(cmd)+len("\r\n") <= lineio.SMTPMaxCommandLine {
 		code, texts, err = smtpCommand(bc, cmd)
 	} else {
 		code, texts, err = smtpCommand(bc, "AUTH PLAIN")
@@ -202,7 +172,7 @@ func smtpAuthPlain(bc *backendConn, cred Credentials) error {
 	case 235:
 		return nil
 	case 535: // RFC 4954 §6: credentials invalid
-		return &LoginError{AuthFailed: true, Detail: detail}
+		return rejected(detail)
 	}
 	// 454 and other 4xx are temporary; 534 and 538 are the backend's
 	// setup; a 334 after an initial response is a protocol error.
@@ -210,7 +180,7 @@ func smtpAuthPlain(bc *backendConn, cred Credentials) error {
 }
 
 // smtpCommand sends one line and reads the reply.
-func smtpCommand(bc *backendConn, line string) (int, []string, error) {
+func smtpCommand(bc *conn, line string) (int, []string, error) {
 	if err := bc.writeLine(line); err != nil {
 		return 0, nil, err
 	}
@@ -220,7 +190,7 @@ func smtpCommand(bc *backendConn, line string) (int, []string, error) {
 // readSMTPReply reads one reply, all its lines (RFC 5321 §4.2.1): "250-"
 // goes on, "250 " ends it. It returns the code and each line's text; the
 // texts are never empty.
-func readSMTPReply(bc *backendConn) (int, []string, error) {
+func readSMTPReply(bc *conn) (int, []string, error) {
 	var texts []string
 	code := 0
 	for {
@@ -254,9 +224,9 @@ func readSMTPReply(bc *backendConn) (int, []string, error) {
 // greeting, EHLO (STARTTLS and EHLO again when configured), QUIT.
 func (b *Backend) probeSubmission(ctx context.Context) ([]string, error) {
 	var exts []string
-	bc, err := b.smtpConnect(ctx, ClientInfo{}, func(bc *backendConn) error {
+	bc, err := b.converse(ctx, ClientInfo{}, func(bc *conn) error {
 		var err error
-		exts, err = b.smtpHello(ctx, bc, smtpHostname())
+		exts, err = b.smtpHello(ctx, bc, Hostname())
 		return err
 	})
 	if err != nil {
@@ -267,12 +237,17 @@ func (b *Backend) probeSubmission(ctx context.Context) ([]string, error) {
 	return exts, nil
 }
 
-// submissionExtensions returns the backend's EHLO extensions: the cached
-// list while it is fresh, else a new probe's. When the probe fails it
-// returns the last known list, or smtpFallbackExtensions, and the error
-// for the log. One probe runs at a time; concurrent callers wait for it.
-func (b *Backend) submissionExtensions(ctx context.Context) ([]string, error) {
-	c := b.smtpExtCache()
+// SubmissionExtensions returns the submission backend's EHLO extensions,
+// for the front's EHLO reply: the cached list while it is fresh, else a
+// new probe's. When the probe fails it returns the last known list, or a
+// minimal safe one, and the error for the log. One probe runs at a time;
+// concurrent callers wait for it. A reload builds new Backends, whose
+// caches start afresh. A nil Backend has only the minimal list.
+func (b *Backend) SubmissionExtensions(ctx context.Context) ([]string, error) {
+	if b == nil {
+		return smtpFallbackExtensions, nil
+	}
+	c := &b.extensions
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if time.Now().Before(c.expires) {
@@ -290,35 +265,52 @@ func (b *Backend) submissionExtensions(ctx context.Context) ([]string, error) {
 	return exts, nil
 }
 
-// smtpExtCache is one backend's EHLO extension list and when it expires.
-type smtpExtCache struct {
+// extensionCache is one backend's EHLO extension list and when it
+// expires.
+type extensionCache struct {
 	mu      sync.Mutex
 	exts    []string
 	expires time.Time
 }
 
 // store replaces the list, fresh for ttl.
-func (c *smtpExtCache) store(exts []string, ttl time.Duration) {
+func (c *extensionCache) store(exts []string, ttl time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.exts, c.expires = exts, time.Now().Add(ttl)
 }
 
-// smtpExtCaches holds one smtpExtCache per Backend, keyed weakly: a
-// reload builds new Backends, which start afresh, and an old Backend's
-// cache goes when the Backend does. (A field of Backend would do the
-// same more simply; Backend lives in backend.go.)
-var smtpExtCaches sync.Map // weak.Pointer[Backend] → *smtpExtCache
+// Hostname is kanmon's name in the SMTP greeting, its EHLO reply and,
+// when the client's name will not do, its EHLO to the backend: the host
+// name, or "localhost" when that is not a valid domain.
+var Hostname = sync.OnceValue(func() string {
+	h, err := os.Hostname()
+	if err != nil || !ValidHeloName(h) || strings.HasPrefix(h, "[") {
+		return "localhost"
+	}
+	return h
+})
 
-// smtpExtCache returns b's extension cache, creating it on first use.
-func (b *Backend) smtpExtCache() *smtpExtCache {
-	key := weak.Make(b)
-	if c, ok := smtpExtCaches.Load(key); ok {
-		return c.(*smtpExtCache)
+// ValidHeloName reports whether name may stand in an EHLO or HELO: a
+// domain (letters, digits, hyphens and dots) or an address literal
+// ("[192.0.2.1]", "[IPv6:2001:db8::1]"), RFC 5321 §4.1.3.
+func ValidHeloName(name string) bool {
+	if len(name) == 0 || len(name) > 255 {
+		return false
 	}
-	c, loaded := smtpExtCaches.LoadOrStore(key, &smtpExtCache{})
-	if !loaded {
-		runtime.AddCleanup(b, func(k weak.Pointer[Backend]) { smtpExtCaches.Delete(k) }, key)
+	allowed := "-."
+	if lit, ok := strings.CutPrefix(name, "["); ok {
+		inner, ok := strings.CutSuffix(lit, "]")
+		if !ok || inner == "" {
+			return false
+		}
+		name, allowed = inner, ":."
 	}
-	return c.(*smtpExtCache)
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(allowed, c) >= 0) {
+			return false
+		}
+	}
+	return true
 }

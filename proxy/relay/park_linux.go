@@ -1,4 +1,4 @@
-package proxy
+package relay
 
 import (
 	"fmt"
@@ -12,7 +12,7 @@ import (
 // Parking: an idle session holds no goroutine.
 //
 // A relay direction waits for its source on a goroutine for at most
-// relayParkAfter. When nothing came, the goroutine ends and the direction
+// DefaultParkAfter. When nothing came, the goroutine ends and the direction
 // parks: the server's poller watches the source socket in its own epoll
 // instance (EPOLLIN | EPOLLRDHUP, one-shot), and when the socket has bytes
 // or has ended, it starts a goroutine again that resumes the direction.
@@ -54,10 +54,11 @@ type parkEntry struct {
 	w   waker
 }
 
-// poller watches the sockets of a server's parked relay directions. The
-// zero value is ready; it opens its epoll instance when the first socket
-// parks and closes it when the last one leaves.
-type poller struct {
+// Poller watches the sockets of a server's parked relay directions;
+// share one across a server. The zero value is ready. It opens its epoll
+// instance when the first socket parks and closes it when the last one
+// leaves.
+type Poller struct {
 	mu sync.Mutex
 	// ep is the epoll instance, nil while nothing is parked; epfd is its
 	// descriptor, valid while ep is open (both under mu).
@@ -71,7 +72,7 @@ type poller struct {
 
 // add parks raw's socket: w.wake(id) is called once the socket is
 // readable or has ended, unless remove(id) comes first.
-func (p *poller) add(raw syscall.RawConn, w waker) (uint64, error) {
+func (p *Poller) add(raw syscall.RawConn, w waker) (uint64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.ep == nil {
@@ -99,7 +100,7 @@ func (p *poller) add(raw syscall.RawConn, w waker) (uint64, error) {
 
 // remove takes the socket parked under id back, and reports whether it
 // was still parked (false: its wake has been or is being called).
-func (p *poller) remove(id uint64) bool {
+func (p *Poller) remove(id uint64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e, ok := p.parked[id]
@@ -113,7 +114,7 @@ func (p *poller) remove(id uint64) bool {
 
 // drop deletes the entry of id and its epoll registration; a socket
 // already closed left the epoll set by itself. Called with mu held.
-func (p *poller) drop(id uint64, e parkEntry) {
+func (p *Poller) drop(id uint64, e parkEntry) {
 	delete(p.parked, id)
 	_ = e.raw.Control(func(fd uintptr) {
 		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
@@ -122,7 +123,7 @@ func (p *poller) drop(id uint64, e parkEntry) {
 
 // open creates the epoll instance and starts the goroutine that waits on
 // it. Called with mu held.
-func (p *poller) open() error {
+func (p *Poller) open() error {
 	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("park: epoll_create1: %w", err)
@@ -148,7 +149,7 @@ func (p *poller) open() error {
 
 // closeIfEmpty closes the epoll instance once nothing is parked; its
 // goroutine then ends. Called with mu held.
-func (p *poller) closeIfEmpty() {
+func (p *Poller) closeIfEmpty() {
 	if p.ep == nil || len(p.parked) > 0 {
 		return
 	}
@@ -159,7 +160,7 @@ func (p *poller) closeIfEmpty() {
 // run waits for readiness on the epoll instance ep (raw, its descriptor)
 // and wakes the parked directions it reports, until the instance is
 // closed.
-func (p *poller) run(ep *os.File, raw syscall.RawConn) {
+func (p *Poller) run(ep *os.File, raw syscall.RawConn) {
 	var events [pollerBatch]unix.EpollEvent
 	var woken []parkEntry
 	var ids []uint64
@@ -205,7 +206,7 @@ func (p *poller) run(ep *os.File, raw syscall.RawConn) {
 // closed because nothing is parked, there is nothing to do. When ep is
 // still in use, it cannot be waited on: every parked direction is woken,
 // resumes on a goroutine of its own, and parks again on a new instance.
-func (p *poller) fail(ep *os.File) {
+func (p *Poller) fail(ep *os.File) {
 	p.mu.Lock()
 	if p.ep != ep {
 		p.mu.Unlock()

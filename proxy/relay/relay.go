@@ -1,4 +1,15 @@
-package proxy
+// Package relay moves bytes both ways between a client and its backend
+// once a login has succeeded. It never parses what it moves; a Gate in
+// front of the client may (the session registry's IMAP gate does).
+//
+// On Linux a relay keeps no goroutine and no buffer for an idle
+// direction: after ParkAfter without bytes the direction parks on a
+// Poller (one epoll instance per server), and plain TCP sockets are
+// spliced kernel-side. Elsewhere each direction copies through a pooled
+// buffer, as io.Copy does, and never parks or splices.
+//
+// It imports no kanmon package.
+package relay
 
 import (
 	"context"
@@ -10,27 +21,26 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
 )
 
-// relayBufferSize is the copy buffer borrowed from a pool while a chunk is
+// bufferSize is the copy buffer borrowed from a pool while a chunk is
 // in flight. It is never held by an idle session, so its size costs memory
 // only per transfer in progress; 128 KiB moves a large FETCH in a quarter
 // of the read and write calls that 32 KiB takes (kanmon's CPU per MiB
 // relayed fell by about 30% in cmd/kanmon-bench).
-const relayBufferSize = 128 << 10
+const bufferSize = 128 << 10
 
-// relayCloseGrace is how long the second direction may keep going after the
+// closeGrace is how long the second direction may keep going after the
 // first one ended (a peer's LOGOUT reply still on its way, say). Then both
 // sides are closed: a mail session is over when either side ends it.
-const relayCloseGrace = 5 * time.Second
+const closeGrace = 5 * time.Second
 
-// relayParkAfter is how long a direction of a relay waits for bytes on a
+// DefaultParkAfter is how long a direction of a relay waits for bytes on a
 // goroutine of its own before it parks: the goroutine ends and the
-// server's poller watches the socket instead (park.go). Long enough that
+// server's Poller watches the socket instead (park_linux.go). Long enough that
 // a busy session never parks between two chunks; short, next to the
 // minutes an IMAP IDLE lasts.
-const relayParkAfter = time.Second
+const DefaultParkAfter = time.Second
 
 // Endpoint is one side of a relay: a connection plus the bytes already read
 // from it (held in a bufio.Reader during the pre-auth phase) that must reach
@@ -40,28 +50,44 @@ type Endpoint struct {
 	Pending []byte
 }
 
-// RelayStats counts the bytes moved each way.
-type RelayStats struct {
+// Stats counts the bytes moved each way.
+type Stats struct {
 	ClientToBackend int64
 	BackendToClient int64
 }
 
-// RelayOptions tunes a relay.
-type RelayOptions struct {
+// Counters count the bytes a relay moves while it runs; read them at any
+// time, from any goroutine.
+type Counters struct {
+	ClientToBackend atomic.Int64
+	BackendToClient atomic.Int64
+}
+
+// Stats is what c has counted so far.
+func (c *Counters) Stats() Stats {
+	return Stats{ClientToBackend: c.ClientToBackend.Load(), BackendToClient: c.BackendToClient.Load()}
+}
+
+// Options tune a relay. The zero value relays with a private buffer pool,
+// no idle timeout, no gate, and never parks.
+type Options struct {
 	// Idle closes the session when neither side sent anything for this
 	// long. Zero means no idle timeout.
 	Idle time.Duration
 	// Buffers lends copy buffers. Nil means a private pool.
 	Buffers *BufferPool
-
-	// tap, set by the session registry, counts the bytes live and gates
-	// the writes to the client (see relayTap). Nil: neither.
-	tap *relayTap
-	// poller, the server's, lets an idle direction park without a
-	// goroutine (park.go). Nil: directions never park.
-	poller *poller
-	// parkAfter overrides relayParkAfter (tests).
-	parkAfter time.Duration
+	// Counters count the bytes live. Nil means private counters, read
+	// only at the end (Stats).
+	Counters *Counters
+	// Gate, when set, stands in front of the client for the
+	// backend→client direction.
+	Gate Gate
+	// Poller, when set, lets an idle direction park without a goroutine
+	// (Linux only; elsewhere nothing parks).
+	Poller *Poller
+	// ParkAfter is how long an idle direction keeps its goroutine before
+	// it parks. Zero means DefaultParkAfter.
+	ParkAfter time.Duration
 }
 
 // BufferPool lends relay copy buffers; share one across all sessions.
@@ -70,15 +96,18 @@ type BufferPool struct {
 	lent atomic.Int64 // buffers out on loan
 }
 
-// NewBufferPool returns a pool of relayBufferSize buffers.
+// NewBufferPool returns a pool of bufferSize buffers.
 func NewBufferPool() *BufferPool {
 	p := &BufferPool{}
 	p.pool.New = func() any {
-		b := make([]byte, relayBufferSize)
+		b := make([]byte, bufferSize)
 		return &b
 	}
 	return p
 }
+
+// Lent is how many buffers are out on loan: in flight in a copy.
+func (p *BufferPool) Lent() int64 { return p.lent.Load() }
 
 func (p *BufferPool) get() *[]byte {
 	p.lent.Add(1)
@@ -90,27 +119,29 @@ func (p *BufferPool) put(b *[]byte) {
 	p.pool.Put(b)
 }
 
-// Relay copies bytes both ways between client and backend until either side
+// Run copies bytes both ways between client and backend until either side
 // ends, ctx is cancelled, or neither side sends anything for opts.Idle. It
-// closes both connections before returning. It never parses what it moves.
-func Relay(ctx context.Context, client, backend Endpoint, opts RelayOptions) (RelayStats, error) {
+// closes both connections before returning. The error is nil for an
+// orderly end by either side, ErrIdle for the idle timeout, or the first
+// I/O error that was not just the other side closing.
+func Run(ctx context.Context, client, backend Endpoint, opts Options) (Stats, error) {
 	type result struct {
-		stats RelayStats
+		stats Stats
 		err   error
 	}
 	done := make(chan result, 1)
-	startRelay(ctx, client, backend, opts, func(stats RelayStats, err error) {
+	Start(ctx, client, backend, opts, func(stats Stats, err error) {
 		done <- result{stats, err}
 	})
 	res := <-done
 	return res.stats, res.err
 }
 
-// startRelay is Relay without the wait: it starts the relay and returns at
-// once; onDone gets Relay's results once both connections are closed and
+// Start is Run without the wait: it starts the relay and returns at
+// once; onDone gets Run's results once both connections are closed and
 // both directions have ended. A session relays this way, so that no
-// goroutine of its own waits for the end (see park.go).
-func startRelay(ctx context.Context, client, backend Endpoint, opts RelayOptions, onDone func(RelayStats, error)) {
+// goroutine of its own waits for the end.
+func Start(ctx context.Context, client, backend Endpoint, opts Options, onDone func(Stats, error)) {
 	buffers := opts.Buffers
 	if buffers == nil {
 		buffers = NewBufferPool()
@@ -119,21 +150,25 @@ func startRelay(ctx context.Context, client, backend Endpoint, opts RelayOptions
 		client:    client.Conn,
 		backend:   backend.Conn,
 		buffers:   buffers,
-		poller:    opts.poller,
-		parkAfter: opts.parkAfter,
+		poller:    opts.Poller,
+		parkAfter: opts.ParkAfter,
 		onDone:    onDone,
 	}
 	if r.parkAfter <= 0 {
-		r.parkAfter = relayParkAfter
+		r.parkAfter = DefaultParkAfter
 	}
 	r.touch()
-	up, down := &r.upBytes, &r.downBytes
-	if opts.tap != nil {
-		up, down = &opts.tap.up, &opts.tap.down
+	counters := opts.Counters
+	if counters == nil {
+		counters = &Counters{}
 	}
+	up, down := &counters.ClientToBackend, &counters.BackendToClient
 	// The backend→client copier writes to toClient: the client, or the
-	// registry's gate in front of it.
-	r.toClient = opts.tap.gate(client.Conn)
+	// gate in front of it.
+	r.toClient = client.Conn
+	if opts.Gate != nil {
+		r.toClient = &gatedConn{Conn: client.Conn, gate: opts.Gate}
+	}
 	r.up.init(r, backend.Conn, client, up, true)
 	r.down.init(r, r.toClient, backend, down, false)
 	if opts.Idle > 0 {
@@ -144,8 +179,8 @@ func startRelay(ctx context.Context, client, backend Endpoint, opts RelayOptions
 	go r.down.run()
 }
 
-// errRelayIdle reports that the session was closed for inactivity.
-var errRelayIdle = errors.New("relay: idle timeout")
+// ErrIdle reports that the session was closed for inactivity.
+var ErrIdle = errors.New("relay: idle timeout")
 
 // relay is one running relay: its two directions and how it ends.
 type relay struct {
@@ -155,18 +190,16 @@ type relay struct {
 	toClient net.Conn
 	buffers  *BufferPool
 	// poller watches the parked directions; nil: a direction never parks.
-	poller *poller
+	poller *Poller
 	// parkAfter is how long a direction waits with a goroutine before it
 	// parks.
 	parkAfter   time.Duration
 	up, down    direction
-	upBytes     atomic.Int64
-	downBytes   atomic.Int64
 	lastActive  atomic.Int64 // unix nanoseconds
 	idleExpired atomic.Bool
 	stopIdle    func() // nil without an idle timeout
 	stopCtx     func() bool
-	onDone      func(RelayStats, error)
+	onDone      func(Stats, error)
 	closeOnce   sync.Once
 
 	mu sync.Mutex // guards what follows and the directions' state
@@ -235,7 +268,7 @@ func (r *relay) directionEnded(d *direction, err error) {
 	} else {
 		closeWrite(r.toClient)
 	}
-	grace := time.AfterFunc(relayCloseGrace, r.closeBoth)
+	grace := time.AfterFunc(closeGrace, r.closeBoth)
 	r.mu.Lock()
 	if r.ended == 1 {
 		r.grace, grace = grace, nil
@@ -260,11 +293,11 @@ func (r *relay) finish() {
 	if grace != nil {
 		grace.Stop()
 	}
-	stats := RelayStats{ClientToBackend: r.up.counter.Load(), BackendToClient: r.down.counter.Load()}
+	stats := Stats{ClientToBackend: r.up.counter.Load(), BackendToClient: r.down.counter.Load()}
 	var err error
 	switch {
 	case r.idleExpired.Load():
-		err = errRelayIdle
+		err = ErrIdle
 	default:
 		err = firstRealError(errs[0], errs[1])
 	}
@@ -324,7 +357,7 @@ func closeWrite(c net.Conn) {
 // firstRealError drops the errors that only say "the other side closed".
 func firstRealError(errs ...error) error {
 	for _, err := range errs {
-		if err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, unix.ETIMEDOUT) {
+		if err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ETIMEDOUT) {
 			continue
 		}
 		var ne net.Error
