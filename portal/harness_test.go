@@ -35,6 +35,7 @@ import (
 	"github.com/kanmon-mail/kanmon/otp"
 	"github.com/kanmon-mail/kanmon/portal"
 	"github.com/kanmon-mail/kanmon/proxy"
+	"github.com/kanmon-mail/kanmon/proxy/backend"
 )
 
 // The test world's accounts. The secrets are distinctive, so that a leak
@@ -178,8 +179,11 @@ func newWorld(t *testing.T, options ...func(*portal.Options)) *world {
 	w.lastUse.Store(&map[string]auth.LastUse{})
 	p := rt.Config.Portal
 	po := portal.Options{
-		Log:             slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Generation:      w.rt.Load,
+		Log: slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Generation: func() portal.Generation {
+			g := w.rt.Load()
+			return portal.Generation{Config: g.Config, Policy: g.Policy}
+		},
 		Guard:           w.guard,
 		CheckPassword:   w.checkPassword,
 		LastUse:         func() (map[string]auth.LastUse, error) { return *w.lastUse.Load(), nil },
@@ -220,7 +224,7 @@ func (w *world) reload() error {
 // passwords, their user names in any case (as Dovecot's default
 // auth_username_format does). Like the real one, it gives up when ctx
 // ends (the real one's dial and login are cut short).
-func (w *world) checkPassword(ctx context.Context, user, password string, _ proxy.ClientInfo) error {
+func (w *world) checkPassword(ctx context.Context, user, password string, _ backend.ClientInfo) error {
 	w.checks.Add(1)
 	if g := w.gate.Load(); g != nil {
 		select {
@@ -241,7 +245,7 @@ func (w *world) checkPassword(ctx context.Context, user, password string, _ prox
 		case <-ctx.Done():
 			return fmt.Errorf("backend login: %w", ctx.Err())
 		}
-		return fmt.Errorf("%w: backend replied NO [AUTHENTICATIONFAILED]", proxy.ErrPasswordRejected)
+		return fmt.Errorf("%w: backend replied NO [AUTHENTICATIONFAILED]", backend.ErrPasswordRejected)
 	}
 	return nil
 }

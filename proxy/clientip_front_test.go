@@ -63,9 +63,9 @@ func TestIMAPIDOriginatingIP(t *testing.T) {
 			[]string{"msg=\"client address from IMAP ID x-originating-ip\"", "id_from=127.0.0.1 client=10.1.2.3", "client=10.1.2.3 user=carol via=passthrough"}},
 		{"trusted webmail, user outside", campusTrusting, []string{
 			`C: a0 ID ("x-originating-ip" "203.0.113.5")`, "S: * ID NIL", "S: a0 OK ID completed."}, false,
-			[]string{"client=203.0.113.5 user=carol reason=\"" + auth.ReasonOutside + "\""}},
+			[]string{"client=203.0.113.5 user=carol reason=\"" + auth.ReasonOutside.String() + "\""}},
 		{"webmail outside id_trusted_networks", notTrusting, []string{id, "S: * ID NIL", "S: a0 OK ID completed."}, false,
-			[]string{"ignored: sender not in id_trusted_networks", "x_originating_ip=10.1.2.3", "client=127.0.0.1 user=carol reason=\"" + auth.ReasonOutside + "\""}},
+			[]string{"ignored: sender not in id_trusted_networks", "x_originating_ip=10.1.2.3", "client=127.0.0.1 user=carol reason=\"" + auth.ReasonOutside.String() + "\""}},
 		{"invalid address", trusting, []string{`C: a0 ID ("x-originating-ip" "10.1.2.300")`, "S: * ID NIL", "S: a0 OK ID completed."}, false,
 			[]string{"ignored: invalid x-originating-ip", "client=127.0.0.1 user=carol"}},
 		{"invalid port", trusting, []string{`C: a0 ID ("x-originating-ip" "10.1.2.3" "x-originating-port" "0")`, "S: * ID NIL", "S: a0 OK ID completed."}, false,
@@ -127,7 +127,7 @@ func TestIMAPProxyProtocolIn(t *testing.T) {
 		c.write(proxyV2("203.0.113.5") + "a0 CAPABILITY\r\n")
 		c.run("S: * OK [CAPABILITY ...", "S: * CAPABILITY ...", "S: a0 OK CAPABILITY completed.",
 			`C: a1 LOGIN carol "`+carolPW+`"`, "S: a1 "+failedReply)
-		wantLog(t, w.k, "proxy=127.0.0.1 proxy_version=2 client=203.0.113.5 user=carol reason=\""+auth.ReasonOutside+"\"")
+		wantLog(t, w.k, "proxy=127.0.0.1 proxy_version=2 client=203.0.113.5 user=carol reason=\""+auth.ReasonOutside.String()+"\"")
 		c.run("C: a2 LOGIN alice "+w.passcode, "S: a2 OK [CAPABILITY ...", "C: a3 NOOP", "S*: a3 OK ...")
 	})
 	t.Run("v2 over implicit TLS", func(t *testing.T) {

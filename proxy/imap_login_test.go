@@ -112,7 +112,7 @@ func TestIMAPUniformFailure(t *testing.T) {
 		name    string
 		w       *world
 		steps   []string
-		reason  string
+		reason  auth.Reason
 		backend bool // the backend is asked (passthrough)
 		secrets []string
 	}{
@@ -126,9 +126,9 @@ func TestIMAPUniformFailure(t *testing.T) {
 		{"2FA user with her account password", w, []string{`C: a1 LOGIN alice "` + alicePW + `"`},
 			auth.ReasonNotPasscode, false, []string{alicePW}},
 		{"unknown user", w, []string{`C: a1 LOGIN mallory "mallory-pw-Q9x"`},
-			"backend rejected the password", true, []string{"mallory-pw-Q9x"}},
+			auth.ReasonBackendRejected, true, []string{"mallory-pw-Q9x"}},
 		{"PLAIN authzid differs", w, []string{"C: a1 AUTHENTICATE PLAIN " + plainIR("carol", "alice", w.passcode)},
-			"PLAIN authzid differs from authcid", false, []string{w.passcode}},
+			auth.ReasonAuthzid, false, []string{w.passcode}},
 		{"empty password", w, []string{`C: a1 LOGIN alice ""`},
 			auth.ReasonEmptySecret, false, nil},
 		{"no 2FA from outside trusted_networks", out, []string{`C: a1 LOGIN carol "` + carolPW + `"`},
@@ -147,7 +147,7 @@ func TestIMAPUniformFailure(t *testing.T) {
 				t.Errorf("backend contacted: %v, want %v", contacted, tc.backend)
 			}
 			log := tc.w.k.Logs()
-			if !strings.Contains(log, `reason="`+tc.reason+`"`) {
+			if !strings.Contains(log, `reason="`+tc.reason.String()+`"`) {
 				t.Errorf("log lacks reason %q:\n%s", tc.reason, log)
 			}
 			noLeak(t, log, tc.secrets...)

@@ -8,14 +8,14 @@ import (
 
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/internal/memimap"
-	"github.com/kanmon-mail/kanmon/proxy"
+	"github.com/kanmon-mail/kanmon/proxy/backend"
 )
 
 // passwordBackend is an IMAP Backend at addr as the portal's password
 // check uses it.
-func passwordBackend(t *testing.T, addr, forward string) *proxy.Backend {
+func passwordBackend(t *testing.T, addr, forward string) *backend.Backend {
 	t.Helper()
-	b, err := proxy.NewBackend(config.ProtocolIMAP, &config.Backend{
+	b, err := backend.New(config.ProtocolIMAP, &config.Backend{
 		Address: addr, TLS: config.TLSNone, MasterUser: masterUser, MasterPassword: masterPW,
 		Timeout: config.Duration{Duration: ioTimeout}, ForwardClientIP: forward,
 	})
@@ -41,18 +41,18 @@ func TestCheckPassword(t *testing.T) {
 	b := passwordBackend(t, addr, config.ForwardNone)
 	ctx := context.Background()
 
-	if err := b.CheckPassword(ctx, "carol", carolPW, proxy.ClientInfo{}); err != nil {
+	if err := b.CheckPassword(ctx, "carol", carolPW, backend.ClientInfo{}); err != nil {
 		t.Errorf("right password: %v", err)
 	}
 	for _, tc := range []struct{ user, pw string }{{"carol", "wrong-pw"}, {"nobody", carolPW}} {
-		err := b.CheckPassword(ctx, tc.user, tc.pw, proxy.ClientInfo{})
-		if !errors.Is(err, proxy.ErrPasswordRejected) {
+		err := b.CheckPassword(ctx, tc.user, tc.pw, backend.ClientInfo{})
+		if !errors.Is(err, backend.ErrPasswordRejected) {
 			t.Errorf("%s/%s: got %v, want ErrPasswordRejected", tc.user, tc.pw, err)
 		}
 		noLeak(t, err.Error(), tc.pw)
 	}
-	err = passwordBackend(t, deadAddr(t), config.ForwardNone).CheckPassword(ctx, "carol", carolPW, proxy.ClientInfo{})
-	if err == nil || errors.Is(err, proxy.ErrPasswordRejected) {
+	err = passwordBackend(t, deadAddr(t), config.ForwardNone).CheckPassword(ctx, "carol", carolPW, backend.ClientInfo{})
+	if err == nil || errors.Is(err, backend.ErrPasswordRejected) {
 		t.Errorf("dead backend: got %v, want an error that is not a rejection", err)
 	}
 }
@@ -60,7 +60,7 @@ func TestCheckPassword(t *testing.T) {
 // The check is a passthrough login with the client's address forwarded
 // as for IMAP (forward_client_ip = "id"), then a LOGOUT.
 func TestCheckPasswordTranscript(t *testing.T) {
-	client := proxy.ClientInfo{Addr: netip.MustParseAddrPort("192.0.2.7:40000"), Session: "portal-1"}
+	client := backend.ClientInfo{Addr: netip.MustParseAddrPort("192.0.2.7:40000"), Session: "portal-1"}
 	greeting := "S: * OK [CAPABILITY IMAP4rev1 SASL-IR ID AUTH=PLAIN] ready"
 	id := []string{
 		`C: k3 ID ("x-originating-ip" "192.0.2.7" "x-originating-port" "40000" "x-session-id" "portal-1")`,
@@ -85,7 +85,7 @@ func TestCheckPasswordTranscript(t *testing.T) {
 			"S: k1 NO [AUTHENTICATIONFAILED] Authentication failed.",
 		)...))
 		err := passwordBackend(t, srv.addr, config.ForwardID).CheckPassword(context.Background(), "carol", carolPW, client)
-		if !errors.Is(err, proxy.ErrPasswordRejected) {
+		if !errors.Is(err, backend.ErrPasswordRejected) {
 			t.Fatalf("got %v, want ErrPasswordRejected", err)
 		}
 		noLeak(t, err.Error(), carolPW, b64(carolPW))
@@ -96,7 +96,7 @@ func TestCheckPasswordTranscript(t *testing.T) {
 			"S: k1 NO [UNAVAILABLE] Try again later.",
 		)...))
 		err := passwordBackend(t, srv.addr, config.ForwardID).CheckPassword(context.Background(), "carol", carolPW, client)
-		if err == nil || errors.Is(err, proxy.ErrPasswordRejected) {
+		if err == nil || errors.Is(err, backend.ErrPasswordRejected) {
 			t.Fatalf("got %v, want an error that is not a rejection", err)
 		}
 	})

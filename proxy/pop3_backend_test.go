@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/proxy/backend"
+
 	"github.com/kanmon-mail/kanmon/internal/selfsigned"
-	"github.com/kanmon-mail/kanmon/proxy"
 )
 
 // pop3LoginAs logs in at addr with USER and PASS and returns the reply to
@@ -107,25 +109,30 @@ func TestPOP3BackendUnavailable(t *testing.T) {
 	}
 }
 
-// backendLogin calls LoginPOP3 directly on a backend at addr.
-func backendLogin(t *testing.T, b *proxy.Backend, cred proxy.Credentials) (proxy.Endpoint, *proxy.LoginError) {
+// backendLogin calls Login directly on b, a POP3 backend unless its
+// Protocol says otherwise. On failure the Login is empty and the error a
+// *LoginError.
+func backendLogin(t *testing.T, b *backend.Backend, cred backend.Credentials) (*backend.Login, *backend.LoginError) {
 	t.Helper()
+	if b.Protocol == "" {
+		b.Protocol = config.ProtocolPOP3
+	}
 	if b.Timeout == 0 {
 		b.Timeout = ioTimeout
 	}
-	ep, err := b.LoginPOP3(context.Background(), cred)
+	l, err := b.Login(context.Background(), cred)
 	if err == nil {
-		t.Cleanup(func() { ep.Conn.Close() })
-		return ep, nil
+		t.Cleanup(func() { l.Conn.Close() })
+		return l, nil
 	}
-	var le *proxy.LoginError
+	var le *backend.LoginError
 	if !errors.As(err, &le) {
-		t.Fatalf("LoginPOP3 error %T is not a *LoginError: %v", err, err)
+		t.Fatalf("Login error %T is not a *LoginError: %v", err, err)
 	}
-	return ep, le
+	return &backend.Login{}, le
 }
 
-var masterCred = proxy.Credentials{Authzid: "alice", Authcid: masterUser, Password: masterPW}
+var masterCred = backend.Credentials{Authzid: "alice", Authcid: masterUser, Password: masterPW}
 
 // The backend login on its own: STLS, the AUTH PLAIN forms, the bytes
 // handed over, and how replies are classified.
@@ -144,7 +151,7 @@ func TestPOP3BackendLogin(t *testing.T) {
 			"C: AUTH PLAIN "+plainIR("alice", masterUser, masterPW),
 			"S: +OK Logged in.\r\n+OK early",
 		))
-		ep, le := backendLogin(t, &proxy.Backend{Address: fake.addr, TLSMode: "starttls", TLSConfig: clientTLS}, masterCred)
+		ep, le := backendLogin(t, &backend.Backend{Address: fake.addr, TLSMode: "starttls", TLSConfig: clientTLS}, masterCred)
 		if le != nil {
 			t.Fatal(le)
 		}
@@ -157,7 +164,7 @@ func TestPOP3BackendLogin(t *testing.T) {
 			tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
 			backendScript(t, nil, "S: +OK ready", "C: AUTH PLAIN ...", "S: +OK Logged in.")(tc)
 		})
-		if _, le := backendLogin(t, &proxy.Backend{Address: fake.addr, TLSMode: "implicit", TLSConfig: clientTLS}, masterCred); le != nil {
+		if _, le := backendLogin(t, &backend.Backend{Address: fake.addr, TLSMode: "implicit", TLSConfig: clientTLS}, masterCred); le != nil {
 			t.Fatal(le)
 		}
 	})
@@ -170,7 +177,7 @@ func TestPOP3BackendLogin(t *testing.T) {
 			"C: "+plainIR("", "carol", long),
 			"S: +OK Logged in.",
 		))
-		if _, le := backendLogin(t, &proxy.Backend{Address: fake.addr}, proxy.Credentials{Authcid: "carol", Password: long}); le != nil {
+		if _, le := backendLogin(t, &backend.Backend{Address: fake.addr}, backend.Credentials{Authcid: "carol", Password: long}); le != nil {
 			t.Fatal(le)
 		}
 	})
@@ -193,22 +200,21 @@ func TestPOP3BackendLogin(t *testing.T) {
 		{"-ERR without code", "none", []string{"S: +OK ready", "C: AUTH PLAIN ...", "S: -ERR Authentication failed."},
 			true, "backend replied", ""},
 		{"IN-USE", "none", []string{"S: +OK ready", "C: AUTH PLAIN ...", "S: " + pop3InUseReply},
-			false, "backend refused the login", pop3InUseReply},
+			false, "backend replied", pop3InUseReply},
 		{"continuation after initial response", "none", []string{"S: +OK ready", "C: AUTH PLAIN ...", "S: + "},
 			false, "backend replied", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fake := startTCPServer(t, backendScript(t, nil, tc.steps...))
-			_, le := backendLogin(t, &proxy.Backend{Address: fake.addr, TLSMode: tc.mode, TLSConfig: clientTLS}, masterCred)
+			_, le := backendLogin(t, &backend.Backend{Address: fake.addr, TLSMode: tc.mode, TLSConfig: clientTLS}, masterCred)
 			if le == nil {
 				t.Fatal("login succeeded")
 			}
 			if le.AuthFailed != tc.authFailed || !strings.Contains(le.Error(), tc.detail) {
 				t.Errorf("got AuthFailed %v, %q; want %v, %q", le.AuthFailed, le.Error(), tc.authFailed, tc.detail)
 			}
-			var r *proxy.POP3Refusal
-			if errors.As(le, &r) != (tc.refusal != "") || r != nil && r.Line != tc.refusal {
-				t.Errorf("refusal %+v, want %q", r, tc.refusal)
+			if le.ClientLine != tc.refusal {
+				t.Errorf("client line %q, want %q", le.ClientLine, tc.refusal)
 			}
 		})
 	}
@@ -217,7 +223,7 @@ func TestPOP3BackendLogin(t *testing.T) {
 			_, _ = io.WriteString(c, "+OK ready\r\n")
 			c.Close()
 		})
-		_, le := backendLogin(t, &proxy.Backend{Address: fake.addr}, masterCred)
+		_, le := backendLogin(t, &backend.Backend{Address: fake.addr}, masterCred)
 		if le == nil || le.AuthFailed || !strings.Contains(le.Error(), "backend AUTH") {
 			t.Errorf("got %v", le)
 		}
@@ -225,7 +231,7 @@ func TestPOP3BackendLogin(t *testing.T) {
 	t.Run("never answers", func(t *testing.T) {
 		silent := startTCPServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 		start := time.Now()
-		_, le := backendLogin(t, &proxy.Backend{Address: silent.addr, Timeout: 300 * time.Millisecond}, masterCred)
+		_, le := backendLogin(t, &backend.Backend{Address: silent.addr, Timeout: 300 * time.Millisecond}, masterCred)
 		if le == nil || le.AuthFailed || !strings.Contains(le.Error(), "reading backend greeting") {
 			t.Errorf("got %v", le)
 		}

@@ -197,7 +197,7 @@ func TestPOP3UniformFailure(t *testing.T) {
 		name    string
 		w       *pop3World
 		steps   []string
-		reason  string
+		reason  auth.Reason
 		backend bool // the backend is asked (passthrough)
 		secret  string
 	}{
@@ -208,11 +208,11 @@ func TestPOP3UniformFailure(t *testing.T) {
 		{"2FA user with her account password", w, []string{"C: AUTH LOGIN " + b64("alice"), "S: + ...", "C: " + b64(alicePW)},
 			auth.ReasonNotPasscode, false, alicePW},
 		{"unknown user", w, []string{"C: USER mallory", "S: +OK ...", "C: PASS mallory-pw-Q9x"},
-			"backend rejected the password", true, "mallory-pw-Q9x"},
+			auth.ReasonBackendRejected, true, "mallory-pw-Q9x"},
 		{"carol's wrong password", w, []string{"C: AUTH PLAIN " + plainIR("", "carol", "not-carols-pw-3")},
-			"backend rejected the password", true, "not-carols-pw-3"},
+			auth.ReasonBackendRejected, true, "not-carols-pw-3"},
 		{"PLAIN authzid differs", w, []string{"C: AUTH PLAIN " + plainIR("carol", "alice", w.passcode)},
-			"PLAIN authzid differs from authcid", false, w.passcode},
+			auth.ReasonAuthzid, false, w.passcode},
 		{"empty password", w, []string{"C: USER alice", "S: +OK ...", "C: PASS "},
 			auth.ReasonEmptySecret, false, ""},
 		{"no 2FA from outside trusted_networks", out, []string{"C: USER carol", "S: +OK ...", "C: PASS " + carolPW},
@@ -230,7 +230,7 @@ func TestPOP3UniformFailure(t *testing.T) {
 			if contacted := tc.w.backend.accepts.Load() > before; contacted != tc.backend {
 				t.Errorf("backend contacted: %v, want %v", contacted, tc.backend)
 			}
-			wantLog(t, tc.w.k, `reason="`+tc.reason+`"`)
+			wantLog(t, tc.w.k, `reason="`+tc.reason.String()+`"`)
 			noLeak(t, tc.w.k.Logs(), tc.secret)
 		})
 	}

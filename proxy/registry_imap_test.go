@@ -186,7 +186,7 @@ func TestPasscodeProtocolScope(t *testing.T) {
 	c.run("S: * OK ...", "C: a1 LOGIN alice "+pop3Only, "S: a1 "+failedReply)
 	c.run("C: a2 LOGIN alice "+imapToo, "S: a2 OK ...")
 	logs := w.k.Logs()
-	if !strings.Contains(logs, auth.ReasonOutOfScope) || !strings.Contains(logs, "app=Cybozu") {
+	if !strings.Contains(logs, auth.ReasonOutOfScope.String()) || !strings.Contains(logs, "app=Cybozu") {
 		t.Errorf("the log does not say the passcode was used outside its scope:\n%s", logs)
 	}
 	noLeak(t, logs, pop3Only, imapToo)

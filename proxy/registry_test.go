@@ -15,6 +15,8 @@ import (
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/internal/loopback"
+	"github.com/kanmon-mail/kanmon/proxy/relay"
 )
 
 // regWorld is a Server with no listener, whose sessions the test builds
@@ -87,34 +89,15 @@ func (w *regWorld) start(protocol, user, secret string, rt *Generation) *peer {
 	if d.Kind == auth.Refuse {
 		t.Fatalf("%s refused: %s", user, d.Reason)
 	}
-	kc, uc := tcpPair(t)
-	kb, bc := tcpPair(t)
-	sess := &session{srv: w.srv, rt: rt, spec: config.Listener{Protocol: protocol}, clientIP: ip, admitted: &d, log: w.srv.log}
+	kc, uc := loopback.Pair(t)
+	kb, bc := loopback.Pair(t)
+	sess := &session{srv: w.srv, rt: rt, spec: config.Listener{Protocol: protocol}, dialect: dialectOf(protocol), clientIP: ip, admitted: &d, log: w.srv.log}
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		sess.relay(w.ctx, w.srv.log, Endpoint{Conn: kc}, Endpoint{Conn: kb})
+		sess.relay(w.ctx, w.srv.log, relay.Endpoint{Conn: kc}, relay.Endpoint{Conn: kb})
 	}()
 	return &peer{client: uc, cr: bufio.NewReader(uc), backend: bc, br: bufio.NewReader(bc)}
-}
-
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return b, a
 }
 
 // roundTrip checks that the session still relays both ways.
@@ -234,7 +217,7 @@ func TestRegistryRevokesOnSwap(t *testing.T) {
 	if n := w.srv.Swap(w.runtime([]string{"B", "D"}, nil)); n != 1 {
 		t.Fatalf("Swap closes %d sessions, want 1", n)
 	}
-	if got := a.rest(t); got != imapRevokedBye {
+	if got := a.rest(t); got != imapRevokedBye() {
 		t.Errorf("revoked IMAP client got %q, want the BYE", got)
 	}
 	b.roundTrip(t, "* 4 EXISTS\r\n", "DONE\r\n")
@@ -255,7 +238,7 @@ func TestRegistryRevokesOnSwap(t *testing.T) {
 	if n := w.srv.Swap(w.runtime(nil, []string{"carol"})); n != 1 {
 		t.Fatalf("Swap closes %d sessions, want 1", n)
 	}
-	if got := b.rest(t); got != imapRevokedBye {
+	if got := b.rest(t); got != imapRevokedBye() {
 		t.Errorf("client after 2FA reset got %q, want the BYE", got)
 	}
 	waitSessions(t, w.srv, 0)
@@ -309,10 +292,13 @@ func TestRegistryLateRegistration(t *testing.T) {
 	old := w.srv.Generation()
 	w.srv.Swap(w.runtime([]string{"B", "D"}, nil))
 	a := w.start("imap", "alice", w.codes["A"], old)
-	if got := a.rest(t); got != imapRevokedBye {
+	if got := a.rest(t); got != imapRevokedBye() {
 		t.Errorf("late session got %q, want the BYE", got)
 	}
 	b := w.start("imap", "alice", w.codes["B"], old)
 	waitSessions(t, w.srv, 1)
 	b.roundTrip(t, "* OK\r\n", "a1 NOOP\r\n")
 }
+
+// imapRevokedBye is the goodbye of a revoked IMAP session.
+func imapRevokedBye() string { return dialectOf(config.ProtocolIMAP).revokedBye }

@@ -1,8 +1,11 @@
+//go:build linux
+
 package proxy
 
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -10,6 +13,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kanmon-mail/kanmon/internal/loopback"
+	"github.com/kanmon-mail/kanmon/proxy/relay"
+	"github.com/kanmon-mail/kanmon/proxy/relay/relaytest"
 )
 
 // body is a literal's content of n bytes: text lines that look like IMAP
@@ -30,7 +37,7 @@ func body(n int, seed byte) string {
 func fetchTranscript(sizes ...int) []string {
 	var rs []string
 	for i, n := range sizes {
-		rs = append(rs, "* "+string(rune('1'+i%9))+" FETCH (UID 9 BODY[] "+lit("", "", body(n, byte(i)))+")\r\n")
+		rs = append(rs, "* "+string(rune('1'+i%9))+" FETCH (UID 9 BODY[] "+fmt.Sprintf("{%d}\r\n%s", n, body(n, byte(i)))+")\r\n")
 		if i%2 == 1 {
 			rs = append(rs, "* 4 EXISTS\r\n")
 		}
@@ -55,7 +62,7 @@ func readInto(c net.Conn) <-chan []byte {
 func (t *relayTap) trackerClean() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.bound.clean()
+	return t.bound.Clean()
 }
 
 // waitFor polls cond for up to 5 s.
@@ -76,14 +83,14 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // large bodies go by splice, the counters are exact, the tracker is clean
 // at the end, and the direction parks afterwards with no buffer on loan.
 func TestGatedSpliceFetchByteExact(t *testing.T) {
-	stream := strings.Join(fetchTranscript(300<<10, 17, 1<<20, 5000, gatedSpliceMin, 200<<10, 0, 64<<10), "")
+	stream := strings.Join(fetchTranscript(300<<10, 17, 1<<20, 5000, relay.SpliceMin, 200<<10, 0, 64<<10), "")
 	for seed := range uint64(4) {
-		w := newParkWorld(t, parkOptions{gated: true})
+		w, tap := gatedWorld(t)
 		got := make(chan []byte, 1)
 		go func() {
 			b := make([]byte, len(stream))
-			_ = w.client.SetReadDeadline(time.Now().Add(10 * time.Second))
-			n, _ := io.ReadFull(w.client, b)
+			_ = w.Client.SetReadDeadline(time.Now().Add(10 * time.Second))
+			n, _ := io.ReadFull(w.Client, b)
 			got <- b[:n]
 		}()
 		rng := rand.New(rand.NewPCG(seed, 2))
@@ -97,7 +104,7 @@ func TestGatedSpliceFetchByteExact(t *testing.T) {
 					n = min(1+rng.IntN(40), len(stream)-i)
 				}
 			}
-			if _, err := io.WriteString(w.backend, stream[i:i+n]); err != nil {
+			if _, err := io.WriteString(w.Backend, stream[i:i+n]); err != nil {
 				t.Fatal(err)
 			}
 			i += n
@@ -108,25 +115,25 @@ func TestGatedSpliceFetchByteExact(t *testing.T) {
 		if b := <-got; !bytes.Equal(b, []byte(stream)) {
 			t.Fatalf("seed %d: client got %d bytes, want %d; differs", seed, len(b), len(stream))
 		}
-		if w.tap.spliced.Load() == 0 {
+		if tap.spliced.Load() == 0 {
 			t.Errorf("seed %d: no literal byte was spliced", seed)
 		}
-		if d := w.tap.down.Load(); d != int64(len(stream)) {
+		if d := tap.bytes.BackendToClient.Load(); d != int64(len(stream)) {
 			t.Errorf("seed %d: backend→client counter %d, want %d", seed, d, len(stream))
 		}
-		if !w.tap.trackerClean() {
+		if !tap.trackerClean() {
 			t.Errorf("seed %d: tracker not clean after whole responses", seed)
 		}
 		// The gated direction still parks, holding nothing.
-		w.parked(t, 2)
-		waitLent(t, w.pool)
-		w.roundTrip(t, "a6 NOOP\r\n", "a6 OK\r\n")
-		w.parked(t, 2)
-		if d := w.tap.down.Load(); d != int64(len(stream)+len("a6 OK\r\n")) {
+		w.Parked(t, 2)
+		relaytest.WaitLent(t, w.Pool)
+		w.RoundTrip(t, "a6 NOOP\r\n", "a6 OK\r\n")
+		w.Parked(t, 2)
+		if d := tap.bytes.BackendToClient.Load(); d != int64(len(stream)+len("a6 OK\r\n")) {
 			t.Errorf("seed %d: backend→client counter %d after the NOOP", seed, d)
 		}
-		w.cancel()
-		w.wait(t)
+		w.Cancel()
+		w.Wait(t)
 	}
 }
 
@@ -138,43 +145,43 @@ func TestGatedSpliceRevocationMidLiteral(t *testing.T) {
 	stream := strings.Join(fetchTranscript(8<<20), "")
 	for _, mode := range []string{"backend silent", "client not reading"} {
 		t.Run(mode, func(t *testing.T) {
-			w := newParkWorld(t, parkOptions{gated: true})
+			w, tap := gatedWorld(t)
 			var got <-chan []byte
 			part := stream
 			if mode == "backend silent" {
 				// Half the body, then nothing.
 				part = stream[:len(stream)/2]
-				got = readInto(w.client)
+				got = readInto(w.Client)
 			}
-			go func() { _, _ = io.WriteString(w.backend, part) }()
-			waitFor(t, "a splice", func() bool { return w.tap.spliced.Load() > 0 })
+			go func() { _, _ = io.WriteString(w.Backend, part) }()
+			waitFor(t, "a splice", func() bool { return tap.spliced.Load() > 0 })
 			if mode == "backend silent" {
-				waitFor(t, "the half body", func() bool { return w.tap.down.Load() == int64(len(part)) })
+				waitFor(t, "the half body", func() bool { return tap.bytes.BackendToClient.Load() == int64(len(part)) })
 			} else {
 				time.Sleep(50 * time.Millisecond) // the socket buffers fill
 			}
 			start := time.Now()
-			if w.tap.stop([]byte(imapRevokedBye)) {
+			if tap.stop([]byte(imapRevokedBye())) {
 				t.Error("BYE written inside a literal")
 			}
 			if took := time.Since(start); took > time.Second {
 				t.Errorf("stop took %v", took)
 			}
-			w.cancel()
+			w.Cancel()
 			if got == nil {
-				got = readInto(w.client)
+				got = readInto(w.Client)
 			}
 			b := <-got
 			if !strings.HasPrefix(stream, string(b)) {
 				t.Errorf("client got %d bytes that are not a prefix of the stream", len(b))
 			}
-			if bytes.Contains(b, []byte(imapRevokedBye)) {
+			if bytes.Contains(b, []byte(imapRevokedBye())) {
 				t.Error("client got the BYE")
 			}
-			if d := w.tap.down.Load(); d != int64(len(b)) {
+			if d := tap.bytes.BackendToClient.Load(); d != int64(len(b)) {
 				t.Errorf("counter %d, client got %d", d, len(b))
 			}
-			w.wait(t)
+			w.Wait(t)
 		})
 	}
 }
@@ -183,38 +190,38 @@ func TestGatedSpliceRevocationMidLiteral(t *testing.T) {
 // BYE after the last whole response.
 func TestGatedSpliceRevocationBetweenResponses(t *testing.T) {
 	stream := strings.Join(fetchTranscript(512<<10, 100<<10), "")
-	w := newParkWorld(t, parkOptions{gated: true})
-	go func() { _, _ = io.WriteString(w.backend, stream) }()
-	expect(t, w.client, stream)
-	if w.tap.spliced.Load() == 0 {
+	w, tap := gatedWorld(t)
+	go func() { _, _ = io.WriteString(w.Backend, stream) }()
+	relaytest.Expect(t, w.Client, stream)
+	if tap.spliced.Load() == 0 {
 		t.Error("no literal byte was spliced")
 	}
-	waitFor(t, "the counter", func() bool { return w.tap.down.Load() == int64(len(stream)) })
-	if !w.tap.stop([]byte(imapRevokedBye)) {
+	waitFor(t, "the counter", func() bool { return tap.bytes.BackendToClient.Load() == int64(len(stream)) })
+	if !tap.stop([]byte(imapRevokedBye())) {
 		t.Error("no BYE between two responses")
 	}
-	w.cancel()
-	if got := readAll(t, w.client); got != imapRevokedBye {
+	w.Cancel()
+	if got := relaytest.ReadAll(t, w.Client); got != imapRevokedBye() {
 		t.Errorf("client got %q after the stream, want the BYE", got)
 	}
 	// The counter counts what was relayed; the BYE is the tap's own.
-	if d := w.tap.down.Load(); d != int64(len(stream)) {
+	if d := tap.bytes.BackendToClient.Load(); d != int64(len(stream)) {
 		t.Errorf("counter %d, want %d", d, len(stream))
 	}
-	w.wait(t)
+	w.Wait(t)
 }
 
 // A stream the tracker lost is never spliced: the bytes still arrive,
 // through user space.
 func TestGatedSpliceLostStream(t *testing.T) {
 	stream := "* 1 FETCH (BODY[] {99999999999999999999}\r\n" + body(256<<10, 3) + ")\r\n"
-	w := newParkWorld(t, parkOptions{gated: true})
-	go func() { _, _ = io.WriteString(w.backend, stream) }()
-	expect(t, w.client, stream)
-	if n := w.tap.spliced.Load(); n != 0 {
+	w, tap := gatedWorld(t)
+	go func() { _, _ = io.WriteString(w.Backend, stream) }()
+	relaytest.Expect(t, w.Client, stream)
+	if n := tap.spliced.Load(); n != 0 {
 		t.Errorf("%d bytes spliced on a lost stream", n)
 	}
-	if w.tap.trackerClean() {
+	if tap.trackerClean() {
 		t.Error("a lost stream is clean")
 	}
 }
@@ -226,27 +233,11 @@ func TestGatedSpliceLostStream(t *testing.T) {
 // backend and client, which copy every byte once each.
 func BenchmarkGatedFetch(b *testing.B) {
 	one := []byte(strings.Join(fetchTranscript(1<<20, 1<<20, 1<<20, 1<<20), ""))
-	pair := func() (net.Conn, net.Conn) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer ln.Close()
-		a, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		c, err := ln.Accept()
-		if err != nil {
-			b.Fatal(err)
-		}
-		return a, c
-	}
-	client, clientEnd := pair()
-	backend, backendEnd := pair()
+	client, clientEnd := loopback.Pair(b)
+	backend, backendEnd := loopback.Pair(b)
 	tap := &relayTap{client: clientEnd, backend: backendEnd, gated: true}
 	done := make(chan struct{})
-	startRelay(context.Background(), Endpoint{Conn: clientEnd}, Endpoint{Conn: backendEnd}, RelayOptions{tap: tap}, func(RelayStats, error) { close(done) })
+	relay.Start(context.Background(), relay.Endpoint{Conn: clientEnd}, relay.Endpoint{Conn: backendEnd}, relay.Options{Gate: tap, Counters: &tap.bytes}, func(relay.Stats, error) { close(done) })
 	go func() {
 		for {
 			if _, err := backend.Write(one); err != nil {
@@ -267,11 +258,22 @@ func BenchmarkGatedFetch(b *testing.B) {
 			n += m
 		}
 	}
-	b.ReportMetric(float64(tap.spliced.Load())/float64(tap.down.Load()), "spliced/byte")
+	b.ReportMetric(float64(tap.spliced.Load())/float64(tap.bytes.BackendToClient.Load()), "spliced/byte")
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &r1)
 	cpu := time.Duration(r1.Utime.Nano() + r1.Stime.Nano() - r0.Utime.Nano() - r0.Stime.Nano())
 	b.ReportMetric(float64(cpu.Microseconds())/1000/(float64(b.N)*float64(len(one))/(1<<20)), "cpu-ms/MiB")
 	client.Close()
 	backend.Close()
 	<-done
+}
+
+// gatedWorld is a relay with the session registry's IMAP gate in front of
+// the client, as an IMAP session has.
+func gatedWorld(t *testing.T) (*relaytest.World, *relayTap) {
+	tap := &relayTap{gated: true}
+	w := relaytest.New(t, relaytest.Options{Counters: &tap.bytes, Gate: func(clientEnd, backendEnd net.Conn) relay.Gate {
+		tap.client, tap.backend = clientEnd, backendEnd
+		return tap
+	}})
+	return w, tap
 }

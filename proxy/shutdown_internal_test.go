@@ -3,6 +3,8 @@ package proxy
 import (
 	"testing"
 	"time"
+
+	"github.com/kanmon-mail/kanmon/config"
 )
 
 // CloseSessions, as the end of the drain after SIGTERM: every live
@@ -23,8 +25,8 @@ func TestCloseSessionsSaysByeAndClosesLateComers(t *testing.T) {
 	if n := w.srv.CloseSessions(); n != 3 {
 		t.Errorf("CloseSessions closes %d sessions, want 3", n)
 	}
-	if got := a.rest(t); got != imapShutdownBye {
-		t.Errorf("IMAP client got %q, want %q", got, imapShutdownBye)
+	if got := a.rest(t); got != dialectOf(config.ProtocolIMAP).shutdownBye {
+		t.Errorf("IMAP client got %q, want %q", got, dialectOf(config.ProtocolIMAP).shutdownBye)
 	}
 	if got := mid.rest(t); got != "" {
 		t.Errorf("IMAP client inside a literal got %q, want nothing", got)
@@ -38,7 +40,7 @@ func TestCloseSessionsSaysByeAndClosesLateComers(t *testing.T) {
 	}
 
 	late := w.start("imap", "alice", w.codes["D"], nil)
-	if got := late.rest(t); got != imapShutdownBye {
+	if got := late.rest(t); got != dialectOf(config.ProtocolIMAP).shutdownBye {
 		t.Errorf("session started after CloseSessions got %q, want the BYE", got)
 	}
 	waitSessions(t, w.srv, 0)

@@ -1,9 +1,7 @@
 package proxy_test
 
 import (
-	"context"
 	"crypto/tls"
-	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -12,8 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/internal/selfsigned"
-	"github.com/kanmon-mail/kanmon/proxy"
+	"github.com/kanmon-mail/kanmon/proxy/backend"
 )
 
 // smtpLoginAs logs in at kanmon's plain submission listener with AUTH
@@ -96,22 +95,13 @@ func TestSMTPEHLOMirror(t *testing.T) {
 	}
 }
 
-// submissionLogin calls LoginSubmission directly.
-func submissionLogin(t *testing.T, b *proxy.Backend, cred proxy.Credentials) (*proxy.SubmissionLogin, *proxy.LoginError) {
+// submissionLogin is backendLogin as a client named client.example.org
+// in its EHLO.
+func submissionLogin(t *testing.T, b *backend.Backend, cred backend.Credentials) (*backend.Login, *backend.LoginError) {
 	t.Helper()
-	if b.Timeout == 0 {
-		b.Timeout = ioTimeout
-	}
-	l, err := b.LoginSubmission(context.Background(), cred, "client.example.org")
-	if err == nil {
-		t.Cleanup(func() { l.Conn.Close() })
-		return l, nil
-	}
-	var le *proxy.LoginError
-	if !errors.As(err, &le) {
-		t.Fatalf("LoginSubmission error %T is not a *LoginError: %v", err, err)
-	}
-	return nil, le
+	cred.Client.Helo = "client.example.org"
+	b.Protocol = config.ProtocolSubmission
+	return backendLogin(t, b, cred)
 }
 
 // The backend login on its own: STARTTLS, the AUTH PLAIN forms, the bytes
@@ -135,7 +125,7 @@ func TestSMTPBackendLogin(t *testing.T) {
 			"C: AUTH PLAIN "+plainIR("alice", masterUser, masterPW),
 			"S: 235 2.7.0 OK\r\n250 early",
 		))
-		l, le := submissionLogin(t, &proxy.Backend{Address: fake.addr, TLSMode: "starttls", TLSConfig: clientTLS}, masterCred)
+		l, le := submissionLogin(t, &backend.Backend{Address: fake.addr, TLSMode: "starttls", TLSConfig: clientTLS}, masterCred)
 		if le != nil {
 			t.Fatal(le)
 		}
@@ -151,7 +141,7 @@ func TestSMTPBackendLogin(t *testing.T) {
 			tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
 			backendScript(t, nil, "S: 220 ready", "C: EHLO ...", "S: 250 backend.test", "C: AUTH PLAIN ...", "S: 235 2.7.0 OK")(tc)
 		})
-		if _, le := submissionLogin(t, &proxy.Backend{Address: fake.addr, TLSMode: "implicit", TLSConfig: clientTLS}, masterCred); le != nil {
+		if _, le := submissionLogin(t, &backend.Backend{Address: fake.addr, TLSMode: "implicit", TLSConfig: clientTLS}, masterCred); le != nil {
 			t.Fatal(le)
 		}
 	})
@@ -161,7 +151,7 @@ func TestSMTPBackendLogin(t *testing.T) {
 			"S: 220 ready", "C: EHLO ...", "S: 250 backend.test",
 			"C: AUTH PLAIN", "S: 334 ", "C: "+plainIR("", "carol", long), "S: 235 2.7.0 OK",
 		))
-		if _, le := submissionLogin(t, &proxy.Backend{Address: fake.addr}, proxy.Credentials{Authcid: "carol", Password: long}); le != nil {
+		if _, le := submissionLogin(t, &backend.Backend{Address: fake.addr}, backend.Credentials{Authcid: "carol", Password: long}); le != nil {
 			t.Fatal(le)
 		}
 	})
@@ -190,7 +180,7 @@ func TestSMTPBackendLogin(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fake := startTCPServer(t, backendScript(t, nil, tc.steps...))
-			_, le := submissionLogin(t, &proxy.Backend{Address: fake.addr, TLSMode: tc.mode, TLSConfig: clientTLS}, masterCred)
+			_, le := submissionLogin(t, &backend.Backend{Address: fake.addr, TLSMode: tc.mode, TLSConfig: clientTLS}, masterCred)
 			if le == nil {
 				t.Fatal("login succeeded")
 			}
@@ -204,14 +194,14 @@ func TestSMTPBackendLogin(t *testing.T) {
 			_, _ = io.WriteString(c, "220 ready\r\n")
 			c.Close()
 		})
-		if _, le := submissionLogin(t, &proxy.Backend{Address: fake.addr}, masterCred); le == nil || le.AuthFailed || !strings.Contains(le.Error(), "backend EHLO") {
+		if _, le := submissionLogin(t, &backend.Backend{Address: fake.addr}, masterCred); le == nil || le.AuthFailed || !strings.Contains(le.Error(), "backend EHLO") {
 			t.Errorf("got %v", le)
 		}
 	})
 	t.Run("never answers", func(t *testing.T) {
 		silent := startTCPServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 		start := time.Now()
-		_, le := submissionLogin(t, &proxy.Backend{Address: silent.addr, Timeout: 300 * time.Millisecond}, masterCred)
+		_, le := submissionLogin(t, &backend.Backend{Address: silent.addr, Timeout: 300 * time.Millisecond}, masterCred)
 		if le == nil || le.AuthFailed || !strings.Contains(le.Error(), "reading backend greeting") {
 			t.Errorf("got %v", le)
 		}
@@ -226,14 +216,14 @@ func TestSMTPBackendLogin(t *testing.T) {
 // after the backend's new 220; a backend that does not offer XCLIENT or
 // refuses it fails the login, temporarily.
 func TestSMTPBackendXCLIENT(t *testing.T) {
-	v4 := proxy.ClientInfo{Addr: netip.MustParseAddrPort("192.0.2.7:40000"), Session: "s1"}
-	v6 := proxy.ClientInfo{Addr: netip.MustParseAddrPort("[2001:db8::7]:40000"), Session: "s1"}
+	v4 := backend.ClientInfo{Addr: netip.MustParseAddrPort("192.0.2.7:40000"), Session: "s1"}
+	v6 := backend.ClientInfo{Addr: netip.MustParseAddrPort("[2001:db8::7]:40000"), Session: "s1"}
 	ehlo := func(xclient string) string {
 		return "S: 250-backend.test\r\n250-XCLIENT " + xclient + "\r\n250 AUTH PLAIN"
 	}
 	for _, tc := range []struct {
 		name   string
-		client proxy.ClientInfo
+		client backend.ClientInfo
 		steps  []string
 		detail string // "" for success
 	}{
@@ -241,7 +231,7 @@ func TestSMTPBackendXCLIENT(t *testing.T) {
 			"C: EHLO client.example.org", "S: 250 backend.test", "C: AUTH PLAIN ...", "S: 235 2.7.0 OK"}, ""},
 		{"IPv6, all offered", v6, []string{ehlo("ADDR PORT SESSION"), "C: XCLIENT ADDR=IPV6:2001:db8::7 PORT=40000 SESSION=s1", "S: 220 again",
 			"C: EHLO client.example.org", "S: 250 backend.test", "C: AUTH PLAIN ...", "S: 235 2.7.0 OK"}, ""},
-		{"client unknown: nothing to forward", proxy.ClientInfo{}, []string{"S: 250 backend.test", "C: AUTH PLAIN ...", "S: 235 2.7.0 OK"}, ""},
+		{"client unknown: nothing to forward", backend.ClientInfo{}, []string{"S: 250 backend.test", "C: AUTH PLAIN ...", "S: 235 2.7.0 OK"}, ""},
 		{"not offered", v4, []string{"S: 250-backend.test\r\n250 AUTH PLAIN"}, "backend does not offer XCLIENT"},
 		{"no ADDR", v4, []string{ehlo("NAME HELO")}, "backend does not offer XCLIENT"},
 		{"refused", v4, []string{ehlo("ADDR PORT"), "C: XCLIENT ...", "S: 550 5.7.14 You are not from trusted IP"}, "backend refused XCLIENT"},
@@ -250,7 +240,7 @@ func TestSMTPBackendXCLIENT(t *testing.T) {
 			fake := startTCPServer(t, backendScript(t, nil, append([]string{"S: 220 ready", "C: EHLO client.example.org"}, tc.steps...)...))
 			cred := masterCred
 			cred.Client = tc.client
-			_, le := submissionLogin(t, &proxy.Backend{Address: fake.addr, ForwardClientIP: "xclient"}, cred)
+			_, le := submissionLogin(t, &backend.Backend{Address: fake.addr, ForwardClientIP: "xclient"}, cred)
 			switch {
 			case tc.detail == "" && le != nil:
 				t.Fatal(le)

@@ -195,7 +195,7 @@ func TestSMTPUniformFailure(t *testing.T) {
 		name    string
 		w       *smtpWorld
 		steps   []string
-		reason  string
+		reason  auth.Reason
 		backend bool // the backend is asked (passthrough)
 		secret  string
 	}{
@@ -203,11 +203,11 @@ func TestSMTPUniformFailure(t *testing.T) {
 		{"2FA user with her account password", w, []string{"C: AUTH LOGIN " + b64("alice"), "S: 334 ...", "C: " + b64(alicePW)},
 			auth.ReasonNotPasscode, false, alicePW},
 		{"unknown user", w, []string{"C: AUTH PLAIN", "S: 334 ", "C: " + plainIR("", "mallory", "mallory-pw-Q9x")},
-			"backend rejected the password", true, "mallory-pw-Q9x"},
+			auth.ReasonBackendRejected, true, "mallory-pw-Q9x"},
 		{"carol's wrong password", w, []string{"C: AUTH PLAIN " + plainIR("", "carol", "not-carols-pw-3")},
-			"backend rejected the password", true, "not-carols-pw-3"},
+			auth.ReasonBackendRejected, true, "not-carols-pw-3"},
 		{"PLAIN authzid differs", w, []string{"C: AUTH PLAIN " + plainIR("carol", "alice", w.passcode)},
-			"PLAIN authzid differs from authcid", false, w.passcode},
+			auth.ReasonAuthzid, false, w.passcode},
 		{"empty password", w, []string{"C: AUTH PLAIN " + plainIR("", "alice", "")}, auth.ReasonEmptySecret, false, ""},
 		{"no 2FA from outside trusted_networks", out, []string{"C: AUTH PLAIN " + plainIR("", "carol", carolPW)},
 			auth.ReasonOutside, false, carolPW},
@@ -224,7 +224,7 @@ func TestSMTPUniformFailure(t *testing.T) {
 			if asked := tc.w.be.auths.Load() > before; asked != tc.backend {
 				t.Errorf("backend asked: %v, want %v", asked, tc.backend)
 			}
-			wantLog(t, tc.w.k, `reason="`+tc.reason+`"`)
+			wantLog(t, tc.w.k, `reason="`+tc.reason.String()+`"`)
 			noLeak(t, tc.w.k.Logs(), tc.secret)
 		})
 	}

@@ -117,7 +117,7 @@ func pop3AuthOutcome(line string) *LoginError {
 	case code == "" || code == "AUTH":
 		return rejected(detail)
 	case pop3PassedCodes[code]:
-		le := unavailable(detail, nil)
+		le := unavailable("backend refused the login: "+detail, nil)
 		le.ClientLine = lineio.Printable(line, lineio.POP3MaxResponseLine-len("\r\n"))
 		return le
 	}

@@ -149,4 +149,3 @@ func (d *direction) bufferLoop() error {
 		}
 	}
 }
-

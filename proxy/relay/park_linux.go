@@ -225,3 +225,11 @@ func (p *Poller) fail(ep *os.File) {
 		e.w.wake(ids[i])
 	}
 }
+
+// Parked reports how many directions are parked, and whether the epoll
+// instance is open (it is exactly while something is parked).
+func (p *Poller) Parked() (n int, open bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.parked), p.ep != nil
+}

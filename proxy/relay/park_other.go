@@ -25,3 +25,6 @@ func (p *Poller) remove(uint64) bool { return false }
 type waker interface {
 	wake(id uint64)
 }
+
+// Parked reports that nothing is parked: nothing parks off Linux.
+func (p *Poller) Parked() (n int, open bool) { return 0, false }

@@ -20,15 +20,14 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
 )
 
-// bufferSize is the copy buffer borrowed from a pool while a chunk is
+// BufferSize is the copy buffer borrowed from a pool while a chunk is
 // in flight. It is never held by an idle session, so its size costs memory
 // only per transfer in progress; 128 KiB moves a large FETCH in a quarter
 // of the read and write calls that 32 KiB takes (kanmon's CPU per MiB
 // relayed fell by about 30% in cmd/kanmon-bench).
-const bufferSize = 128 << 10
+const BufferSize = 128 << 10
 
 // closeGrace is how long the second direction may keep going after the
 // first one ended (a peer's LOGOUT reply still on its way, say). Then both
@@ -96,11 +95,11 @@ type BufferPool struct {
 	lent atomic.Int64 // buffers out on loan
 }
 
-// NewBufferPool returns a pool of bufferSize buffers.
+// NewBufferPool returns a pool of BufferSize buffers.
 func NewBufferPool() *BufferPool {
 	p := &BufferPool{}
 	p.pool.New = func() any {
-		b := make([]byte, bufferSize)
+		b := make([]byte, BufferSize)
 		return &b
 	}
 	return p

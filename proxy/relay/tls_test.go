@@ -1,4 +1,6 @@
-package proxy
+//go:build linux
+
+package relay_test
 
 import (
 	"context"
@@ -9,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kanmon-mail/kanmon/internal/loopback"
 	"github.com/kanmon-mail/kanmon/internal/selfsigned"
+	"github.com/kanmon-mail/kanmon/proxy/relay"
+	"github.com/kanmon-mail/kanmon/proxy/relay/relaytest"
 )
 
 // tlsRelayWorld is a relay whose client side is TLS over loopback TCP
@@ -17,32 +22,8 @@ import (
 type tlsRelayWorld struct {
 	client  *tls.Conn // the client's end
 	backend net.Conn  // the backend's end
-	pool    *BufferPool
+	pool    *relay.BufferPool
 	done    chan error
-}
-
-func loopbackPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-accepted
-	if b == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
 }
 
 func startTLSRelay(t *testing.T) *tlsRelayWorld {
@@ -51,12 +32,12 @@ func startTLSRelay(t *testing.T) *tlsRelayWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp, ce := loopbackPair(t)
-	bp, be := loopbackPair(t)
+	cp, ce := loopback.Pair(t)
+	bp, be := loopback.Pair(t)
 	w := &tlsRelayWorld{
 		client:  tls.Client(cp, &tls.Config{RootCAs: cert.Pool, ServerName: "127.0.0.1"}),
 		backend: bp,
-		pool:    NewBufferPool(),
+		pool:    relay.NewBufferPool(),
 		done:    make(chan error, 1),
 	}
 	server := tls.Server(ce, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
@@ -69,7 +50,7 @@ func startTLSRelay(t *testing.T) *tlsRelayWorld {
 		t.Fatal(err)
 	}
 	go func() {
-		_, err := Relay(context.Background(), Endpoint{Conn: server}, Endpoint{Conn: be}, RelayOptions{Idle: time.Minute, Buffers: w.pool})
+		_, err := relay.Run(context.Background(), relay.Endpoint{Conn: server}, relay.Endpoint{Conn: be}, relay.Options{Idle: time.Minute, Buffers: w.pool})
 		w.done <- err
 	}()
 	t.Cleanup(func() {
@@ -84,31 +65,6 @@ func startTLSRelay(t *testing.T) *tlsRelayWorld {
 	return w
 }
 
-// expect reads exactly want from c within a second.
-func expect(t *testing.T, c net.Conn, want string) {
-	t.Helper()
-	_ = c.SetReadDeadline(time.Now().Add(time.Second))
-	got := make([]byte, len(want))
-	if _, err := io.ReadFull(c, got); err != nil {
-		t.Fatalf("reading %q: got %q, %v", want, got, err)
-	}
-	if string(got) != want {
-		t.Fatalf("got %q, want %q", got, want)
-	}
-}
-
-// waitLent waits until no relay buffer is on loan.
-func waitLent(t *testing.T, p *BufferPool) {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for p.lent.Load() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d relay buffers still on loan while the session is idle", p.lent.Load())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // An idle session holds no copy buffer in either direction, a TLS client
 // included: the relay waits for a TLS record without one.
 func TestRelayTLSIdleHoldsNoBuffer(t *testing.T) {
@@ -117,12 +73,12 @@ func TestRelayTLSIdleHoldsNoBuffer(t *testing.T) {
 		if _, err := io.WriteString(w.client, "a NOOP\r\n"); err != nil {
 			t.Fatal(err)
 		}
-		expect(t, w.backend, "a NOOP\r\n")
+		relaytest.Expect(t, w.backend, "a NOOP\r\n")
 		if _, err := io.WriteString(w.backend, "a OK\r\n"); err != nil {
 			t.Fatal(err)
 		}
-		expect(t, w.client, "a OK\r\n")
-		waitLent(t, w.pool)
+		relaytest.Expect(t, w.client, "a OK\r\n")
+		relaytest.WaitLent(t, w.pool)
 	}
 }
 
@@ -136,7 +92,7 @@ func TestRelayTLSRecordsArriveWhole(t *testing.T) {
 		if _, err := io.WriteString(w.client, b); err != nil {
 			t.Fatal(err)
 		}
-		expect(t, w.backend, b)
+		relaytest.Expect(t, w.backend, b)
 	}
 	// Three records written back to back: they may reach the relay in one
 	// read of the socket, and must not wait for more traffic.
@@ -145,12 +101,12 @@ func TestRelayTLSRecordsArriveWhole(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	expect(t, w.backend, "DONE\r\nb NOOP\r\nc LOGOUT\r\n")
+	relaytest.Expect(t, w.backend, "DONE\r\nb NOOP\r\nc LOGOUT\r\n")
 	// Larger than a record and than the relay's buffer.
-	big := strings.Repeat("0123456789abcdef", (3*relayBufferSize)/16+7)
+	big := strings.Repeat("0123456789abcdef", (3*relay.BufferSize)/16+7)
 	go func() { _, _ = io.WriteString(w.client, big) }()
-	expect(t, w.backend, big)
-	waitLent(t, w.pool)
+	relaytest.Expect(t, w.backend, big)
+	relaytest.WaitLent(t, w.pool)
 	// The client's close_notify ends the client→backend direction: the
 	// backend sees the end of the stream.
 	if err := w.client.CloseWrite(); err != nil {

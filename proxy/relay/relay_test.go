@@ -1,4 +1,4 @@
-package proxy_test
+package relay_test
 
 import (
 	"bytes"
@@ -6,15 +6,20 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kanmon-mail/kanmon/internal/selfsigned"
-	"github.com/kanmon-mail/kanmon/proxy"
+	"github.com/kanmon-mail/kanmon/proxy/relay"
 )
+
+// ioTimeout bounds every read a test waits on.
+const ioTimeout = 5 * time.Second
 
 // relayEnds are the four connections around a relay: each peer plays a
 // client or backend, each end is what Relay is given.
@@ -84,15 +89,15 @@ func newRelayEnds(t *testing.T, kind string) relayEnds {
 }
 
 type relayResult struct {
-	stats proxy.RelayStats
+	stats relay.Stats
 	err   error
 }
 
 // startRelay runs Relay in the background.
-func startRelay(ctx context.Context, client, backend proxy.Endpoint, opts proxy.RelayOptions) <-chan relayResult {
+func startRelay(ctx context.Context, client, backend relay.Endpoint, opts relay.Options) <-chan relayResult {
 	done := make(chan relayResult, 1)
 	go func() {
-		stats, err := proxy.Relay(ctx, client, backend, opts)
+		stats, err := relay.Run(ctx, client, backend, opts)
 		done <- relayResult{stats, err}
 	}()
 	return done
@@ -144,9 +149,9 @@ func TestRelayPendingFirst(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			e := newRelayEnds(t, kind)
 			done := startRelay(context.Background(),
-				proxy.Endpoint{Conn: e.clientEnd, Pending: []byte("a2 SELECT INBOX\r\n")},
-				proxy.Endpoint{Conn: e.backendEnd, Pending: []byte("* 3 EXISTS\r\n")},
-				proxy.RelayOptions{})
+				relay.Endpoint{Conn: e.clientEnd, Pending: []byte("a2 SELECT INBOX\r\n")},
+				relay.Endpoint{Conn: e.backendEnd, Pending: []byte("* 3 EXISTS\r\n")},
+				relay.Options{})
 			// Sent after the pending bytes were read by the front.
 			go func() { _, _ = io.WriteString(e.clientPeer, "a3 NOOP\r\n") }()
 			_, _ = io.WriteString(e.backendPeer, "* 4 EXISTS\r\n")
@@ -180,7 +185,7 @@ func TestRelayHalfClose(t *testing.T) {
 	for _, kind := range []string{"tcp", "tls"} {
 		t.Run("client first/"+kind, func(t *testing.T) {
 			e := newRelayEnds(t, kind)
-			done := startRelay(context.Background(), proxy.Endpoint{Conn: e.clientEnd}, proxy.Endpoint{Conn: e.backendEnd}, proxy.RelayOptions{})
+			done := startRelay(context.Background(), relay.Endpoint{Conn: e.clientEnd}, relay.Endpoint{Conn: e.backendEnd}, relay.Options{})
 			_, _ = io.WriteString(e.clientPeer, "a LOGOUT\r\n")
 			closeWrite(t, e.clientPeer)
 			if got := readEOF(t, e.backendPeer); got != "a LOGOUT\r\n" {
@@ -202,7 +207,7 @@ func TestRelayHalfClose(t *testing.T) {
 		})
 		t.Run("backend first/"+kind, func(t *testing.T) {
 			e := newRelayEnds(t, kind)
-			done := startRelay(context.Background(), proxy.Endpoint{Conn: e.clientEnd}, proxy.Endpoint{Conn: e.backendEnd}, proxy.RelayOptions{})
+			done := startRelay(context.Background(), relay.Endpoint{Conn: e.clientEnd}, relay.Endpoint{Conn: e.backendEnd}, relay.Options{})
 			_, _ = io.WriteString(e.backendPeer, "* BYE Server shutting down\r\n")
 			e.backendPeer.Close()
 			if got := readEOF(t, e.clientPeer); got != "* BYE Server shutting down\r\n" {
@@ -221,7 +226,7 @@ func TestRelayIdleTimeout(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			e := newRelayEnds(t, kind)
 			start := time.Now()
-			done := startRelay(context.Background(), proxy.Endpoint{Conn: e.clientEnd}, proxy.Endpoint{Conn: e.backendEnd}, proxy.RelayOptions{Idle: 100 * time.Millisecond})
+			done := startRelay(context.Background(), relay.Endpoint{Conn: e.clientEnd}, relay.Endpoint{Conn: e.backendEnd}, relay.Options{Idle: 100 * time.Millisecond})
 			r := waitRelay(t, done, 2*time.Second)
 			if d := time.Since(start); d < 100*time.Millisecond {
 				t.Errorf("closed after %v, before the idle timeout", d)
@@ -237,7 +242,7 @@ func TestRelayIdleTimeout(t *testing.T) {
 		e := newRelayEnds(t, "tcp")
 		// Fourteen chunks 50ms apart: 700ms in all, never 500ms quiet
 		// (the margin is for a loaded machine).
-		done := startRelay(context.Background(), proxy.Endpoint{Conn: e.clientEnd}, proxy.Endpoint{Conn: e.backendEnd}, proxy.RelayOptions{Idle: 500 * time.Millisecond})
+		done := startRelay(context.Background(), relay.Endpoint{Conn: e.clientEnd}, relay.Endpoint{Conn: e.backendEnd}, relay.Options{Idle: 500 * time.Millisecond})
 		for i := range 14 {
 			_, _ = io.WriteString(e.clientPeer, "x")
 			if got := readN(t, e.backendPeer, 1); got != "x" {
@@ -259,7 +264,7 @@ func TestRelayIdleTimeout(t *testing.T) {
 func TestRelayContextCancel(t *testing.T) {
 	e := newRelayEnds(t, "tcp")
 	ctx, cancel := context.WithCancel(context.Background())
-	done := startRelay(ctx, proxy.Endpoint{Conn: e.clientEnd}, proxy.Endpoint{Conn: e.backendEnd}, proxy.RelayOptions{})
+	done := startRelay(ctx, relay.Endpoint{Conn: e.clientEnd}, relay.Endpoint{Conn: e.backendEnd}, relay.Options{})
 	cancel()
 	waitRelay(t, done, 2*time.Second)
 	readEOF(t, e.clientPeer)
@@ -277,9 +282,9 @@ func TestRelayLargeTransfer(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			e := newRelayEnds(t, kind)
 			done := startRelay(context.Background(),
-				proxy.Endpoint{Conn: e.clientEnd, Pending: up[:1000]},
-				proxy.Endpoint{Conn: e.backendEnd, Pending: down[:1000]},
-				proxy.RelayOptions{Idle: time.Minute})
+				relay.Endpoint{Conn: e.clientEnd, Pending: up[:1000]},
+				relay.Endpoint{Conn: e.backendEnd, Pending: down[:1000]},
+				relay.Options{Idle: time.Minute})
 			errs := make(chan error, 2)
 			go func() { _, err := e.clientPeer.Write(up[1000:]); errs <- err }()
 			go func() { _, err := e.backendPeer.Write(down[1000:]); errs <- err }()
@@ -315,3 +320,6 @@ func TestRelayLargeTransfer(t *testing.T) {
 		})
 	}
 }
+
+// isReset reports a connection reset by the peer.
+func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
