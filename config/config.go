@@ -1,7 +1,9 @@
 // Package config loads and validates kanmon's TOML configuration file.
 //
-// The file format is the contract of DESIGN.md: every key documented on the
-// struct fields below, with its default. Relative paths are resolved against
+// The file format is a contract with the admins: the example config in
+// testdata/kanmon.example.toml keeps working verbatim, and every key is
+// documented on the struct fields below, with its default (docs/config.md
+// is generated from them). Relative paths are resolved against
 // the directory of the config file. An unknown key or a bad value is an error
 // that names the file and line ("kanmon.toml:12: ..."); Config.Line finds
 // the line of any key after loading.

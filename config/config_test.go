@@ -12,7 +12,8 @@ import (
 	"time"
 )
 
-// designExample is the example of DESIGN.md's "CLI and config contract",
+// designExample is the example config of the project's design contract
+// ("CLI and config contract": keys may be added, never renamed),
 // verbatim. It must keep loading; testdata/kanmon.example.toml is a copy.
 const designExample = `state_dir = "state"                   # bbolt database lives here
 accounts  = "accounts.toml"           # 2FA accounts and passcode hashes; reloaded on SIGHUP
@@ -46,7 +47,7 @@ func TestExampleFileIsVerbatim(t *testing.T) {
 		t.Fatal(err)
 	}
 	if string(data) != designExample {
-		t.Fatal("testdata/kanmon.example.toml differs from the DESIGN.md example in config_test.go")
+		t.Fatal("testdata/kanmon.example.toml differs from the design contract example in config_test.go")
 	}
 }
 

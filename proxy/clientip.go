@@ -7,8 +7,8 @@ import (
 	"strings"
 
 	"github.com/kanmon-mail/kanmon/internal/lineio"
-	"github.com/kanmon-mail/kanmon/proxy/backend"
 	"github.com/kanmon-mail/kanmon/internal/proxyproto"
+	"github.com/kanmon-mail/kanmon/proxy/backend"
 )
 
 // clientInfo is the session's client as forwarded to the backend.

@@ -144,4 +144,3 @@ func (t *relayTap) stop(bye []byte) bool {
 	t.bound.Feed(bye[:n])
 	return err == nil
 }
-

@@ -8,7 +8,7 @@ import (
 	"net"
 	"strings"
 
-		"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/internal/lineio"
 	"github.com/kanmon-mail/kanmon/proxy/backend"
 	"github.com/kanmon-mail/kanmon/proxy/imapwire"

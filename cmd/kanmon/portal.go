@@ -24,12 +24,12 @@ func startPortal(cfg *config.Config, srv *proxy.Server, guard *lockout.Guard, re
 		return nil, nil
 	}
 	h, err := portal.New(portal.Options{
-		Log:        log,
+		Log: log,
 		Generation: func() portal.Generation {
 			g := srv.Generation()
 			return portal.Generation{Config: g.Config, Policy: g.Policy}
 		},
-		Guard:      guard,
+		Guard: guard,
 		CheckPassword: func(ctx context.Context, user, password string, client backend.ClientInfo) error {
 			return srv.Generation().CheckPassword(ctx, user, password, client)
 		},
