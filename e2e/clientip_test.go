@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -29,21 +28,10 @@ import (
 // listeners, or with haproxy of its PROXY protocol ones.
 func startClientIPWorld(t *testing.T, haproxy bool, opts kanmontest.Options) *world {
 	t.Helper()
-	dc := dovecottest.Start(t, dovecottest.Options{
-		Users: []dovecottest.User{
-			{Name: "alice", Password: alicePassword},
-			{Name: "carol", Password: carolPassword},
-		},
-		MasterUser:           masterUser,
-		MasterPassword:       masterPassword,
+	dc := startDovecot(t, dovecottest.Options{
 		LoginTrustedNetworks: []string{"127.0.0.0/8"},
 		HAProxy:              haproxy,
-	})
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("dovecot log:\n%s", dc.Log())
-		}
-	})
+	}, "alice", "carol")
 	opts.IMAPBackend, opts.POP3Backend = dc.IMAPAddr, dc.POP3Addr
 	if haproxy {
 		opts.IMAPBackend, opts.POP3Backend = dc.IMAPHAProxyAddr, dc.POP3HAProxyAddr
@@ -87,32 +75,31 @@ func dialTLSFrom(t *testing.T, addr, from string, header []byte, conf *tls.Confi
 	return tc, tc.Handshake()
 }
 
+// lineFrom is dialTLSFrom for a line client: it fails the test when the
+// handshake does.
+func lineFrom(t *testing.T, addr, from string, header []byte, conf *tls.Config) lineConn {
+	t.Helper()
+	tc, err := dialTLSFrom(t, addr, from, header, conf)
+	if err != nil {
+		t.Fatalf("TLS from %s: %v", from, err)
+	}
+	return newLineConn(t, tc)
+}
+
 // imapVia is an IMAP client on kanmon's IMAPS listener from from, behind
 // header (nil: none). It fails the test when there is no greeting.
 func imapVia(t *testing.T, k *kanmontest.Kanmon, from string, header []byte) *rawIMAP {
 	t.Helper()
-	tc, err := dialTLSFrom(t, k.IMAPS, from, header, k.ClientTLS)
-	if err != nil {
-		t.Fatalf("TLS from %s: %v", from, err)
-	}
-	r := &rawIMAP{t: t, conn: tc, br: bufio.NewReader(tc)}
-	if g := r.line(); !strings.HasPrefix(g, "* OK ") {
-		t.Fatalf("S: %s (want a greeting)", g)
-	}
+	r := &rawIMAP{lineFrom(t, k.IMAPS, from, header, k.ClientTLS)}
+	r.greeting("* OK ")
 	return r
 }
 
 // pop3Via is imapVia for POP3S.
 func pop3Via(t *testing.T, k *kanmontest.Kanmon, from string, header []byte) *rawPOP3 {
 	t.Helper()
-	tc, err := dialTLSFrom(t, k.POP3S, from, header, k.ClientTLS)
-	if err != nil {
-		t.Fatalf("TLS from %s: %v", from, err)
-	}
-	p := &rawPOP3{t: t, conn: tc, br: bufio.NewReader(tc)}
-	if g := p.line(); !strings.HasPrefix(g, "+OK ") {
-		t.Fatalf("S: %s (want a greeting)", g)
-	}
+	p := &rawPOP3{lineFrom(t, k.POP3S, from, header, k.ClientTLS)}
+	p.greeting("+OK ")
 	return p
 }
 
@@ -133,7 +120,23 @@ func wantKanmonLog(t *testing.T, w *world, parts ...string) {
 	}
 }
 
-const outsideReason = `reason="` + auth.ReasonOutside + `"`
+// wantLastUse fails unless kanmon has recorded a passcode use by
+// want.User from want.ClientIP, and with want.Client when that is set.
+func wantLastUse(t *testing.T, k *kanmontest.Kanmon, want auth.LastUse) {
+	t.Helper()
+	uses, err := k.Server.LastUse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range uses {
+		if u.User == want.User && u.ClientIP == want.ClientIP && (want.Client == "" || u.Client == want.Client) {
+			return
+		}
+	}
+	t.Errorf("passcode last use %+v, want %s from %s (client %q)", uses, want.User, want.ClientIP, want.Client)
+}
+
+var outsideReason = `reason="` + auth.ReasonOutside.String() + `"`
 
 // A balancer in proxy_trusted_networks puts the client's address in a
 // PROXY header; kanmon decides by it and tells Dovecot (ID for IMAP,
@@ -164,17 +167,7 @@ func TestE2EProxyProtocolIn(t *testing.T) {
 		wantKanmonLog(t, w, "proxy_version=2 client=203.0.113.50 user=carol "+outsideReason)
 		wantOK(t, "alice's passcode from 203.0.113.50", r.cmd("a2 LOGIN alice "+passcode))
 		wantDovecotLogin(t, w, "imap", "alice", "203.0.113.50")
-		uses, err := k.Server.LastUse()
-		if err != nil {
-			t.Fatal(err)
-		}
-		found := false
-		for _, u := range uses {
-			found = found || u.User == "alice" && u.ClientIP == "203.0.113.50"
-		}
-		if !found {
-			t.Errorf("passcode last use %+v, want alice from 203.0.113.50", uses)
-		}
+		wantLastUse(t, k, auth.LastUse{User: "alice", ClientIP: "203.0.113.50"})
 	})
 	t.Run("v2 POP3 from the balancer, forwarded with XCLIENT", func(t *testing.T) {
 		p := pop3Via(t, k, "127.0.0.1", proxyHeader(t, 2, "10.2.2.2:40002", "198.51.100.1:995"))
@@ -254,17 +247,7 @@ func TestE2EIDOriginatingIP(t *testing.T) {
 		wantKanmonLog(t, w, "id_from=127.0.0.1 client=198.51.100.7 user=carol "+outsideReason)
 		wantOK(t, "alice's passcode via webmail", r.cmd("a2 LOGIN alice "+k.Passcode("alice", "Thunderbird")))
 		wantDovecotLogin(t, w, "imap", "alice", "198.51.100.7")
-		uses, err := k.Server.LastUse()
-		if err != nil {
-			t.Fatal(err)
-		}
-		found := false
-		for _, u := range uses {
-			found = found || u.User == "alice" && u.ClientIP == "198.51.100.7" && u.Client == "Roundcube 1.6"
-		}
-		if !found {
-			t.Errorf("passcode last use %+v, want alice from 198.51.100.7 with Roundcube 1.6", uses)
-		}
+		wantLastUse(t, k, auth.LastUse{User: "alice", ClientIP: "198.51.100.7", Client: "Roundcube 1.6"})
 	})
 }
 

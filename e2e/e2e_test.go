@@ -27,6 +27,26 @@ const (
 	masterPassword = "master-secret-pw"
 )
 
+// passwords are the Dovecot accounts' passwords, by user.
+var passwords = map[string]string{"alice": alicePassword, "bob": bobPassword, "carol": carolPassword}
+
+// startDovecot starts a private Dovecot with users (of alice, bob and
+// carol), the master user, and opts; its log is shown if the test fails.
+func startDovecot(t testing.TB, opts dovecottest.Options, users ...string) *dovecottest.Server {
+	t.Helper()
+	for _, u := range users {
+		opts.Users = append(opts.Users, dovecottest.User{Name: u, Password: passwords[u]})
+	}
+	opts.MasterUser, opts.MasterPassword = masterUser, masterPassword
+	dc := dovecottest.Start(t, opts)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("dovecot log:\n%s", dc.Log())
+		}
+	})
+	return dc
+}
+
 // world is a Dovecot with kanmon in front of it.
 type world struct {
 	dovecot *dovecottest.Server
@@ -38,15 +58,7 @@ type world struct {
 // alice, "Outlook" for bob).
 func startWorld(t *testing.T, opts kanmontest.Options) *world {
 	t.Helper()
-	dc := dovecottest.Start(t, dovecottest.Options{
-		Users: []dovecottest.User{
-			{Name: "alice", Password: alicePassword},
-			{Name: "bob", Password: bobPassword},
-			{Name: "carol", Password: carolPassword},
-		},
-		MasterUser:     masterUser,
-		MasterPassword: masterPassword,
-	})
+	dc := startDovecot(t, dovecottest.Options{}, "alice", "bob", "carol")
 	if opts.IMAPBackend == "" {
 		opts.IMAPBackend = dc.IMAPAddr
 	}
@@ -57,25 +69,46 @@ func startWorld(t *testing.T, opts kanmontest.Options) *world {
 		opts.Passcodes = map[string][]string{"alice": {"Thunderbird", "Cybozu"}, "bob": {"Outlook"}}
 	}
 	k := kanmontest.Start(t, opts)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("dovecot log:\n%s", dc.Log())
-		}
-	})
 	return &world{dovecot: dc, kanmon: k}
 }
 
-// requireCurl returns the path of curl, or skips (fails under CI=true).
+// inCI reports whether this is a CI run, as internal/dovecottest reads
+// the environment: then a missing tool fails the test.
+func inCI() bool {
+	switch strings.ToLower(os.Getenv("CI")) {
+	case "true", "1", "yes":
+		return true
+	}
+	return false
+}
+
+// requireTool returns the path of the first of names that exists (a bare
+// name is looked up in PATH), or skips the test, failing it under CI, with
+// the install hint.
+func requireTool(t *testing.T, hint string, names ...string) string {
+	t.Helper()
+	for _, n := range names {
+		if filepath.IsAbs(n) {
+			if fi, err := os.Stat(n); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+				return n
+			}
+			continue
+		}
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
+	}
+	if inCI() {
+		t.Fatalf("%s not found; it is required under CI=true (%s)", names[0], hint)
+	}
+	t.Skipf("%s not found (%s); skipping the test", names[0], hint)
+	return ""
+}
+
+// requireCurl returns the path of curl, or skips (fails under CI).
 func requireCurl(t *testing.T) string {
 	t.Helper()
-	path, err := exec.LookPath("curl")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("curl is required under CI=true (apt-get install curl)")
-		}
-		t.Skip("curl not installed (apt-get install curl); skipping the curl client test")
-	}
-	return path
+	return requireTool(t, "apt-get install curl", "curl")
 }
 
 // curlResult is what a curl run printed and how it ended.
@@ -84,13 +117,14 @@ type curlResult struct {
 	exitCode       int
 }
 
-// runCurl runs curl with a time limit and kanmon's CA trusted.
-func runCurl(t *testing.T, k *kanmontest.Kanmon, args ...string) curlResult {
+// runCurl runs curl with a time limit, trusting the certificate in the
+// file cacert (kanmon's CertFile).
+func runCurl(t *testing.T, cacert string, args ...string) curlResult {
 	t.Helper()
 	curl := requireCurl(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	all := append([]string{"--silent", "--show-error", "--max-time", "20", "--cacert", filepath.Join(k.Dir, "cert.pem")}, args...)
+	all := append([]string{"--silent", "--show-error", "--max-time", "20", "--cacert", cacert}, args...)
 	cmd := exec.CommandContext(ctx, curl, all...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut

@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"bufio"
-	"crypto/tls"
 	"fmt"
-	"io"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -23,46 +20,22 @@ import (
 const failedReply = "NO [AUTHENTICATIONFAILED] " + auth.FailureText
 
 // rawIMAP is a line-level IMAP client for transcripts.
-type rawIMAP struct {
-	t    *testing.T
-	conn *tls.Conn
-	br   *bufio.Reader
-}
+type rawIMAP struct{ lineConn }
 
 // dialRaw connects to kanmon's implicit-TLS IMAP listener and reads the
 // greeting.
 func dialRaw(t *testing.T, k *kanmontest.Kanmon) *rawIMAP {
 	t.Helper()
-	conn, err := tls.Dial("tcp", k.IMAPS, k.ClientTLS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-	r := &rawIMAP{t: t, conn: conn, br: bufio.NewReader(conn)}
-	if g := r.line(); !strings.HasPrefix(g, "* OK ") {
-		t.Fatalf("S: %s (want a greeting)", g)
-	}
+	r := &rawIMAP{dialLine(t, k.IMAPS, k.ClientTLS)}
+	r.greeting("* OK ")
 	return r
-}
-
-// line reads one response line without CRLF.
-func (r *rawIMAP) line() string {
-	r.t.Helper()
-	l, err := r.br.ReadString('\n')
-	if err != nil {
-		r.t.Fatalf("reading: %v (got %q)", err, l)
-	}
-	return strings.TrimRight(l, "\r\n")
 }
 
 // cmd sends "C: line" and returns the tagged reply, skipping untagged ones.
 func (r *rawIMAP) cmd(line string) string {
 	r.t.Helper()
 	tag, _, _ := strings.Cut(line, " ")
-	if _, err := io.WriteString(r.conn, line+"\r\n"); err != nil {
-		r.t.Fatal(err)
-	}
+	r.writeLine(line)
 	for {
 		l := r.line()
 		if strings.HasPrefix(l, tag+" ") {
@@ -194,11 +167,14 @@ func TestE2EAccountPasswordRefused(t *testing.T) {
 	}
 	direct.Close()
 
-	cases := []struct{ name, user, secret, reason string }{
+	cases := []struct {
+		name, user, secret string
+		reason             auth.Reason
+	}{
 		{"2FA user with account password", "alice", alicePassword, auth.ReasonNotPasscode},
 		{"wrong passcode", "alice", "ABCDEFGHIJKLMNOP", auth.ReasonNoMatch},
 		{"another user's passcode", "alice", w.kanmon.Passcode("bob", "Outlook"), auth.ReasonNoMatch},
-		{"unknown user", "mallory", "ABCDEFGHIJKLMNOP", ""},
+		{"unknown user", "mallory", "ABCDEFGHIJKLMNOP", auth.ReasonNone},
 	}
 	for _, tc := range cases {
 		r := dialRaw(t, w.kanmon)
@@ -209,7 +185,7 @@ func TestE2EAccountPasswordRefused(t *testing.T) {
 	}
 	logs := w.kanmon.Logs()
 	for _, tc := range cases {
-		if tc.reason != "" && !strings.Contains(logs, tc.reason) {
+		if tc.reason != auth.ReasonNone && !strings.Contains(logs, tc.reason.String()) {
 			t.Errorf("log lacks reason %q", tc.reason)
 		}
 		if strings.Contains(logs, tc.secret) {
@@ -253,7 +229,7 @@ func TestE2EOutsideTrustedNetworkNeverReachesDovecot(t *testing.T) {
 	if strings.Contains(w.dovecot.Log(), "carol") {
 		t.Errorf("Dovecot saw carol although she was outside:\n%s", w.dovecot.Log())
 	}
-	if !strings.Contains(w.kanmon.Logs(), auth.ReasonOutside) {
+	if !strings.Contains(w.kanmon.Logs(), auth.ReasonOutside.String()) {
 		t.Errorf("kanmon log lacks %q", auth.ReasonOutside)
 	}
 }
@@ -265,20 +241,20 @@ func TestE2ECurl(t *testing.T) {
 	w.dovecot.Deliver(t, "alice", message("bob@example.edu", "alice@example.edu", "curl check", "curl saw marker 91c2"))
 	passcode := w.kanmon.Passcode("alice", "Thunderbird")
 
-	res := runCurl(t, w.kanmon, "--user", "alice:"+auth.FormatPasscode(passcode), "imaps://"+w.kanmon.IMAPS+"/INBOX;UID=1")
+	res := runCurl(t, w.kanmon.CertFile, "--user", "alice:"+auth.FormatPasscode(passcode), "imaps://"+w.kanmon.IMAPS+"/INBOX;UID=1")
 	if res.exitCode != 0 || !strings.Contains(res.stdout, "curl saw marker 91c2") {
 		t.Fatalf("curl imaps: exit %d, stdout %q, stderr %q", res.exitCode, res.stdout, res.stderr)
 	}
-	res = runCurl(t, w.kanmon, "--ssl-reqd", "--user", "alice:"+strings.ToLower(passcode),
+	res = runCurl(t, w.kanmon.CertFile, "--ssl-reqd", "--user", "alice:"+strings.ToLower(passcode),
 		"imap://"+w.kanmon.IMAPStartTLS+"/INBOX", "-X", "FETCH 1 (BODY[HEADER.FIELDS (SUBJECT)])")
 	if res.exitCode != 0 || !strings.Contains(res.stdout, "FETCH") {
 		t.Fatalf("curl imap+STARTTLS: exit %d, stdout %q, stderr %q", res.exitCode, res.stdout, res.stderr)
 	}
-	res = runCurl(t, w.kanmon, "--user", "alice:"+alicePassword, "imaps://"+w.kanmon.IMAPS+"/INBOX")
+	res = runCurl(t, w.kanmon.CertFile, "--user", "alice:"+alicePassword, "imaps://"+w.kanmon.IMAPS+"/INBOX")
 	if res.exitCode != 67 {
 		t.Fatalf("curl with the account password: exit %d (want 67, login denied), stderr %q", res.exitCode, res.stderr)
 	}
-	res = runCurl(t, w.kanmon, "--user", "carol:"+carolPassword, "imaps://"+w.kanmon.IMAPS+"/")
+	res = runCurl(t, w.kanmon.CertFile, "--user", "carol:"+carolPassword, "imaps://"+w.kanmon.IMAPS+"/")
 	if res.exitCode != 0 || !strings.Contains(res.stdout, "INBOX") {
 		t.Fatalf("curl passthrough for carol: exit %d, stdout %q, stderr %q", res.exitCode, res.stdout, res.stderr)
 	}

@@ -105,11 +105,7 @@ func runLoginStorm(b *testing.B, lockoutBody string) {
 	}
 	const maxInFlight = 6000
 
-	dc := dovecottest.Start(b, dovecottest.Options{
-		Users:          []dovecottest.User{{Name: "alice", Password: alicePassword}},
-		MasterUser:     masterUser,
-		MasterPassword: masterPassword,
-	})
+	dc := startDovecot(b, dovecottest.Options{}, "alice")
 	users := stormUsers()
 	passcodes := map[string][]string{"alice": {"Thunderbird"}}
 	for _, u := range users[1:] {

@@ -6,12 +6,8 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -19,8 +15,6 @@ import (
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/internal/dovecottest"
 	"github.com/kanmon-mail/kanmon/internal/kanmontest"
-	"github.com/kanmon-mail/kanmon/internal/selfsigned"
-	"github.com/kanmon-mail/kanmon/internal/syncbuf"
 	"github.com/kanmon-mail/kanmon/lockout"
 )
 
@@ -40,16 +34,8 @@ import (
 // local address ip and reads the greeting.
 func dialIMAPSFrom(t *testing.T, addr string, conf *tls.Config, ip string) *rawIMAP {
 	t.Helper()
-	d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
-	conn, err := tls.DialWithDialer(d, "tcp", addr, conf)
-	if err != nil {
-		t.Fatalf("dial %s from %s: %v", addr, ip, err)
-	}
-	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-	r := &rawIMAP{t: t, conn: conn, br: bufio.NewReader(conn)}
-	if g := r.line(); !strings.HasPrefix(g, "* OK ") {
-		t.Fatalf("S: %s (want a greeting)", g)
-	}
+	r := &rawIMAP{lineFrom(t, addr, ip, nil, conf)}
+	r.greeting("* OK ")
 	return r
 }
 
@@ -280,9 +266,7 @@ func TestE2ELockoutNoOracle(t *testing.T) {
 		r := dialIMAPSFrom(t, k.IMAPS, k.ClientTLS, ip)
 		defer r.conn.Close()
 		start := time.Now()
-		if _, err := io.WriteString(r.conn, line+"\r\n"); err != nil {
-			t.Fatal(err)
-		}
+		r.writeLine(line)
 		var raw []byte
 		for {
 			l, err := r.br.ReadBytes('\n')
@@ -385,9 +369,9 @@ func TestE2ELockoutFailsClosed(t *testing.T) {
 
 // serveSetup is a config for the real `kanmon serve` in front of a Dovecot.
 type serveSetup struct {
-	bin, cfg, imaps string
-	clientTLS       *tls.Config
-	passcode        string // alice's Thunderbird passcode
+	*kanmontest.Files
+	bin      string
+	passcode string // alice's Thunderbird passcode
 }
 
 // setupServe builds kanmon, writes a config with an implicit-TLS IMAP
@@ -395,101 +379,17 @@ type serveSetup struct {
 // and gives alice 2FA with a Thunderbird passcode through the CLI.
 func setupServe(t *testing.T, dc *dovecottest.Server, lockoutExtra string) *serveSetup {
 	t.Helper()
-	s := &serveSetup{bin: buildKanmon(t), imaps: freePort(t)}
-	dir := t.TempDir()
-	cert, err := selfsigned.New("localhost", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := cert.WriteFiles(dir, "cert.pem", "key.pem"); err != nil {
-		t.Fatal(err)
-	}
-	s.clientTLS = &tls.Config{RootCAs: cert.Pool, ServerName: "127.0.0.1"}
-	s.cfg = filepath.Join(dir, "kanmon.toml")
-	writeFile(t, s.cfg, fmt.Sprintf(`state_dir = "state"
-accounts  = "accounts.toml"
-trusted_networks = ["127.0.0.1/32"]
-require_2fa_outside = true
-
-[tls]
-cert = "cert.pem"
-key  = "key.pem"
-
-[[listener]]
-protocol = "imap"
-address  = %q
-tls      = "implicit"
-
-[backend.imap]
-address = %q
-tls = "none"
-master_user = %q
-master_password = %q
-
-[lockout]
-tarpit = "1ms"
-tarpit_max = "1ms"
-%s`, s.imaps, dc.IMAPAddr, masterUser, masterPassword, lockoutExtra))
-	mustRun(t, s.bin, "2fa", "enable", "-config", s.cfg, "alice")
-	out := mustRun(t, s.bin, "passcode", "add", "-config", s.cfg, "alice", "Thunderbird")
-	m := regexp.MustCompile(`(?m)^\s+([A-Z]{4} [A-Z]{4} [A-Z]{4} [A-Z]{4})$`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("passcode add printed no grouped passcode:\n%s", out)
-	}
-	s.passcode = strings.ReplaceAll(m[1], " ", "")
+	s := &serveSetup{bin: buildKanmon(t), Files: serveFiles(t, dc, kanmontest.Options{Lockout: kanmontest.DefaultLockout + lockoutExtra})}
+	mustRun(t, s.bin, "2fa", "enable", "-config", s.ConfigPath, "alice")
+	s.passcode = cliAddPasscode(t, s.bin, "-config", s.ConfigPath, "alice", "Thunderbird")
 	return s
-}
-
-// serveProcess is a running `kanmon serve`.
-type serveProcess struct {
-	cmd  *exec.Cmd
-	log  *syncbuf.Buffer
-	done chan struct{}
 }
 
 // start runs `kanmon serve` and waits until it accepts connections. The
 // process is killed at cleanup.
 func (s *serveSetup) start(t *testing.T) *serveProcess {
 	t.Helper()
-	p := &serveProcess{cmd: exec.Command(s.bin, "serve", "-config", s.cfg), log: &syncbuf.Buffer{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("kanmon serve (pid %d) log:\n%s", p.cmd.Process.Pid, p.log.String())
-		}
-	})
-	waitFor(t, 10*time.Second, "kanmon serve to listen", func() bool {
-		select {
-		case <-p.done:
-			t.Fatalf("kanmon serve exited:\n%s", p.log.String())
-		default:
-		}
-		c, err := net.Dial("tcp", s.imaps)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	return p
-}
-
-// kill9 sends SIGKILL and waits for the process to be gone.
-func (p *serveProcess) kill9(t *testing.T) {
-	t.Helper()
-	if err := p.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("kanmon serve survived SIGKILL")
-	}
+	return startServe(t, s.bin, s.ConfigPath, s.IMAPS)
 }
 
 // Issue 4, persistence: the real binary locks alice at 127.0.0.2, is
@@ -497,10 +397,7 @@ func (p *serveProcess) kill9(t *testing.T) {
 // and a restarted kanmon on the same state_dir still enforces the lock and
 // lists it; `kanmon lockout clear alice` lifts it.
 func TestE2ELockoutSurvivesKill9(t *testing.T) {
-	dc := dovecottest.Start(t, dovecottest.Options{
-		Users:      []dovecottest.User{{Name: "alice", Password: alicePassword}},
-		MasterUser: masterUser, MasterPassword: masterPassword,
-	})
+	dc := startDovecot(t, dovecottest.Options{}, "alice")
 	s := setupServe(t, dc, "account_ip_window = \"720h\"\n")
 	p := s.start(t)
 
@@ -516,7 +413,7 @@ func TestE2ELockoutSurvivesKill9(t *testing.T) {
 				return
 			default:
 			}
-			c, err := tls.DialWithDialer(d, "tcp", s.imaps, s.clientTLS)
+			c, err := tls.DialWithDialer(d, "tcp", s.IMAPS, s.ClientTLS)
 			if err != nil {
 				time.Sleep(5 * time.Millisecond)
 				continue
@@ -531,10 +428,10 @@ func TestE2ELockoutSurvivesKill9(t *testing.T) {
 	}()
 
 	for i := range 10 { // account_ip_threshold
-		wantFailed(t, fmt.Sprintf("wrong passcode %d", i+1), loginAt(t, s.imaps, s.clientTLS, "127.0.0.2", "alice", wrongPasscode(i)))
+		wantFailed(t, fmt.Sprintf("wrong passcode %d", i+1), loginAt(t, s.IMAPS, s.ClientTLS, "127.0.0.2", "alice", wrongPasscode(i)))
 	}
-	wantFailed(t, "right passcode while locked", loginAt(t, s.imaps, s.clientTLS, "127.0.0.2", "alice", s.passcode))
-	if list := mustRun(t, s.bin, "lockout", "list", "-config", s.cfg); !strings.Contains(list, "account+ip alice 127.0.0.2 ") {
+	wantFailed(t, "right passcode while locked", loginAt(t, s.IMAPS, s.ClientTLS, "127.0.0.2", "alice", s.passcode))
+	if list := mustRun(t, s.bin, "lockout", "list", "-config", s.ConfigPath); !strings.Contains(list, "account+ip alice 127.0.0.2 ") {
 		t.Fatalf("lockout list before the kill:\n%s", list)
 	}
 	time.Sleep(3 * lockout.MaxBatchDelay) // the batch window, with room for the write itself
@@ -543,18 +440,18 @@ func TestE2ELockoutSurvivesKill9(t *testing.T) {
 	<-stormDone
 
 	p = s.start(t)
-	wantFailed(t, "right passcode after the restart", loginAt(t, s.imaps, s.clientTLS, "127.0.0.2", "alice", s.passcode))
+	wantFailed(t, "right passcode after the restart", loginAt(t, s.IMAPS, s.ClientTLS, "127.0.0.2", "alice", s.passcode))
 	waitFor(t, 5*time.Second, "the restarted kanmon to log the refusal as locked: account+ip", func() bool {
 		return strings.Contains(p.log.String(), `client=127.0.0.2 user=alice reason="locked: account+ip"`)
 	})
-	if list := mustRun(t, s.bin, "lockout", "list", "-config", s.cfg); !strings.Contains(list, "account+ip alice 127.0.0.2 ") {
+	if list := mustRun(t, s.bin, "lockout", "list", "-config", s.ConfigPath); !strings.Contains(list, "account+ip alice 127.0.0.2 ") {
 		t.Fatalf("lockout list after the restart:\n%s", list)
 	}
-	if out := mustRun(t, s.bin, "lockout", "clear", "-config", s.cfg, "alice"); !strings.Contains(out, "Cleared") {
+	if out := mustRun(t, s.bin, "lockout", "clear", "-config", s.ConfigPath, "alice"); !strings.Contains(out, "Cleared") {
 		t.Errorf("lockout clear: %s", out)
 	}
-	wantOK(t, "right passcode after lockout clear", loginAt(t, s.imaps, s.clientTLS, "127.0.0.2", "alice", s.passcode))
-	if list := mustRun(t, s.bin, "lockout", "list", "-config", s.cfg); !strings.Contains(list, "No locks in force.") {
+	wantOK(t, "right passcode after lockout clear", loginAt(t, s.IMAPS, s.ClientTLS, "127.0.0.2", "alice", s.passcode))
+	if list := mustRun(t, s.bin, "lockout", "list", "-config", s.ConfigPath); !strings.Contains(list, "No locks in force.") {
 		t.Errorf("lockout list after clear:\n%s", list)
 	}
 }
@@ -565,14 +462,11 @@ func TestE2ELockoutSurvivesKill9(t *testing.T) {
 // After `kanmon 2fa disable` and `kanmon reload` it is her right
 // password, and from the campus it passes through to Dovecot at once.
 func TestE2ELockoutTwoFADisableForgetsStaleSecrets(t *testing.T) {
-	dc := dovecottest.Start(t, dovecottest.Options{
-		Users:      []dovecottest.User{{Name: "alice", Password: alicePassword}},
-		MasterUser: masterUser, MasterPassword: masterPassword,
-	})
+	dc := startDovecot(t, dovecottest.Options{}, "alice")
 	s := setupServe(t, dc, "")
 	p := s.start(t)
 	for range 2 {
-		wantFailed(t, "alice's account password with 2FA on", loginAt(t, s.imaps, s.clientTLS, "127.0.0.1", "alice", alicePassword))
+		wantFailed(t, "alice's account password with 2FA on", loginAt(t, s.IMAPS, s.ClientTLS, "127.0.0.1", "alice", alicePassword))
 	}
 	waitFor(t, 5*time.Second, "kanmon to log the account password as refused, then as a repeated stale secret", func() bool {
 		log := p.log.String()
@@ -580,9 +474,9 @@ func TestE2ELockoutTwoFADisableForgetsStaleSecrets(t *testing.T) {
 			strings.Contains(log, `user=alice reason="repeated stale secret"`)
 	})
 
-	mustRun(t, s.bin, "2fa", "disable", "-config", s.cfg, "alice")
-	mustRun(t, s.bin, "reload", "-config", s.cfg)
-	wantOK(t, "alice's account password after 2fa disable", loginAt(t, s.imaps, s.clientTLS, "127.0.0.1", "alice", alicePassword))
+	mustRun(t, s.bin, "2fa", "disable", "-config", s.ConfigPath, "alice")
+	mustRun(t, s.bin, "reload", "-config", s.ConfigPath)
+	wantOK(t, "alice's account password after 2fa disable", loginAt(t, s.IMAPS, s.ClientTLS, "127.0.0.1", "alice", alicePassword))
 	waitFor(t, 5*time.Second, "kanmon to log alice's passthrough login", func() bool {
 		return strings.Contains(p.log.String(), "user=alice via=passthrough")
 	})

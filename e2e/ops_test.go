@@ -6,15 +6,10 @@ package e2e
 // logins of every kind.
 
 import (
-	"bufio"
 	"crypto/tls"
 	"encoding/base64"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,44 +17,17 @@ import (
 
 	"github.com/kanmon-mail/kanmon/internal/dovecottest"
 	"github.com/kanmon-mail/kanmon/internal/kanmontest"
-	"github.com/kanmon-mail/kanmon/internal/selfsigned"
-	"github.com/kanmon-mail/kanmon/internal/syncbuf"
 )
 
 // opsLine is a line-level client of any of the three protocols.
-type opsLine struct {
-	t    *testing.T
-	conn net.Conn
-	br   *bufio.Reader
-}
+type opsLine struct{ lineConn }
 
 // dialOps connects (with implicit TLS when cfg is set) and returns the
 // client and the greeting.
 func dialOps(t *testing.T, addr string, cfg *tls.Config) (*opsLine, string) {
 	t.Helper()
-	var conn net.Conn
-	var err error
-	if cfg != nil {
-		conn, err = tls.Dial("tcp", addr, cfg)
-	} else {
-		conn, err = net.Dial("tcp", addr)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	c := &opsLine{t: t, conn: conn, br: bufio.NewReader(conn)}
+	c := &opsLine{dialLine(t, addr, cfg)}
 	return c, c.line()
-}
-
-func (c *opsLine) line() string {
-	c.t.Helper()
-	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	l, err := c.br.ReadString('\n')
-	if err != nil {
-		c.t.Fatalf("reading: %v (got %q)", err, l)
-	}
-	return strings.TrimRight(l, "\r\n")
 }
 
 // cmd sends line and returns the first reply line that starts with want
@@ -67,9 +35,7 @@ func (c *opsLine) line() string {
 // reply is another.
 func (c *opsLine) cmd(line, want string) string {
 	c.t.Helper()
-	if _, err := io.WriteString(c.conn, line+"\r\n"); err != nil {
-		c.t.Fatal(err)
-	}
+	c.writeLine(line)
 	for {
 		l := c.line()
 		if strings.HasPrefix(l, want) {
@@ -82,15 +48,6 @@ func (c *opsLine) cmd(line, want string) string {
 	}
 }
 
-// eof checks that the server closes the connection next.
-func (c *opsLine) eof() {
-	c.t.Helper()
-	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if l, err := c.br.ReadString('\n'); err == nil {
-		c.t.Fatalf("want the end of the connection, got %q", l)
-	}
-}
-
 // The real `kanmon serve` in front of Dovecot, with caps, metrics and a
 // 2 s drain: the per-user+IP cap refuses a third session after a good
 // login (and Dovecot is not left with its connection), the connection
@@ -99,77 +56,16 @@ func (c *opsLine) eof() {
 // the IDLE ones for 2 s with "* BYE Server shutting down.", and exits 0.
 // No secret reaches the log.
 func TestE2ECapsMetricsAndSIGTERMDrain(t *testing.T) {
-	dc := dovecottest.Start(t, dovecottest.Options{
-		Users:      []dovecottest.User{{Name: "alice", Password: alicePassword}},
-		MasterUser: masterUser, MasterPassword: masterPassword,
-	})
+	dc := startDovecot(t, dovecottest.Options{}, "alice")
 	bin := buildKanmon(t)
-	dir := t.TempDir()
-	cert, err := selfsigned.New("localhost", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := cert.WriteFiles(dir, "cert.pem", "key.pem"); err != nil {
-		t.Fatal(err)
-	}
-	clientTLS := &tls.Config{RootCAs: cert.Pool, ServerName: "127.0.0.1"}
-	imaps, metricsAddr := freePort(t), freePort(t)
-	cfg := filepath.Join(dir, "kanmon.toml")
-	writeFile(t, cfg, fmt.Sprintf(`state_dir = "state"
-accounts  = "accounts.toml"
-trusted_networks = ["127.0.0.1/32"]
-max_connections = 5
-max_sessions_per_user_ip = 2
-drain_timeout = "2s"
-metrics_address = %q
-log_format = "json"
-
-[tls]
-cert = "cert.pem"
-key  = "key.pem"
-
-[[listener]]
-protocol = "imap"
-address  = %q
-tls      = "implicit"
-
-[backend.imap]
-address = %q
-tls = "none"
-master_user = %q
-master_password = %q
-
-[lockout]
-tarpit = "1ms"
-tarpit_max = "1ms"
-`, metricsAddr, imaps, dc.IMAPAddr, masterUser, masterPassword))
-	mustRun(t, bin, "2fa", "enable", "-config", cfg, "alice")
-	passcode := revokeAddPasscode(t, bin, "-config", cfg, "alice", "Thunderbird")
-
-	serveLog := &syncbuf.Buffer{}
-	serve := exec.Command(bin, "serve", "-config", cfg)
-	serve.Stdout, serve.Stderr = serveLog, serveLog
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	var exitErr error
-	go func() { exitErr = serve.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = serve.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("kanmon serve log:\n%s", serveLog.String())
-			t.Logf("dovecot log:\n%s", dc.Log())
-		}
+	f := serveFiles(t, dc, kanmontest.Options{
+		Extra:          "max_connections = 5\nmax_sessions_per_user_ip = 2\ndrain_timeout = \"2s\"\nlog_format = \"json\"\n",
+		MetricsAddress: true,
 	})
-	waitFor(t, 10*time.Second, "kanmon serve to listen", func() bool {
-		c, err := net.Dial("tcp", imaps)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	imaps, clientTLS := f.IMAPS, f.ClientTLS
+	mustRun(t, bin, "2fa", "enable", "-config", f.ConfigPath, "alice")
+	passcode := cliAddPasscode(t, bin, "-config", f.ConfigPath, "alice", "Thunderbird")
+	serve := startServe(t, bin, f.ConfigPath, imaps)
 
 	a := openRevokeIdle(t, imaps, clientTLS, "alice", passcode)
 	b := openRevokeIdle(t, imaps, clientTLS, "alice", strings.ToLower(passcode))
@@ -203,7 +99,7 @@ tarpit_max = "1ms"
 		return n == 1
 	})
 
-	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	resp, err := http.Get("http://" + f.MetricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,9 +122,7 @@ tarpit_max = "1ms"
 	}
 
 	start := time.Now()
-	if err := serve.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	serve.signal(t, syscall.SIGTERM)
 	if l := pre.line(); l != "* BYE Server shutting down." {
 		t.Errorf("pre-auth session got %q at shutdown", l)
 	}
@@ -247,15 +141,8 @@ tarpit_max = "1ms"
 	if d := time.Since(start); d < 1900*time.Millisecond || d > 5*time.Second {
 		t.Errorf("IDLE sessions closed %v after SIGTERM, want after the 2s drain", d)
 	}
-	select {
-	case <-done:
-		if exitErr != nil {
-			t.Fatalf("kanmon serve after SIGTERM: %v", exitErr)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("kanmon serve did not exit after the drain")
-	}
-	log := serveLog.String()
+	serve.exited(t, 5*time.Second)
+	log := serve.log.String()
 	for _, want := range []string{`"msg":"drain timeout: closing the remaining sessions"`, `"msg":"kanmon stopped"`, `"limit":"max_sessions_per_user_ip"`} {
 		if !strings.Contains(log, want) {
 			t.Errorf("serve log lacks %s", want)
@@ -286,13 +173,7 @@ func opsSecretForms(secrets ...string) []string {
 // logins of every kind, good and bad, its log holds none of the secrets
 // used, in any form.
 func TestE2ENoSecretInLogs(t *testing.T) {
-	dc := dovecottest.Start(t, dovecottest.Options{
-		Users: []dovecottest.User{
-			{Name: "alice", Password: alicePassword},
-			{Name: "carol", Password: carolPassword},
-		},
-		MasterUser: masterUser, MasterPassword: masterPassword,
-	})
+	dc := startDovecot(t, dovecottest.Options{}, "alice", "carol")
 	k := kanmontest.Start(t, kanmontest.Options{
 		IMAPBackend: dc.IMAPAddr, POP3Backend: dc.POP3Addr,
 		MasterUser: masterUser, MasterPassword: masterPassword,

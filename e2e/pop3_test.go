@@ -5,8 +5,6 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
-	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -26,20 +24,9 @@ const pop3Failed = "-ERR [AUTH] " + auth.FailureText
 // maxConns, when not 0, limits Dovecot's connections per user and IP.
 func startPOP3World(t *testing.T, maxConns int, opts kanmontest.Options) *world {
 	t.Helper()
-	dc := dovecottest.Start(t, dovecottest.Options{
-		Users: []dovecottest.User{
-			{Name: "alice", Password: alicePassword},
-			{Name: "carol", Password: carolPassword},
-		},
-		MasterUser:         masterUser,
-		MasterPassword:     masterPassword,
+	dc := startDovecot(t, dovecottest.Options{
 		MaxUserConnections: maxConns,
-	})
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("dovecot log:\n%s", dc.Log())
-		}
-	})
+	}, "alice", "carol")
 	return &world{dovecot: dc, kanmon: startPOP3Kanmon(t, dc, opts)}
 }
 
@@ -53,51 +40,21 @@ func startPOP3Kanmon(t *testing.T, dc *dovecottest.Server, opts kanmontest.Optio
 }
 
 // rawPOP3 is a line-level POP3 client.
-type rawPOP3 struct {
-	t    *testing.T
-	conn net.Conn
-	br   *bufio.Reader
-}
+type rawPOP3 struct{ lineConn }
 
 // dialPOP3 connects to addr, with implicit TLS when cfg is set, and reads
 // the greeting.
 func dialPOP3(t *testing.T, addr string, cfg *tls.Config) *rawPOP3 {
 	t.Helper()
-	var conn net.Conn
-	var err error
-	if cfg != nil {
-		conn, err = tls.Dial("tcp", addr, cfg)
-	} else {
-		conn, err = net.Dial("tcp", addr)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-	p := &rawPOP3{t: t, conn: conn, br: bufio.NewReader(conn)}
-	if g := p.line(); !strings.HasPrefix(g, "+OK ") {
-		t.Fatalf("S: %s (want a greeting)", g)
-	}
+	p := &rawPOP3{dialLine(t, addr, cfg)}
+	p.greeting("+OK ")
 	return p
-}
-
-// line reads one line without CRLF.
-func (p *rawPOP3) line() string {
-	p.t.Helper()
-	l, err := p.br.ReadString('\n')
-	if err != nil {
-		p.t.Fatalf("reading: %v (got %q)", err, l)
-	}
-	return strings.TrimRight(l, "\r\n")
 }
 
 // cmd sends line and returns the one-line reply.
 func (p *rawPOP3) cmd(line string) string {
 	p.t.Helper()
-	if _, err := io.WriteString(p.conn, line+"\r\n"); err != nil {
-		p.t.Fatal(err)
-	}
+	p.writeLine(line)
 	return p.line()
 }
 
@@ -264,23 +221,23 @@ func TestE2EPOP3Curl(t *testing.T) {
 	user := "alice:" + strings.ToLower(auth.FormatPasscode(k.Passcode("alice", "Cybozu")))
 	url := "pop3s://" + k.POP3S + "/"
 
-	res := runCurl(t, k, "--user", user, url)
+	res := runCurl(t, k.CertFile, "--user", user, url)
 	if res.exitCode != 0 || len(strings.Fields(res.stdout)) != 4 {
 		t.Fatalf("curl LIST: exit %d, stdout %q, stderr %s", res.exitCode, res.stdout, res.stderr)
 	}
-	res = runCurl(t, k, "--user", user, url+"1")
+	res = runCurl(t, k.CertFile, "--user", user, url+"1")
 	if res.exitCode != 0 || !strings.Contains(res.stdout, "curl marker") {
 		t.Fatalf("curl RETR 1: exit %d, stdout %q, stderr %s", res.exitCode, res.stdout, res.stderr)
 	}
-	res = runCurl(t, k, "--user", user, "--request", "DELE", "--head", url+"1")
+	res = runCurl(t, k.CertFile, "--user", user, "--request", "DELE", "--head", url+"1")
 	if res.exitCode != 0 {
 		t.Fatalf("curl DELE 1: exit %d, stderr %s", res.exitCode, res.stderr)
 	}
-	res = runCurl(t, k, "--user", user, "--ssl-reqd", "pop3://"+k.POP3StartTLS+"/")
+	res = runCurl(t, k.CertFile, "--user", user, "--ssl-reqd", "pop3://"+k.POP3StartTLS+"/")
 	if res.exitCode != 0 || len(strings.Fields(res.stdout)) != 2 {
 		t.Fatalf("curl LIST over STLS after DELE: exit %d, stdout %q, stderr %s", res.exitCode, res.stdout, res.stderr)
 	}
-	res = runCurl(t, k, "--user", "alice:"+alicePassword, url)
+	res = runCurl(t, k.CertFile, "--user", "alice:"+alicePassword, url)
 	if res.exitCode != 67 { // CURLE_LOGIN_DENIED
 		t.Errorf("curl with alice's account password: exit %d, stderr %s", res.exitCode, res.stderr)
 	}

@@ -8,7 +8,6 @@ package e2e
 // code, and turns 2FA off.
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"fmt"
@@ -28,6 +27,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/kanmon-mail/kanmon/internal/dovecottest"
+	"github.com/kanmon-mail/kanmon/internal/kanmontest"
 )
 
 const (
@@ -55,9 +55,7 @@ var (
 // Dovecot.
 type portalServer struct {
 	*revokeServer
-	bin     string
-	portal  string // the portal's host:port
-	certPEM []byte // kanmon's self-signed certificate
+	bin string
 }
 
 // startPortalServer starts Dovecot (alice, bob) and `kanmon serve` with an
@@ -65,61 +63,31 @@ type portalServer struct {
 // loopback port; setup runs the admin CLI on the config first.
 func startPortalServer(t *testing.T, setup func(bin, cfg string)) *portalServer {
 	t.Helper()
-	dc := dovecottest.Start(t, dovecottest.Options{
-		Users: []dovecottest.User{
-			{Name: "alice", Password: alicePassword},
-			{Name: "bob", Password: bobPassword},
-		},
-		MasterUser: masterUser, MasterPassword: masterPassword,
-	})
+	dc := startDovecot(t, dovecottest.Options{}, "alice", "bob")
 	bin := buildKanmon(t)
-	portal := freePort(t)
-	p := startRevokeServer(t, bin, dc, func(cfg string) {
-		f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = fmt.Fprintf(f, "\n[portal]\naddress   = %q\nissuer    = %q\nmail_host = %q\n",
-			portal, portalIssuer, portalMailHost)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	p := startRevokeServer(t, bin, dc, kanmontest.Options{
+		Portal: &kanmontest.Portal{Issuer: portalIssuer, MailHost: portalMailHost},
+	}, func(cfg string) {
 		if setup != nil {
 			setup(bin, cfg)
 		}
 	})
 	waitFor(t, 10*time.Second, "the portal to listen", func() bool {
-		c, err := tls.Dial("tcp", portal, p.tls)
+		c, err := tls.Dial("tcp", p.PortalAddr, p.ClientTLS)
 		if err == nil {
 			c.Close()
 		}
 		return err == nil
 	})
-	certPEM, err := os.ReadFile(filepath.Join(p.dir, "cert.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("dovecot log:\n%s", dc.Log())
-		}
-	})
-	return &portalServer{revokeServer: p, bin: bin, portal: portal, certPEM: certPEM}
+	return &portalServer{revokeServer: p, bin: bin}
 }
 
 // imapLogin logs in through kanmon's IMAP listener and returns the tagged
 // reply ("OK …", or failedReply), then logs out.
 func (p *portalServer) imapLogin(t *testing.T, user, secret string) string {
 	t.Helper()
-	conn, err := tls.Dial("tcp", p.imaps, p.tls)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	s := &revokeIdle{t: t, conn: conn, br: bufio.NewReader(conn)}
+	s := &revokeIdle{dialLine(t, p.IMAPS, p.ClientTLS)}
+	defer s.conn.Close()
 	s.expect("* OK ")
 	r := s.command("l1 LOGIN " + user + " " + secret)
 	if strings.HasPrefix(r, "OK") {
@@ -131,7 +99,7 @@ func (p *portalServer) imapLogin(t *testing.T, user, secret string) string {
 // twofaStatus runs `kanmon 2fa status` and returns its output and exit code.
 func (p *portalServer) twofaStatus(t *testing.T, user string) (string, int) {
 	t.Helper()
-	out, err := exec.Command(p.bin, "2fa", "status", "-config", p.cfg, user).CombinedOutput()
+	out, err := exec.Command(p.bin, "2fa", "status", "-config", p.ConfigPath, user).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); ok {
 		return string(out), ee.ExitCode()
 	} else if err != nil {
@@ -232,7 +200,7 @@ func TestE2EPortalJourney(t *testing.T) {
 	requireChromium(t)
 	oathtool := requireTool(t, "apt-get install oathtool; scripts/test-deps.sh does it", "oathtool")
 	p := startPortalServer(t, nil)
-	b := startBrowser(t, "https://"+p.portal, p.certPEM)
+	b := startBrowser(t, "https://"+p.PortalAddr, p.CertPEM)
 	t.Logf("screenshots in %s", b.shots)
 
 	// Without 2FA, alice's password works through kanmon from the trusted
@@ -259,7 +227,7 @@ func TestE2EPortalJourney(t *testing.T) {
 		t.Errorf("account page with 2FA off: client-settings %v, start-2fa %v, passcodes %v",
 			b.has("#client-settings"), b.has("#start-2fa"), b.has("#passcodes"))
 	}
-	_, imapPort, _ := net.SplitHostPort(p.imaps)
+	_, imapPort, _ := net.SplitHostPort(p.IMAPS)
 	settings := b.text("#client-settings")
 	for _, want := range []string{portalMailHost, "alice", "IMAP", imapPort, "SSL/TLS"} {
 		if !strings.Contains(settings, want) {
@@ -325,11 +293,11 @@ func TestE2EPortalJourney(t *testing.T) {
 		t.Logf("kanmon 2fa status after enrollment:\n%s", out)
 	}
 	for _, c := range codes {
-		if strings.Contains(readFileString(t, filepath.Join(p.dir, "accounts.toml")), strings.ReplaceAll(c, "-", "")) {
+		if strings.Contains(readFileString(t, filepath.Join(p.Dir, "accounts.toml")), strings.ReplaceAll(c, "-", "")) {
 			t.Errorf("a one-time code is stored in clear in the accounts file")
 		}
 	}
-	if strings.Contains(readFileString(t, filepath.Join(p.dir, "accounts.toml")), strings.ReplaceAll(key, " ", "")) {
+	if strings.Contains(readFileString(t, filepath.Join(p.Dir, "accounts.toml")), strings.ReplaceAll(key, " ", "")) {
 		t.Errorf("the TOTP key is stored in clear in the accounts file")
 	}
 
@@ -345,7 +313,7 @@ func TestE2EPortalJourney(t *testing.T) {
 	}
 	b.screenshot("5-passcode")
 	passcode := strings.ReplaceAll(grouped, " ", "")
-	idle := openRevokeIdle(t, p.imaps, p.tls, "alice", passcode)
+	idle := openRevokeIdle(t, p.IMAPS, p.ClientTLS, "alice", passcode)
 	b.press("#done")
 	b.onAccount(true)
 	if b.open("/passcodes/new"); b.has("#passcode") {

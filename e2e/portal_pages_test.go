@@ -22,9 +22,9 @@ func TestE2EPortalLanguageAndFailures(t *testing.T) {
 	var bobPasscode string
 	p := startPortalServer(t, func(bin, cfg string) {
 		mustRun(t, bin, "2fa", "enable", "-config", cfg, "bob")
-		bobPasscode = revokeAddPasscode(t, bin, "-config", cfg, "bob", "Thunderbird")
+		bobPasscode = cliAddPasscode(t, bin, "-config", cfg, "bob", "Thunderbird")
 	})
-	b := startBrowser(t, "https://"+p.portal, p.certPEM)
+	b := startBrowser(t, "https://"+p.PortalAddr, p.CertPEM)
 
 	// The browser's Accept-Language chooses the language until the user
 	// switches; the switch is remembered.
@@ -98,7 +98,7 @@ func TestE2EPortalLanguageAndFailures(t *testing.T) {
 func TestE2EPortalHeaders(t *testing.T) {
 	requireChromium(t)
 	p := startPortalServer(t, nil)
-	b := startBrowser(t, "https://"+p.portal, p.certPEM)
+	b := startBrowser(t, "https://"+p.PortalAddr, p.CertPEM)
 	want := map[string]string{
 		"content-security-policy": "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
 		"x-frame-options":         "DENY",

@@ -1,16 +1,9 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
-	"net"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,29 +11,19 @@ import (
 
 	"github.com/kanmon-mail/kanmon/internal/dovecottest"
 	"github.com/kanmon-mail/kanmon/internal/kanmontest"
-	"github.com/kanmon-mail/kanmon/internal/selfsigned"
 )
 
 // revokedByePrefix starts the line a revoked IMAP session gets.
 const revokedByePrefix = "* BYE Your credential was revoked."
 
 // revokeIdle is a raw IMAP session through kanmon, left in IDLE.
-type revokeIdle struct {
-	t    *testing.T
-	conn *tls.Conn
-	br   *bufio.Reader
-}
+type revokeIdle struct{ lineConn }
 
 // openRevokeIdle connects to addr (implicit TLS), sends ID, logs in, selects
 // INBOX and enters IDLE.
 func openRevokeIdle(t *testing.T, addr string, cfg *tls.Config, user, secret string) *revokeIdle {
 	t.Helper()
-	conn, err := tls.Dial("tcp", addr, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	s := &revokeIdle{t: t, conn: conn, br: bufio.NewReader(conn)}
+	s := &revokeIdle{dialLine(t, addr, cfg)}
 	s.expect("* OK ")
 	s.command(`a0 ID ("name" "e2e-client" "version" "7.1")`)
 	if r := s.command("a1 LOGIN " + user + " " + secret); !strings.HasPrefix(r, "OK") {
@@ -49,27 +32,9 @@ func openRevokeIdle(t *testing.T, addr string, cfg *tls.Config, user, secret str
 	if r := s.command("a2 SELECT INBOX"); !strings.HasPrefix(r, "OK") {
 		t.Fatalf("SELECT: %s", r)
 	}
-	s.send("a3 IDLE")
+	s.writeLine("a3 IDLE")
 	s.expect("+ ")
 	return s
-}
-
-func (s *revokeIdle) send(line string) {
-	s.t.Helper()
-	_ = s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(s.conn, line+"\r\n"); err != nil {
-		s.t.Fatalf("C: %s: %v", line, err)
-	}
-}
-
-func (s *revokeIdle) line() string {
-	s.t.Helper()
-	_ = s.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	l, err := s.br.ReadString('\n')
-	if err != nil {
-		s.t.Fatalf("reading: %v (got %q)", err, l)
-	}
-	return strings.TrimRight(l, "\r\n")
 }
 
 // expect reads lines until one starts with prefix.
@@ -86,7 +51,7 @@ func (s *revokeIdle) expect(prefix string) string {
 func (s *revokeIdle) command(line string) string {
 	s.t.Helper()
 	tag, _, _ := strings.Cut(line, " ")
-	s.send(line)
+	s.writeLine(line)
 	return strings.TrimPrefix(s.expect(tag+" "), tag+" ")
 }
 
@@ -133,7 +98,7 @@ func (s *revokeIdle) stillUp(deliver func()) {
 	deliver()
 	for l := s.expect("* "); !strings.HasSuffix(l, " EXISTS"); l = s.expect("* ") {
 	}
-	s.send("DONE")
+	s.writeLine("DONE")
 	if r := strings.TrimPrefix(s.expect("a3 "), "a3 "); !strings.HasPrefix(r, "OK") {
 		s.t.Fatalf("IDLE end: %s", r)
 	}
@@ -169,101 +134,21 @@ func TestE2ERevokeClosesIdleSession(t *testing.T) {
 	}
 }
 
-// revokeServer is `kanmon serve` running as a subprocess.
+// revokeServer is `kanmon serve` running as a subprocess on its config
+// directory.
 type revokeServer struct {
-	cfg, dir, imaps string
-	tls             *tls.Config
-	cmd             *exec.Cmd
-	done            chan struct{} // closed when the process has exited
-	err             error         // its exit, once done is closed
-	log             *bytes.Buffer // read it only once done is closed
+	*kanmontest.Files
+	*serveProcess
 }
 
-// startRevokeServer writes a config for dc into a temp dir and starts `kanmon
-// serve` on it; setup runs the CLI first (2fa enable, passcode add).
-func startRevokeServer(t *testing.T, bin string, dc *dovecottest.Server, setup func(cfg string)) *revokeServer {
+// startRevokeServer writes a config for dc with opts (serveFiles) and
+// starts `kanmon serve` on it; setup runs the CLI first (2fa enable,
+// passcode add).
+func startRevokeServer(t *testing.T, bin string, dc *dovecottest.Server, opts kanmontest.Options, setup func(cfg string)) *revokeServer {
 	t.Helper()
-	dir := t.TempDir()
-	cert, err := selfsigned.New("localhost", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := cert.WriteFiles(dir, "cert.pem", "key.pem"); err != nil {
-		t.Fatal(err)
-	}
-	p := &revokeServer{dir: dir, cfg: filepath.Join(dir, "kanmon.toml"), imaps: freePort(t),
-		tls: &tls.Config{RootCAs: cert.Pool, ServerName: "127.0.0.1"}, done: make(chan struct{}), log: &bytes.Buffer{}}
-	writeFile(t, p.cfg, fmt.Sprintf(`state_dir = "state"
-accounts  = "accounts.toml"
-trusted_networks = ["127.0.0.1/32"]
-require_2fa_outside = true
-
-[tls]
-cert = "cert.pem"
-key  = "key.pem"
-
-[[listener]]
-protocol = "imap"
-address  = %q
-tls      = "implicit"
-
-[backend.imap]
-address = %q
-tls = "none"
-master_user = %q
-master_password = %q
-`, p.imaps, dc.IMAPAddr, masterUser, masterPassword))
-	setup(p.cfg)
-	p.cmd = exec.Command(bin, "serve", "-config", p.cfg)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("kanmon serve log:\n%s", p.log.String())
-		}
-	})
-	waitFor(t, 10*time.Second, "kanmon serve to listen", func() bool {
-		c, err := net.Dial("tcp", p.imaps)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	return p
-}
-
-// stop sends SIGTERM and waits for a clean exit.
-func (p *revokeServer) stop(t *testing.T) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.done:
-		if p.err != nil {
-			t.Fatalf("kanmon serve after SIGTERM: %v", p.err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("kanmon serve did not exit after SIGTERM")
-	}
-}
-
-var revokePasscodeRE = regexp.MustCompile(`(?m)^\s+([A-Z]{4} [A-Z]{4} [A-Z]{4} [A-Z]{4})$`)
-
-// revokeAddPasscode runs `kanmon passcode add` and returns the passcode.
-func revokeAddPasscode(t *testing.T, bin string, args ...string) string {
-	t.Helper()
-	out := mustRun(t, bin, append([]string{"passcode", "add"}, args...)...)
-	m := revokePasscodeRE.FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("passcode add printed no passcode:\n%s", out)
-	}
-	return strings.ReplaceAll(m[1], " ", "")
+	f := serveFiles(t, dc, opts)
+	setup(f.ConfigPath)
+	return &revokeServer{Files: f, serveProcess: startServe(t, bin, f.ConfigPath, f.IMAPS)}
 }
 
 // The admin's view through the CLI of a real `kanmon serve`: `kanmon
@@ -272,25 +157,22 @@ func revokeAddPasscode(t *testing.T, bin string, args ...string) string {
 // stopped) and scope, a scoped passcode is refused outside its scope, and
 // `passcode revoke` + `kanmon reload` close the IDLE session within 1 s.
 func TestE2ECLISessionsLastUseAndRevoke(t *testing.T) {
-	dc := dovecottest.Start(t, dovecottest.Options{
-		Users:      []dovecottest.User{{Name: "alice", Password: alicePassword}},
-		MasterUser: masterUser, MasterPassword: masterPassword,
-	})
+	dc := startDovecot(t, dovecottest.Options{}, "alice")
 	bin := buildKanmon(t)
 	var thunderbird, cybozu, pop3Only string
-	p := startRevokeServer(t, bin, dc, func(cfg string) {
+	p := startRevokeServer(t, bin, dc, kanmontest.Options{}, func(cfg string) {
 		mustRun(t, bin, "2fa", "enable", "-config", cfg, "alice")
-		thunderbird = revokeAddPasscode(t, bin, "-config", cfg, "alice", "Thunderbird")
-		cybozu = revokeAddPasscode(t, bin, "-config", cfg, "alice", "Cybozu")
-		pop3Only = revokeAddPasscode(t, bin, "-config", cfg, "--protocols", "pop3", "alice", "Phone")
+		thunderbird = cliAddPasscode(t, bin, "-config", cfg, "alice", "Thunderbird")
+		cybozu = cliAddPasscode(t, bin, "-config", cfg, "alice", "Cybozu")
+		pop3Only = cliAddPasscode(t, bin, "-config", cfg, "--protocols", "pop3", "alice", "Phone")
 	})
 
-	if out := mustRun(t, bin, "sessions", "-config", p.cfg); out != "No live sessions.\n" {
+	if out := mustRun(t, bin, "sessions", "-config", p.ConfigPath); out != "No live sessions.\n" {
 		t.Errorf("sessions before any login: %q", out)
 	}
-	a := openRevokeIdle(t, p.imaps, p.tls, "alice", thunderbird)
-	b := openRevokeIdle(t, p.imaps, p.tls, "alice", cybozu)
-	out := mustRun(t, bin, "sessions", "-config", p.cfg)
+	a := openRevokeIdle(t, p.IMAPS, p.ClientTLS, "alice", thunderbird)
+	b := openRevokeIdle(t, p.IMAPS, p.ClientTLS, "alice", cybozu)
+	out := mustRun(t, bin, "sessions", "-config", p.ConfigPath)
 	for _, want := range []string{"passcode Thunderbird", "passcode Cybozu", "127.0.0.1", "imap", "e2e-client 7.1", "2 live session(s)."} {
 		if !strings.Contains(out, want) {
 			t.Errorf("kanmon sessions lacks %q:\n%s", want, out)
@@ -298,18 +180,14 @@ func TestE2ECLISessionsLastUseAndRevoke(t *testing.T) {
 	}
 
 	// The pop3-only passcode is refused on IMAP like a wrong one.
-	c, err := tls.Dial("tcp", p.imaps, p.tls)
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := &revokeIdle{t: t, conn: c, br: bufio.NewReader(c)}
+	refused := &revokeIdle{dialLine(t, p.IMAPS, p.ClientTLS)}
 	refused.expect("* OK ")
 	if r := refused.command("x1 LOGIN alice " + pop3Only); r != failedReply {
 		t.Errorf("pop3-only passcode on IMAP: %q", r)
 	}
-	c.Close()
+	refused.conn.Close()
 
-	out = mustRun(t, bin, "passcode", "list", "-config", p.cfg)
+	out = mustRun(t, bin, "passcode", "list", "-config", p.ConfigPath)
 	if !strings.Contains(out, "Last use: from the running server.") {
 		t.Errorf("passcode list did not ask the server:\n%s", out)
 	}
@@ -326,21 +204,21 @@ func TestE2ECLISessionsLastUseAndRevoke(t *testing.T) {
 		}
 	}
 
-	mustRun(t, bin, "passcode", "revoke", "-config", p.cfg, "alice", "Thunderbird")
+	mustRun(t, bin, "passcode", "revoke", "-config", p.ConfigPath, "alice", "Thunderbird")
 	start := time.Now()
-	mustRun(t, bin, "reload", "-config", p.cfg)
+	mustRun(t, bin, "reload", "-config", p.ConfigPath)
 	a.revoked(start)
 	b.stillUp(func() {
 		dc.Deliver(t, "alice", message("bob@example.edu", "alice@example.edu", "after cli revoke", "still here"))
 	})
-	out = mustRun(t, bin, "sessions", "-config", p.cfg)
+	out = mustRun(t, bin, "sessions", "-config", p.ConfigPath)
 	if strings.Contains(out, "Thunderbird") || !strings.Contains(out, "passcode Cybozu") {
 		t.Errorf("sessions after the revocation:\n%s", out)
 	}
 
 	b.conn.Close()
 	p.stop(t)
-	out = mustRun(t, bin, "passcode", "list", "-config", p.cfg)
+	out = mustRun(t, bin, "passcode", "list", "-config", p.ConfigPath)
 	if !strings.Contains(out, "(no server running)") {
 		t.Errorf("passcode list without a server:\n%s", out)
 	}

@@ -1,12 +1,10 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -44,23 +42,11 @@ type submissionWorld struct {
 func startSubmissionWorld(t *testing.T, trusted ...string) *submissionWorld {
 	t.Helper()
 	sink := dovecottest.StartSink(t)
-	dc := dovecottest.Start(t, dovecottest.Options{
-		Users: []dovecottest.User{
-			{Name: "alice", Password: alicePassword},
-			{Name: "bob", Password: bobPassword},
-			{Name: "carol", Password: carolPassword},
-		},
-		MasterUser:           masterUser,
-		MasterPassword:       masterPassword,
+	dc := startDovecot(t, dovecottest.Options{
 		SubmissionRelay:      sink.Addr,
 		LoginTrustedNetworks: trusted,
-	})
+	}, "alice", "bob", "carol")
 	sink.DeliverTo(dc)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("dovecot log:\n%s", dc.Log())
-		}
-	})
 	k := kanmontest.Start(t, kanmontest.Options{
 		IMAPBackend:       dc.IMAPAddr,
 		SubmissionBackend: dc.SubmissionAddr,
@@ -158,29 +144,13 @@ func TestE2ESubmissionRoundTrip(t *testing.T) {
 }
 
 // rawSMTP is a line-level SMTP client.
-type rawSMTP struct {
-	t    *testing.T
-	conn net.Conn
-	br   *bufio.Reader
-}
+type rawSMTP struct{ lineConn }
 
 // dialRawSMTP connects to addr in clear text, with implicit TLS when cfg
 // is set, and reads the greeting.
 func dialRawSMTP(t *testing.T, addr string, cfg *tls.Config) *rawSMTP {
 	t.Helper()
-	var conn net.Conn
-	var err error
-	if cfg != nil {
-		conn, err = tls.Dial("tcp", addr, cfg)
-	} else {
-		conn, err = net.Dial("tcp", addr)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-	r := &rawSMTP{t: t, conn: conn, br: bufio.NewReader(conn)}
+	r := &rawSMTP{dialLine(t, addr, cfg)}
 	if g := r.reply(); !strings.HasPrefix(g[0], "220 ") {
 		t.Fatalf("S: %q (want a greeting)", g)
 	}
@@ -192,11 +162,7 @@ func (r *rawSMTP) reply() []string {
 	r.t.Helper()
 	var lines []string
 	for {
-		l, err := r.br.ReadString('\n')
-		if err != nil {
-			r.t.Fatalf("reading: %v (got %q)", err, l)
-		}
-		l = strings.TrimRight(l, "\r\n")
+		l := r.line()
 		lines = append(lines, l)
 		if len(l) < 4 || l[3] != '-' {
 			return lines
@@ -214,9 +180,7 @@ func (r *rawSMTP) cmd(line string) string {
 // the last line of the reply.
 func (r *rawSMTP) send(raw string) string {
 	r.t.Helper()
-	if _, err := io.WriteString(r.conn, raw); err != nil {
-		r.t.Fatal(err)
-	}
+	r.write(raw)
 	lines := r.reply()
 	return lines[len(lines)-1]
 }
@@ -224,9 +188,7 @@ func (r *rawSMTP) send(raw string) string {
 // extensions sends EHLO and returns the extension lines, without the name.
 func (r *rawSMTP) extensions() []string {
 	r.t.Helper()
-	if _, err := io.WriteString(r.conn, "EHLO e2e.example.edu\r\n"); err != nil {
-		r.t.Fatal(err)
-	}
+	r.writeLine("EHLO e2e.example.edu")
 	var exts []string
 	for i, l := range r.reply() {
 		if !strings.HasPrefix(l, "250") {
@@ -305,27 +267,20 @@ func noLeak(t *testing.T, log string, secrets ...string) {
 	}
 }
 
-// requireSwaks returns the path of swaks, or skips (fails under CI=true).
+// requireSwaks returns the path of swaks, or skips (fails under CI).
 func requireSwaks(t *testing.T) string {
 	t.Helper()
-	path, err := exec.LookPath("swaks")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("swaks is required under CI=true (apt-get install swaks libnet-ssleay-perl)")
-		}
-		t.Skip("swaks not installed (apt-get install swaks libnet-ssleay-perl); skipping the swaks client test")
-	}
-	return path
+	return requireTool(t, "apt-get install swaks libnet-ssleay-perl", "swaks")
 }
 
-// runSwaks runs swaks with kanmon's CA trusted and returns its output and
-// exit code.
-func runSwaks(t *testing.T, k *kanmontest.Kanmon, args ...string) (string, int) {
+// runSwaks runs swaks, trusting the certificate in the file cacert
+// (kanmon's CertFile), and returns its output and exit code.
+func runSwaks(t *testing.T, cacert string, args ...string) (string, int) {
 	t.Helper()
 	swaks := requireSwaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	all := append([]string{"--timeout", "20", "--tls-verify", "--tls-ca-path", filepath.Join(k.Dir, "cert.pem")}, args...)
+	all := append([]string{"--timeout", "20", "--tls-verify", "--tls-ca-path", cacert}, args...)
 	out, err := exec.CommandContext(ctx, swaks, all...).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); ok {
 		return string(out), ee.ExitCode()
@@ -352,7 +307,7 @@ func TestE2ESubmissionSwaks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			host, port, _ := net.SplitHostPort(tc.addr)
 			subject := uniqueSubject("swaks " + tc.name)
-			out, code := runSwaks(t, w.kanmon, "--server", host, "--port", port, tc.tls,
+			out, code := runSwaks(t, w.kanmon.CertFile, "--server", host, "--port", port, tc.tls,
 				"--auth", "PLAIN", "--auth-user", "alice", "--auth-password", pc,
 				"--from", "alice@example.edu", "--to", "bob@example.edu",
 				"--header", "Subject: "+subject, "--body", "sent by swaks through kanmon")
@@ -366,7 +321,7 @@ func TestE2ESubmissionSwaks(t *testing.T) {
 	}
 	t.Run("account password", func(t *testing.T) {
 		host, port, _ := net.SplitHostPort(w.kanmon.SubmissionS)
-		out, code := runSwaks(t, w.kanmon, "--server", host, "--port", port, "--tls-on-connect",
+		out, code := runSwaks(t, w.kanmon.CertFile, "--server", host, "--port", port, "--tls-on-connect",
 			"--auth", "LOGIN", "--auth-user", "alice", "--auth-password", alicePassword,
 			"--from", "alice@example.edu", "--to", "bob@example.edu")
 		if code != 28 || !strings.Contains(out, "<~* "+smtpFailed) {
@@ -387,13 +342,13 @@ func TestE2ESubmissionCurl(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := "smtps://" + w.kanmon.SubmissionS
-	res := runCurl(t, w.kanmon, url, "--user", "alice:"+pc, "--mail-from", "alice@example.edu", "--mail-rcpt", "bob@example.edu", "--upload-file", file)
+	res := runCurl(t, w.kanmon.CertFile, url, "--user", "alice:"+pc, "--mail-from", "alice@example.edu", "--mail-rcpt", "bob@example.edu", "--upload-file", file)
 	if res.exitCode != 0 {
 		t.Fatalf("curl exit %d: %s", res.exitCode, res.stderr)
 	}
 	w.bobFinds(t, subject)
 
-	res = runCurl(t, w.kanmon, url, "--verbose", "--user", "alice:"+alicePassword, "--mail-from", "alice@example.edu", "--mail-rcpt", "bob@example.edu", "--upload-file", file)
+	res = runCurl(t, w.kanmon.CertFile, url, "--verbose", "--user", "alice:"+alicePassword, "--mail-from", "alice@example.edu", "--mail-rcpt", "bob@example.edu", "--upload-file", file)
 	if res.exitCode != 67 || !strings.Contains(res.stderr, "< "+smtpFailed) {
 		t.Errorf("curl exit %d (want 67, login denied), stderr:\n%s", res.exitCode, res.stderr)
 	}

@@ -29,32 +29,34 @@ func benchKeys() ([]string, []netip.Addr) {
 // (fsync'd batches), and records/s is failures recorded and persisted per
 // second.
 func BenchmarkFailure(b *testing.B) {
-	g, _, _ := testGuard(b, nil)
-	users, ips := benchKeys()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		g.Failure(users[i%len(users)], ips[i%len(ips)], "guess"+strconv.Itoa(i))
-	}
-	if err := g.flush(); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	benchFailures(b, func(g *Guard, users []string, ips []netip.Addr) {
+		for i := 0; i < b.N; i++ {
+			g.Failure(users[i%len(users)], ips[i%len(ips)], "guess"+strconv.Itoa(i))
+		}
+	})
 }
 
 // BenchmarkFailureParallel is BenchmarkFailure from GOMAXPROCS goroutines.
 func BenchmarkFailureParallel(b *testing.B) {
+	var next atomic.Int64
+	benchFailures(b, func(g *Guard, users []string, ips []netip.Addr) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				i := int(next.Add(1))
+				g.Failure(users[i%len(users)], ips[i%len(ips)], "guess"+strconv.Itoa(i))
+			}
+		})
+	})
+}
+
+// benchFailures times record, b.N failures on a fresh Guard, and the
+// flush of what it recorded, and reports records/s.
+func benchFailures(b *testing.B, record func(g *Guard, users []string, ips []netip.Addr)) {
 	g, _, _ := testGuard(b, nil)
 	users, ips := benchKeys()
-	var next atomic.Int64
 	b.ReportAllocs()
 	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			i := int(next.Add(1))
-			g.Failure(users[i%len(users)], ips[i%len(ips)], "guess"+strconv.Itoa(i))
-		}
-	})
+	record(g, users, ips)
 	if err := g.flush(); err != nil {
 		b.Fatal(err)
 	}

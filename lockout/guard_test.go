@@ -62,9 +62,7 @@ func TestAccountIPThreshold(t *testing.T) {
 func TestBackoffDoublesAndCaps(t *testing.T) {
 	g, clk, _ := testGuard(t, func(o *Options) { o.AccountIPWindow = 24 * time.Hour })
 	ip := v4(1, 1, 1)
-	for i := range 10 {
-		g.Failure("alice", ip, fmt.Sprint("w", i))
-	}
+	fail(g, "alice", ip, "w", 10)
 	want := []time.Duration{1, 2, 4, 8, 16, 32, 60, 60}
 	for i, w := range want {
 		v := g.Check("alice", ip, "x")
@@ -96,9 +94,7 @@ func TestBackoffDoublesAndCaps(t *testing.T) {
 func TestWindowSlidesAndExpires(t *testing.T) {
 	g, clk, _ := testGuard(t, nil)
 	ip := v4(1, 1, 1)
-	for i := range 9 {
-		g.Failure("alice", ip, fmt.Sprint("a", i))
-	}
+	fail(g, "alice", ip, "a", 9)
 	// Two windows later the old failures are gone.
 	clk.Add(30 * time.Minute)
 	for i := range 9 {
@@ -225,9 +221,7 @@ func TestFingerprintExpires(t *testing.T) {
 func TestSuccessClears(t *testing.T) {
 	g, _, _ := testGuard(t, nil)
 	ip := v4(1, 1, 1)
-	for i := range 10 {
-		g.Failure("alice", ip, fmt.Sprint("w", i))
-	}
+	fail(g, "alice", ip, "w", 10)
 	wantVerdict(t, g.Check("alice", ip, "w1"), Locked, ScopeAccountIP)
 	g.Success("ALICE", ip) // e.g. an admin cleared it and the user got in elsewhere
 	wantVerdict(t, g.Check("alice", ip, "w1"), Allow, 0)
@@ -271,9 +265,7 @@ func TestKnownGoodExemption(t *testing.T) {
 	wantVerdict(t, g.Check("alice", v4(200, 0, 1), "x"), Locked, ScopeAccount)
 	wantVerdict(t, g.Check("alice", good, "right"), Allow, 0)
 	// The (account, ip) counter still protects the known-good IP.
-	for i := range 10 {
-		g.Failure("alice", good, fmt.Sprint("typo", i))
-	}
+	fail(g, "alice", good, "typo", 10)
 	wantVerdict(t, g.Check("alice", good, "right"), Locked, ScopeAccountIP)
 
 	// Known-good ends after 30 days.
@@ -411,9 +403,7 @@ func TestStrings(t *testing.T) {
 func TestListAndClear(t *testing.T) {
 	g, _, _ := testGuard(t, nil)
 	ip := v4(1, 1, 1)
-	for i := range 10 {
-		g.Failure("alice", ip, fmt.Sprint("w", i))
-	}
+	fail(g, "alice", ip, "w", 10)
 	for i := range 30 {
 		g.Failure(fmt.Sprint("u", i), v4(5, 5, 5), "pw")
 	}

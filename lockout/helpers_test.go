@@ -39,17 +39,25 @@ func (c *clock) Add(d time.Duration) {
 func testGuard(t testing.TB, edit func(*Options)) (*Guard, *clock, string) {
 	t.Helper()
 	clk := &clock{t: base}
+	path := filepath.Join(t.TempDir(), "kanmon.db")
+	return openGuard(t, path, clk, edit), clk, path
+}
+
+// openGuard opens a Guard on the database at path with the clock clk;
+// edit, when not nil, adjusts the options. It is closed at cleanup
+// (closing it before is fine).
+func openGuard(t testing.TB, path string, clk *clock, edit func(*Options)) *Guard {
+	t.Helper()
 	o := Options{Now: clk.Now}
 	if edit != nil {
 		edit(&o)
 	}
-	path := filepath.Join(t.TempDir(), "kanmon.db")
 	g, err := Open(path, testKey, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.Close() })
-	return g, clk, path
+	return g
 }
 
 // addr parses an address or fails the test.
@@ -76,6 +84,14 @@ func wantVerdict(t testing.TB, v Verdict, o Outcome, s Scope) {
 	t.Helper()
 	if v.Outcome != o || (o == Locked && v.Scope != s) {
 		t.Fatalf("verdict %q (%+v), want outcome %d scope %v", v, v, o, s)
+	}
+}
+
+// fail records n failed logins of user from ip, with the wrong secrets
+// prefix0, prefix1, ….
+func fail(g *Guard, user string, ip netip.Addr, prefix string, n int) {
+	for i := range n {
+		g.Failure(user, ip, fmt.Sprint(prefix, i))
 	}
 }
 

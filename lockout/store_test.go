@@ -16,9 +16,7 @@ import (
 // known-good.
 func storm(g *Guard) {
 	g.Success("bob", v4(5, 5, 5))
-	for i := range 9 {
-		g.Failure("alice", v4(1, 1, 1), fmt.Sprint("w", i))
-	}
+	fail(g, "alice", v4(1, 1, 1), "w", 9)
 	g.Failure("alice", v4(1, 1, 1), "old")
 	for i := range 30 {
 		g.Failure(fmt.Sprint("u", i), v4(5, 5, 5), "pw")
@@ -52,11 +50,7 @@ func TestPersistAcrossCloseOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantVerdict(t, g.Check("alice", v4(1, 1, 1), "x"), Unavailable, 0)
-	g2, err := Open(path, testKey, Options{Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g2.Close()
+	g2 := openGuard(t, path, clk, nil)
 	wantStormState(t, g2, clk)
 }
 
@@ -73,11 +67,7 @@ func TestPersistAcrossCrash(t *testing.T) {
 	if err := os.WriteFile(crashed, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g2, err := Open(crashed, testKey, Options{Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g2.Close()
+	g2 := openGuard(t, crashed, clk, nil)
 	wantStormState(t, g2, clk)
 }
 
@@ -88,10 +78,7 @@ func TestOpenDropsExpired(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Add(31 * 24 * time.Hour)
-	g2, err := Open(path, testKey, Options{Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g2 := openGuard(t, path, clk, nil)
 	if n := len(g2.counters[ScopeAccountIP]) + len(g2.counters[ScopeAccount]) + len(g2.fps) + len(g2.good); n != 0 {
 		t.Errorf("%d expired entries loaded", n)
 	}

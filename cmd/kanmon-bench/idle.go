@@ -117,7 +117,7 @@ func (r *idleResult) per(kib int64) float64 { return float64(kib-r.before) / flo
 // one's accounts and pepper (so the same passcodes work), for a kanmon
 // that runs at the same time on other ports.
 func (e *benchEnv) idleSetup(name string) (*kanmonSetup, error) {
-	dir := filepath.Join(e.ks.dir, name)
+	dir := filepath.Join(e.ks.Dir, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -126,11 +126,11 @@ func (e *benchEnv) idleSetup(name string) (*kanmonSetup, error) {
 		return nil, err
 	}
 	for _, f := range []string{"accounts.toml", "state/pepper"} {
-		if err := copyFile(filepath.Join(e.ks.dir, f), filepath.Join(dir, f)); err != nil {
+		if err := copyFile(filepath.Join(e.ks.Dir, f), filepath.Join(dir, f)); err != nil {
 			return nil, err
 		}
 	}
-	pinClientTLS(ks.clientTLS)
+	pinClientTLS(ks.ClientTLS)
 	return ks, nil
 }
 
@@ -155,9 +155,9 @@ func copyFile(from, to string) error {
 func (e *benchEnv) measureIdle(ks *kanmonSetup, mode string, tls bool, targetKiB float64) (*idleResult, error) {
 	o := e.o
 	r := &idleResult{mode: mode, target: targetKiB}
-	t := target{name: "via kanmon", addr: ks.plainAddr}
+	t := target{name: "via kanmon", addr: ks.IMAPPlain}
 	if tls {
-		t = target{name: "via kanmon", addr: ks.tlsAddr, tls: ks.clientTLS}
+		t = target{name: "via kanmon", addr: ks.IMAPS, tls: ks.ClientTLS}
 	}
 	// gctrace lines tell when a GC ran without asking kanmon anything
 	// (a /metrics scrape allocates, and would itself move the heap).
@@ -174,7 +174,7 @@ func (e *benchEnv) measureIdle(ks *kanmonSetup, mode string, tls bool, targetKiB
 	time.Sleep(time.Second)
 	r.before = settleRSS(kp.pid())
 	_, r.live0 = kp.gcTrace()
-	r.g0 = scrape(ks.metrics)
+	r.g0 = scrape(ks.MetricsAddr)
 	t0 := time.Now()
 	conns, failed, firstErr := e.openSessions(t, o.idle, o.idleWorkers, "bench", 4*time.Minute)
 	defer closeAll(conns)
@@ -213,7 +213,7 @@ func (e *benchEnv) measureIdle(ks *kanmonSetup, mode string, tls bool, targetKiB
 	r.gcWait = time.Since(t1)
 	_, r.liveMB = kp.gcTrace()
 	r.afterGC = settleRSS(kp.pid())
-	r.g2 = scrape(ks.metrics)
+	r.g2 = scrape(ks.MetricsAddr)
 	// A sample of the sessions must still work end to end.
 	for i := 0; i < r.held; i += max(1, r.held/100) {
 		if err := conns[i].stillIdle(); err != nil {

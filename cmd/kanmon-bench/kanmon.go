@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -12,97 +11,54 @@ import (
 	"time"
 
 	"github.com/kanmon-mail/kanmon/auth"
-	"github.com/kanmon-mail/kanmon/internal/selfsigned"
+	"github.com/kanmon-mail/kanmon/internal/kanmontest"
 )
 
-// kanmonSetup is the config directory of the kanmon under test.
+// kanmonSetup is the config directory of the kanmon under test: IMAPS
+// (tls = "implicit") and IMAPPlain (tls = "none") listeners, and
+// MetricsAddr.
 type kanmonSetup struct {
-	bin        string
-	dir        string
-	configPath string
-	plainAddr  string // tls = "none" listener
-	tlsAddr    string // tls = "implicit" listener
-	metrics    string
-	clientTLS  *tls.Config
+	*kanmontest.Files
+	bin string
 }
 
-// freeAddr returns a free loopback address.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// newKanmonSetup writes kanmon's config, certificate and an empty
-// accounts file into dir. The limits meant for one address are raised:
-// every load client connects from 127.0.0.1.
-func newKanmonSetup(bin, dir, backend string) (*kanmonSetup, error) {
-	cert, err := selfsigned.New("localhost", "127.0.0.1")
-	if err != nil {
-		return nil, err
-	}
-	if _, _, err := cert.WriteFiles(dir, "cert.pem", "key.pem"); err != nil {
-		return nil, err
-	}
-	k := &kanmonSetup{bin: bin, dir: dir, configPath: filepath.Join(dir, "kanmon.toml")}
-	for _, a := range []*string{&k.plainAddr, &k.tlsAddr, &k.metrics} {
-		if *a, err = freeAddr(); err != nil {
-			return nil, err
-		}
-	}
-	k.clientTLS = &tls.Config{RootCAs: cert.Pool, ServerName: "127.0.0.1"}
-	cfg := fmt.Sprintf(`# kanmon-bench: every load client connects from 127.0.0.1, so the
-# per-address limits are raised; everything else is the default.
-state_dir = "state"
-accounts  = "accounts.toml"
-trusted_networks = ["127.0.0.1/32"]
-require_2fa_outside = true
-max_connections = 30000
+// benchLimits raises the limits meant for one address: every load client
+// connects from 127.0.0.1. Everything else is the default.
+const benchLimits = `max_connections = 30000
 max_preauth_per_ip = 30000
 max_sessions_per_user_ip = 30000
 drain_timeout = "1s"
-metrics_address = %q
+`
 
-[tls]
-cert = "cert.pem"
-key  = "key.pem"
-
-[[listener]]
-protocol = "imap"
-address  = %q
-tls      = "implicit"
-
-[[listener]]
-protocol = "imap"
-address  = %q
-tls      = "none"
-
-[backend.imap]
-address = %q
-tls = "none"
-master_user = %q
-master_password = %q
-`, k.metrics, k.tlsAddr, k.plainAddr, backend, masterUser, masterPassword)
-	if err := os.WriteFile(k.configPath, []byte(cfg), 0o600); err != nil {
+// newKanmonSetup writes kanmon's config and certificate into dir (no
+// accounts yet), for kanmon in front of backend as it ships
+// (ServerLockout), with benchLimits.
+func newKanmonSetup(bin, dir, backend string) (*kanmonSetup, error) {
+	f, err := kanmontest.NewFiles(dir, kanmontest.Options{
+		IMAPBackend: backend,
+		MasterUser:  masterUser, MasterPassword: masterPassword,
+		Listeners:      []string{"implicit", "none"},
+		MetricsAddress: true,
+		Extra:          benchLimits,
+		Lockout:        kanmontest.ServerLockout,
+	})
+	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "state"), 0o700); err != nil {
 		return nil, err
 	}
-	return k, nil
+	return &kanmonSetup{Files: f, bin: bin}, nil
 }
 
 func (k *kanmonSetup) store() *auth.Store {
-	return auth.OpenStore(filepath.Join(k.dir, "accounts.toml"))
+	return auth.OpenStore(filepath.Join(k.Dir, "accounts.toml"))
 }
 
 // addPasscodes gives every user one passcode per app, in one write of
 // the accounts file, and returns them by "user/app".
 func (k *kanmonSetup) addPasscodes(users, apps []string) (map[string]string, error) {
-	pepper, err := auth.LoadOrCreatePepper(filepath.Join(k.dir, "state"))
+	pepper, err := auth.LoadOrCreatePepper(filepath.Join(k.Dir, "state"))
 	if err != nil {
 		return nil, err
 	}
@@ -116,11 +72,7 @@ func (k *kanmonSetup) addPasscodes(users, apps []string) (map[string]string, err
 				acct = &a.Accounts[len(a.Accounts)-1]
 			}
 			for _, app := range apps {
-				code, err := auth.GeneratePasscode()
-				if err != nil {
-					return err
-				}
-				hash, err := auth.HashPasscode(pepper, code)
+				code, hash, err := newPasscode(pepper)
 				if err != nil {
 					return err
 				}
@@ -131,6 +83,15 @@ func (k *kanmonSetup) addPasscodes(users, apps []string) (map[string]string, err
 		return nil
 	})
 	return codes, err
+}
+
+// newPasscode makes a passcode and its hash under pepper.
+func newPasscode(pepper auth.Pepper) (code, hash string, err error) {
+	if code, err = auth.GeneratePasscode(); err != nil {
+		return "", "", err
+	}
+	hash, err = auth.HashPasscode(pepper, code)
+	return code, hash, err
 }
 
 // kanmonProc is a running `kanmon serve`.
@@ -147,11 +108,11 @@ func (p *kanmonProc) pid() int { return p.cmd.Process.Pid }
 // the config directory;
 // extraEnv, such as GODEBUG=gctrace=1, is added to its environment.
 func (k *kanmonSetup) start(logName string, extraEnv ...string) (*kanmonProc, error) {
-	logf, err := os.Create(filepath.Join(k.dir, logName))
+	logf, err := os.Create(filepath.Join(k.Dir, logName))
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(k.bin, "serve", "-config", k.configPath)
+	cmd := exec.Command(k.bin, "serve", "-config", k.ConfigPath)
 	cmd.Env = append(os.Environ(), extraEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -162,7 +123,7 @@ func (k *kanmonSetup) start(logName string, extraEnv ...string) (*kanmonProc, er
 	p := &kanmonProc{cmd: cmd, log: logf, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	deadline := time.Now().Add(15 * time.Second)
-	for _, addr := range []string{k.plainAddr, k.tlsAddr} {
+	for _, addr := range []string{k.IMAPPlain, k.IMAPS} {
 		for {
 			c, err := net.DialTimeout("tcp", addr, time.Second)
 			if err == nil {

@@ -168,12 +168,12 @@ func run(ctx context.Context, tb *toolTB, o options) error {
 
 	dovecotTLS := dc.TLSConfig()
 	pinClientTLS(dovecotTLS)
-	pinClientTLS(ks.clientTLS)
+	pinClientTLS(ks.ClientTLS)
 	tg := targets{
 		directPlain: target{name: "Dovecot direct", addr: dc.IMAPAddr},
 		directTLS:   target{name: "Dovecot direct", addr: dc.IMAPSAddr, tls: dovecotTLS},
-		kanmonPlain: target{name: "via kanmon", addr: ks.plainAddr},
-		kanmonTLS:   target{name: "via kanmon", addr: ks.tlsAddr, tls: ks.clientTLS},
+		kanmonPlain: target{name: "via kanmon", addr: ks.IMAPPlain},
+		kanmonTLS:   target{name: "via kanmon", addr: ks.IMAPS, tls: ks.ClientTLS},
 	}
 	env := &benchEnv{o: o, ks: ks, dc: dc, dovecotPGID: dovecotPGID, secrets: secrets, tg: tg, rep: rep}
 

@@ -40,33 +40,9 @@ func procCPU(pid int) (time.Duration, error) {
 	return time.Duration(u+s) * clockTick, nil
 }
 
-// groupCPU is the CPU time of every live process in group pgid plus what
-// their reaped children used (utime + stime + cutime + cstime): for
-// Dovecot, whose master reaps the short-lived imap processes.
-func groupCPU(pgid int) time.Duration {
-	entries, _ := os.ReadDir("/proc")
-	var ticks int64
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		f, err := statFields(pid)
-		if err != nil || len(f) < 15 || f[5-3] != strconv.Itoa(pgid) {
-			continue
-		}
-		for _, k := range []int{14, 15, 16, 17} {
-			n, _ := strconv.ParseInt(f[k-3], 10, 64)
-			ticks += n
-		}
-	}
-	return time.Duration(ticks) * clockTick
-}
-
-// groupPSSKiB sums the proportional set size (Pss in
-// /proc/PID/smaps_rollup: each shared page divided among the processes
-// that map it) over the live processes of group pgid.
-func groupPSSKiB(pgid int) (kib int64, procs int) {
+// forGroup calls fn with the pid and the /proc/PID/stat fields
+// (statFields) of each live process in group pgid.
+func forGroup(pgid int, fn func(pid int, f []string)) {
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -77,11 +53,37 @@ func groupPSSKiB(pgid int) (kib int64, procs int) {
 		if err != nil || len(f) < 3 || f[5-3] != strconv.Itoa(pgid) {
 			continue
 		}
+		fn(pid, f)
+	}
+}
+
+// groupCPU is the CPU time of every live process in group pgid plus what
+// their reaped children used (utime + stime + cutime + cstime): for
+// Dovecot, whose master reaps the short-lived imap processes.
+func groupCPU(pgid int) time.Duration {
+	var ticks int64
+	forGroup(pgid, func(_ int, f []string) {
+		if len(f) < 15 {
+			return
+		}
+		for _, k := range []int{14, 15, 16, 17} {
+			n, _ := strconv.ParseInt(f[k-3], 10, 64)
+			ticks += n
+		}
+	})
+	return time.Duration(ticks) * clockTick
+}
+
+// groupPSSKiB sums the proportional set size (Pss in
+// /proc/PID/smaps_rollup: each shared page divided among the processes
+// that map it) over the live processes of group pgid.
+func groupPSSKiB(pgid int) (kib int64, procs int) {
+	forGroup(pgid, func(pid int, _ []string) {
 		if r, err := statusField(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:"); err == nil {
 			kib += r
 			procs++
 		}
-	}
+	})
 	return kib, procs
 }
 

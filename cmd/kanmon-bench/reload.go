@@ -33,7 +33,7 @@ func parseReloadSteps(s string) ([]reloadStep, error) {
 // the users in revoke removed, and staff accounts added (or given more
 // passcodes) up to the step's totals. It returns the totals.
 func (e *benchEnv) growAccounts(step reloadStep, revoke map[string]bool) (int, int, error) {
-	pepper, err := auth.LoadOrCreatePepper(e.ks.dir + "/state")
+	pepper, err := auth.LoadOrCreatePepper(e.ks.Dir + "/state")
 	if err != nil {
 		return 0, 0, err
 	}
@@ -71,11 +71,7 @@ func (e *benchEnv) growAccounts(step reloadStep, revoke map[string]bool) (int, i
 			} else {
 				acct = &a.Accounts[len(a.Accounts)-1-k%max(1, len(a.Accounts)-len(e.secrets.users)-1)]
 			}
-			code, err := auth.GeneratePasscode()
-			if err != nil {
-				return err
-			}
-			hash, err := auth.HashPasscode(pepper, code)
+			_, hash, err := newPasscode(pepper)
 			if err != nil {
 				return err
 			}
@@ -96,7 +92,7 @@ func (e *benchEnv) timedReload(before int, limit time.Duration) (time.Duration, 
 	t := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, e.ks.bin, "reload", "-config", e.ks.configPath).CombinedOutput()
+	out, err := exec.CommandContext(ctx, e.ks.bin, "reload", "-config", e.ks.ConfigPath).CombinedOutput()
 	if err == nil {
 		return time.Since(t), true, nil
 	}
@@ -156,7 +152,7 @@ func (e *benchEnv) reloadPhase() error {
 		"| accounts | passcodes | file | reload round trip | again, unchanged | kanmon VmRSS after | Go heap in use after | target < 1 s |",
 		"|---|---|---|---|---|---|---|---|")
 	base := settleRSS(kp.pid())
-	g0 := scrape(e.ks.metrics)
+	g0 := scrape(e.ks.MetricsAddr)
 	rep.reload = append(rep.reload, fmt.Sprintf("| %d | %d | | (start) | | %.1f MiB | %.1f MiB | |", n+1, 2*n+1, float64(base)/1024, g0.heapInuse/(1<<20)))
 	revokedChecked := false
 	phoneDead, phoneRevokedDead := 0, 0
@@ -190,7 +186,7 @@ func (e *benchEnv) reloadPhase() error {
 		}
 		time.Sleep(500 * time.Millisecond)
 		rss := settleRSS(kp.pid())
-		g := scrape(e.ks.metrics)
+		g := scrape(e.ks.MetricsAddr)
 		met := "met"
 		if took > time.Second {
 			met = "missed"

@@ -1,26 +1,18 @@
 package main
 
 import (
-	"context"
-	"crypto/tls"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/kanmon-mail/kanmon/internal/memimap"
-	"github.com/kanmon-mail/kanmon/internal/selfsigned"
-	"github.com/kanmon-mail/kanmon/internal/syncbuf"
+	"github.com/kanmon-mail/kanmon/internal/kanmontest"
 	"github.com/kanmon-mail/kanmon/otp"
-	"github.com/kanmon-mail/kanmon/proxy"
 )
 
 const carolPortalPW = "carol-portal-pw-Tn8"
@@ -76,77 +68,16 @@ func (b *portalBrowser) post(path string, kv ...string) string {
 // the portal logs into IMAP at once, and deleting it closes that session.
 // SIGTERM (the context's end) stops the portal.
 func TestServePortal(t *testing.T) {
-	mem := memimap.New("kanmon", "master-pw-Vq3")
-	if err := mem.AddUser("carol", carolPortalPW); err != nil {
-		t.Fatal(err)
-	}
-	memAddr, err := mem.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mem.Close() })
-	dir := t.TempDir()
-	cert, err := selfsigned.New("localhost", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := cert.WriteFiles(dir, "cert.pem", "key.pem"); err != nil {
-		t.Fatal(err)
-	}
-	imapAddr, portalAddr := opsFreeAddr(t), opsFreeAddr(t)
-	cfg := filepath.Join(dir, "kanmon.toml")
-	text := fmt.Sprintf(`state_dir = "state"
-accounts = "accounts.toml"
-trusted_networks = ["127.0.0.1/32"]
-
-[tls]
-cert = "cert.pem"
-key = "key.pem"
-
-[portal]
-address = %q
-issuer = "Kanmon Test"
-
-[[listener]]
-protocol = "imap"
-address = %q
-tls = "none"
-
-[backend.imap]
-address = %q
-master_user = "kanmon"
-master_password = "master-pw-Vq3"
-
-[lockout]
-tarpit = "1ms"
-tarpit_max = "1ms"
-`, portalAddr, imapAddr, memAddr)
-	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncbuf.Buffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	ready := make(chan struct{})
-	go func() { done <- serve(ctx, cfg, logs, func(*proxy.Server) { close(ready) }) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		if t.Failed() {
-			t.Logf("serve log:\n%s", logs.String())
-		}
+	s := startServeFiles(t, startMemIMAP(t, "carol", carolPortalPW), kanmontest.Options{
+		Portal: &kanmontest.Portal{Issuer: "Kanmon Test"},
 	})
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("serve: %v\n%s", err, logs.String())
-	}
+	imapAddr, portalAddr, logs := s.IMAPPlain, s.PortalAddr, s.log
 
 	jar, _ := cookiejar.New(nil)
 	b := &portalBrowser{t: t, base: "https://" + portalAddr, c: &http.Client{
 		Jar:       jar,
 		Timeout:   30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cert.Pool}},
+		Transport: &http.Transport{TLSClientConfig: s.ClientTLS},
 	}}
 	b.get("/signin")
 	page := b.post("/signin", "user", "carol", "password", carolPortalPW)
@@ -205,11 +136,8 @@ tarpit_max = "1ms"
 		t.Error("the serve log holds a secret")
 	}
 
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("serve: %v", err)
-	}
-	done <- nil // for the cleanup
+	s.cancel()
+	s.returned(t, 30*time.Second)
 	if conn, err := net.DialTimeout("tcp", portalAddr, time.Second); err == nil {
 		conn.Close()
 		t.Error("the portal still accepts connections after SIGTERM")

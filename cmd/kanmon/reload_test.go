@@ -4,11 +4,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/internal/kanmontest"
 	"github.com/kanmon-mail/kanmon/proxy"
 )
 
@@ -16,23 +16,10 @@ import (
 // force: a passcode it revoked stops standing even while kanmon.toml is
 // broken, which stops the full reload.
 func TestReloadAccountsIgnoresABrokenConfig(t *testing.T) {
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "kanmon.toml")
-	if err := os.WriteFile(cfgPath, []byte(`state_dir = "state"
-accounts = "accounts.toml"
-
-[[listener]]
-protocol = "imap"
-address = "127.0.0.1:0"
-tls = "none"
-
-[backend.imap]
-address = "127.0.0.1:1"
-master_user = "kanmon"
-master_password = "master-pw"
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := kanmontest.WriteFiles(t, kanmontest.Options{
+		IMAPBackend: "127.0.0.1:1", MasterUser: "kanmon", MasterPassword: "master-pw",
+		Listeners: []string{"none"},
+	}).ConfigPath
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)

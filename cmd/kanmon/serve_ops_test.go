@@ -8,84 +8,47 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/kanmon-mail/kanmon/auth"
-	"github.com/kanmon-mail/kanmon/internal/memimap"
+	"github.com/kanmon-mail/kanmon/internal/kanmontest"
 	"github.com/kanmon-mail/kanmon/internal/syncbuf"
 	"github.com/kanmon-mail/kanmon/proxy"
 )
 
-// opsServe is `kanmon serve` run in-process in front of memimap, on a
-// plaintext IMAP listener, with alice on 2FA (one passcode).
+// opsServe is `kanmon serve` run in-process on a config directory.
 type opsServe struct {
-	cfg, imap, passcode string
-	log                 *syncbuf.Buffer
-	cancel              context.CancelFunc
-	done                chan error
+	*kanmontest.Files
+	log    *syncbuf.Buffer
+	cancel context.CancelFunc // SIGTERM
+	done   chan struct{}      // closed when serve has returned
+	err    error              // what serve returned, once done is closed
 }
 
-func opsFreeAddr(t *testing.T) string {
+// startMemIMAP starts memimap, with master user kanmon, and user with
+// password; it returns its address.
+func startMemIMAP(t *testing.T, user, password string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	_, addr := kanmontest.StartMemIMAP(t, "kanmon", "master-pw-Vq3", map[string]string{user: password})
+	return addr
 }
 
-// startOpsServe writes a config with the extra top-level keys and runs
-// serve until the test cancels it (or its cleanup does).
-func startOpsServe(t *testing.T, extra string) *opsServe {
+// startServeFiles writes a config for opts in front of backend, on one
+// plaintext IMAP listener, and runs serve on it until the test cancels it
+// (or its cleanup does).
+func startServeFiles(t *testing.T, backend string, opts kanmontest.Options) *opsServe {
 	t.Helper()
-	mem := memimap.New("kanmon", "master-pw-Vq3")
-	if err := mem.AddUser("alice", "alice-account-pw-Rr5"); err != nil {
-		t.Fatal(err)
-	}
-	memAddr, err := mem.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mem.Close() })
-	dir := t.TempDir()
-	s := &opsServe{cfg: filepath.Join(dir, "kanmon.toml"), imap: opsFreeAddr(t), log: &syncbuf.Buffer{}, done: make(chan error, 1)}
-	text := fmt.Sprintf(`state_dir = "state"
-accounts = "accounts.toml"
-trusted_networks = ["127.0.0.1/32"]
-%s
-[[listener]]
-protocol = "imap"
-address = %q
-tls = "none"
-
-[backend.imap]
-address = %q
-master_user = "kanmon"
-master_password = "master-pw-Vq3"
-
-[lockout]
-tarpit = "1ms"
-tarpit_max = "1ms"
-`, extra, s.imap, memAddr)
-	if err := os.WriteFile(s.cfg, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	store := auth.OpenStore(filepath.Join(dir, "accounts.toml"))
-	if _, err := auth.EnableTwoFA(store, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	if s.passcode, err = auth.AddPasscode(store, filepath.Join(dir, "state"), "alice", "Thunderbird"); err != nil {
-		t.Fatal(err)
-	}
+	opts.IMAPBackend, opts.MasterUser, opts.MasterPassword = backend, "kanmon", "master-pw-Vq3"
+	opts.Listeners = []string{"none"}
+	s := &opsServe{Files: kanmontest.WriteFiles(t, opts), log: &syncbuf.Buffer{}, done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	ready := make(chan struct{})
-	go func() { s.done <- serve(ctx, s.cfg, s.log, func(*proxy.Server) { close(ready) }) }()
+	go func() {
+		s.err = serve(ctx, s.ConfigPath, s.log, func(*proxy.Server) { close(ready) })
+		close(s.done)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -99,10 +62,32 @@ tarpit_max = "1ms"
 	})
 	select {
 	case <-ready:
-	case err := <-s.done:
-		t.Fatalf("serve: %v\n%s", err, s.log.String())
+	case <-s.done:
+		t.Fatalf("serve: %v\n%s", s.err, s.log.String())
 	}
 	return s
+}
+
+// returned waits up to timeout for serve to return, and fails unless it
+// returns nil.
+func (s *opsServe) returned(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-s.done:
+		if s.err != nil {
+			t.Fatalf("serve: %v", s.err)
+		}
+	case <-time.After(timeout):
+		t.Fatalf("serve did not return within %v", timeout)
+	}
+}
+
+// startOpsServe runs serve with opts in front of memimap, with alice on
+// 2FA (one passcode, Thunderbird).
+func startOpsServe(t *testing.T, opts kanmontest.Options) *opsServe {
+	t.Helper()
+	opts.Passcodes = map[string][]string{"alice": {"Thunderbird"}}
+	return startServeFiles(t, startMemIMAP(t, "alice", "alice-account-pw-Rr5"), opts)
 }
 
 // imapConn is a raw IMAP client connection.
@@ -158,10 +143,10 @@ func (c *imapConn) expectEOF() {
 // login logs alice in (and fails once with her account password first).
 func (s *opsServe) login(t *testing.T) *imapConn {
 	t.Helper()
-	c := dialIMAP(t, s.imap)
+	c := dialIMAP(t, s.IMAPPlain)
 	c.send("a1 LOGIN alice alice-account-pw-Rr5")
 	c.expect("a1 NO ")
-	c.send("a2 LOGIN alice " + s.passcode)
+	c.send("a2 LOGIN alice " + s.Passcode("alice", "Thunderbird"))
 	c.expect("a2 OK ")
 	return c
 }
@@ -173,16 +158,13 @@ func TestServeLogFormats(t *testing.T) {
 			if format != "" {
 				extra = fmt.Sprintf("log_format = %q\n", format)
 			}
-			s := startOpsServe(t, extra)
+			s := startOpsServe(t, kanmontest.Options{Extra: extra})
 			c := s.login(t)
 			c.send("a3 LOGOUT")
 			c.expect("a3 OK ")
 			c.c.Close()
 			s.cancel()
-			if err := <-s.done; err != nil {
-				t.Fatal(err)
-			}
-			s.done <- nil // for the cleanup
+			s.returned(t, 30*time.Second)
 			out := s.log.String()
 			lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 			msgs := map[string]bool{}
@@ -214,7 +196,8 @@ func TestServeLogFormats(t *testing.T) {
 			if !msgs["login"] || !msgs["login failed"] {
 				t.Errorf("log lacks the login and the failure:\n%s", out)
 			}
-			for _, secret := range []string{s.passcode, strings.ToLower(s.passcode), "alice-account-pw-Rr5", "master-pw-Vq3"} {
+			passcode := s.Passcode("alice", "Thunderbird")
+			for _, secret := range []string{passcode, strings.ToLower(passcode), "alice-account-pw-Rr5", "master-pw-Vq3"} {
 				if strings.Contains(out, secret) {
 					t.Errorf("log holds a secret")
 				}
@@ -243,14 +226,14 @@ func scrapeMetrics(t *testing.T, addr string) string {
 // shutdown: a session not logged in is told BYE at once, a session in
 // IDLE drains for drain_timeout and then gets BYE, and serve returns.
 func TestServeMetricsAndDrain(t *testing.T) {
-	metricsAddr := opsFreeAddr(t)
-	s := startOpsServe(t, fmt.Sprintf("metrics_address = %q\ndrain_timeout = \"1500ms\"\n", metricsAddr))
+	s := startOpsServe(t, kanmontest.Options{MetricsAddress: true, Extra: "drain_timeout = \"1500ms\"\n"})
+	metricsAddr := s.MetricsAddr
 	idle := s.login(t)
 	idle.send("a3 SELECT INBOX")
 	idle.expect("a3 OK ")
 	idle.send("a4 IDLE")
 	idle.expect("+ ")
-	cliMust(t, 0, "reload", "-config", s.cfg)
+	cliMust(t, 0, "reload", "-config", s.ConfigPath)
 	body := scrapeMetrics(t, metricsAddr)
 	for _, want := range []string{
 		`kanmon_logins_total{protocol="imap",reason="passcode",result="ok"} 1`,
@@ -265,7 +248,7 @@ func TestServeMetricsAndDrain(t *testing.T) {
 		}
 	}
 
-	pre := dialIMAP(t, s.imap)
+	pre := dialIMAP(t, s.IMAPPlain)
 	start := time.Now()
 	s.cancel()
 	pre.expect("* BYE Server shutting down.")
@@ -278,15 +261,7 @@ func TestServeMetricsAndDrain(t *testing.T) {
 	if d := time.Since(start); d < 1400*time.Millisecond || d > 4*time.Second {
 		t.Errorf("the IDLE session was closed %v after shutdown began, want after the 1.5s drain", d)
 	}
-	select {
-	case err := <-s.done:
-		if err != nil {
-			t.Fatalf("serve: %v", err)
-		}
-		s.done <- nil
-	case <-time.After(5 * time.Second):
-		t.Fatal("serve did not return after the drain")
-	}
+	s.returned(t, 5*time.Second)
 	if _, err := http.Get("http://" + metricsAddr + "/metrics"); err == nil {
 		t.Error("the metrics listener is still open after serve returned")
 	}

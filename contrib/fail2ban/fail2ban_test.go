@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/kanmon-mail/kanmon/internal/kanmontest"
-	"github.com/kanmon-mail/kanmon/internal/memimap"
 )
 
 const filterFile = "filter.d/kanmon.conf"
@@ -141,17 +140,7 @@ type attempt struct {
 func TestFilterMatchesKanmonFailures(t *testing.T) {
 	f := loadFilter(t, filterFile)
 
-	mem := memimap.New(masterUser, masterPW)
-	for user, pw := range map[string]string{"alice": alicePW, "carol": carolPW} {
-		if err := mem.AddUser(user, pw); err != nil {
-			t.Fatal(err)
-		}
-	}
-	memAddr, err := mem.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mem.Close() })
+	_, memAddr := kanmontest.StartMemIMAP(t, masterUser, masterPW, map[string]string{"alice": alicePW, "carol": carolPW})
 	// 127.0.0.1 and .2 are the campus; .3 and up are outside. The whole of
 	// 127/8 is loopback on Linux, so each attempt can come from its own
 	// address. dave has 2FA but no passcodes; two failures lock him out

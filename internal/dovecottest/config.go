@@ -243,6 +243,13 @@ func port(addr string) string {
 	return p
 }
 
+// loginService is one protocol's login service in dovecot.conf: its
+// plaintext (or STARTTLS) listener Name, the implicit-TLS one Name+"s",
+// and with Options.HAProxy Name+"_haproxy", on these ports.
+type loginService struct {
+	Name, Port, TLSPort, HAProxyPort string
+}
+
 // config renders dovecot.conf.
 func (s *Server) config() (string, error) {
 	relayHost, relayPort := "", ""
@@ -251,31 +258,30 @@ func (s *Server) config() (string, error) {
 	}
 	maxConns := s.opts.MaxUserConnections
 	data := map[string]any{
-		"Dir":               s.Dir,
-		"Instance":          filepath.Base(s.Dir),
-		"InternalUser":      s.id.internalUser,
-		"InternalGrp":       s.id.internalGroup,
-		"LoginUser":         s.id.loginUser,
-		"MailUID":           s.id.mailUID,
-		"MailGID":           s.id.mailGID,
-		"Opts":              s.opts,
-		"Protocols":         "imap pop3",
-		"Trusted":           strings.Join(s.opts.LoginTrustedNetworks, " "),
-		"RelayHost":         relayHost,
-		"RelayPort":         relayPort,
-		"MaxConns":          maxConns,
-		"ProcessLimit":      maxConns + 100,
-		"LoginClients":      2*maxConns + 100,
-		"IMAP":              port(s.IMAPAddr),
-		"POP3":              port(s.POP3Addr),
-		"Submission":        port(s.SubmissionAddr),
-		"IMAPS":             port(s.IMAPSAddr),
-		"POP3S":             port(s.POP3SAddr),
-		"Submissions":       port(s.SubmissionsAddr),
-		"IMAPHAProxy":       port(s.IMAPHAProxyAddr),
-		"POP3HAProxy":       port(s.POP3HAProxyAddr),
-		"SubmissionHAProxy": port(s.SubmissionHAProxyAddr),
+		"Dir":          s.Dir,
+		"Instance":     filepath.Base(s.Dir),
+		"InternalUser": s.id.internalUser,
+		"InternalGrp":  s.id.internalGroup,
+		"LoginUser":    s.id.loginUser,
+		"MailUID":      s.id.mailUID,
+		"MailGID":      s.id.mailGID,
+		"Opts":         s.opts,
+		"Protocols":    "imap pop3",
+		"Trusted":      strings.Join(s.opts.LoginTrustedNetworks, " "),
+		"RelayHost":    relayHost,
+		"RelayPort":    relayPort,
+		"MaxConns":     maxConns,
+		"ProcessLimit": maxConns + 100,
+		"LoginClients": 2*maxConns + 100,
 	}
+	logins := []loginService{
+		{"imap", port(s.IMAPAddr), port(s.IMAPSAddr), port(s.IMAPHAProxyAddr)},
+		{"pop3", port(s.POP3Addr), port(s.POP3SAddr), port(s.POP3HAProxyAddr)},
+	}
+	if relayHost != "" {
+		logins = append(logins, loginService{"submission", port(s.SubmissionAddr), port(s.SubmissionsAddr), port(s.SubmissionHAProxyAddr)})
+	}
+	data["Logins"] = logins
 	data["IMAPClientLimit"] = s.opts.IMAPClientLimit
 	// Every mail process keeps a connection to the log, anvil and stats
 	// services, whose client_limit is default_client_limit (1000).
@@ -369,76 +375,32 @@ submission_relay_port = {{.RelayPort}}
 submission_relay_ssl = no
 submission_relay_trusted = no
 {{end}}
-service imap-login {
+# The login services, in high-performance mode: a long-lived login process
+# serves many connections, so benchmarks do not fork one per connection.
+{{- range .Logins}}
+service {{.Name}}-login {
   chroot =
-  # High-performance mode: a long-lived login process serves many
-  # connections, so benchmarks do not fork one per connection.
   service_count = 0
   process_min_avail = 1
-  client_limit = {{.LoginClients}}
-  inet_listener imap {
+  client_limit = {{$.LoginClients}}
+  inet_listener {{.Name}} {
     address = 127.0.0.1
-    port = {{.IMAP}}
+    port = {{.Port}}
   }
-  inet_listener imaps {
+  inet_listener {{.Name}}s {
     address = 127.0.0.1
-    port = {{.IMAPS}}
+    port = {{.TLSPort}}
     ssl = yes
   }
-{{- if .Opts.HAProxy}}
-  inet_listener imap_haproxy {
+{{- if $.Opts.HAProxy}}
+  inet_listener {{.Name}}_haproxy {
     address = 127.0.0.1
-    port = {{.IMAPHAProxy}}
+    port = {{.HAProxyPort}}
     haproxy = yes
   }
 {{- end}}
 }
-service pop3-login {
-  chroot =
-  service_count = 0
-  process_min_avail = 1
-  client_limit = {{.LoginClients}}
-  inet_listener pop3 {
-    address = 127.0.0.1
-    port = {{.POP3}}
-  }
-  inet_listener pop3s {
-    address = 127.0.0.1
-    port = {{.POP3S}}
-    ssl = yes
-  }
-{{- if .Opts.HAProxy}}
-  inet_listener pop3_haproxy {
-    address = 127.0.0.1
-    port = {{.POP3HAProxy}}
-    haproxy = yes
-  }
 {{- end}}
-}
-{{if .RelayHost}}
-service submission-login {
-  chroot =
-  service_count = 0
-  process_min_avail = 1
-  client_limit = {{.LoginClients}}
-  inet_listener submission {
-    address = 127.0.0.1
-    port = {{.Submission}}
-  }
-  inet_listener submissions {
-    address = 127.0.0.1
-    port = {{.Submissions}}
-    ssl = yes
-  }
-{{- if .Opts.HAProxy}}
-  inet_listener submission_haproxy {
-    address = 127.0.0.1
-    port = {{.SubmissionHAProxy}}
-    haproxy = yes
-  }
-{{- end}}
-}
-{{end}}
 # One mail process per logged-in session.
 service imap {
   process_limit = {{.ProcessLimit}}
