@@ -115,7 +115,7 @@ func (k *kanmonSetup) start(logName string, extraEnv ...string) (*kanmonProc, er
 	cmd := exec.Command(k.bin, "serve", "-config", k.ConfigPath)
 	cmd.Env = append(os.Environ(), extraEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = serveProcAttr()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, err
