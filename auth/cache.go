@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -24,9 +23,7 @@ type fileIdentity struct {
 // identityOf returns fi's identity.
 func identityOf(fi fs.FileInfo) fileIdentity {
 	id := fileIdentity{size: fi.Size(), mtime: fi.ModTime()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		id.dev, id.ino = uint64(st.Dev), st.Ino
-	}
+	id.dev, id.ino = fileInode(fi)
 	return id
 }
 

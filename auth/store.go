@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -81,31 +80,6 @@ func (s *Store) Update(fn func(*Accounts) error) error {
 	return writeAtomic(s.path, a.encode(leadingComments(data)))
 }
 
-// lockFile takes an exclusive flock on path, creating it (0600) if needed.
-// flock locks belong to the open file description, so two goroutines of one
-// process exclude each other just as two processes do.
-func lockFile(path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("accounts lock: %w", err)
-	}
-	fd := int(f.Fd())
-	for {
-		err = syscall.Flock(fd, syscall.LOCK_EX)
-		if !errors.Is(err, syscall.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("accounts lock %s: %w", path, err)
-	}
-	return func() {
-		_ = syscall.Flock(fd, syscall.LOCK_UN)
-		f.Close()
-	}, nil
-}
-
 // writeAtomic replaces path with data: mode 0600, owner kept if the file
 // existed.
 func writeAtomic(path string, data []byte) error {
@@ -126,9 +100,9 @@ func writeAtomic(path string, data []byte) error {
 	if fi, err := os.Stat(path); err == nil {
 		// An admin running the CLI as root must not leave the file owned
 		// by root, unreadable by the server.
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && (int(st.Uid) != os.Geteuid() || int(st.Gid) != os.Getegid()) {
-			if err := tmp.Chown(int(st.Uid), int(st.Gid)); err != nil {
-				return fail(fmt.Errorf("keep owner %d:%d: %w", st.Uid, st.Gid, err))
+		if uid, gid, ok := fileOwner(fi); ok && (uid != os.Geteuid() || gid != os.Getegid()) {
+			if err := tmp.Chown(uid, gid); err != nil {
+				return fail(fmt.Errorf("keep owner %d:%d: %w", uid, gid, err))
 			}
 		}
 	}

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command kanmon-bench measures kanmon against direct access to the same
 // real Dovecot, in one run, on loopback only:
 //

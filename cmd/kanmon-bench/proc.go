@@ -1,3 +1,5 @@
+//go:build unix
+
 package main
 
 import (
@@ -116,30 +118,6 @@ func statusField(path, name string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("%s: no %s", path, name)
-}
-
-// raiseNoFile raises RLIMIT_NOFILE's soft limit to want, raising the hard
-// limit too where allowed (root), and returns the soft limit in force.
-// Children (Dovecot, kanmon) inherit it.
-func raiseNoFile(want uint64) uint64 {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return 0
-	}
-	if lim.Cur >= want {
-		return lim.Cur
-	}
-	if lim.Max < want {
-		try := syscall.Rlimit{Cur: want, Max: want}
-		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &try) == nil {
-			return want
-		}
-		want = lim.Max
-	}
-	lim.Cur = want
-	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
-	return lim.Cur
 }
 
 // machine describes the host for the report.

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package dovecottest starts a private Dovecot for end-to-end tests.
 //
 // Start writes a Dovecot 2.3 configuration into a fresh temporary directory,
