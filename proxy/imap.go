@@ -40,24 +40,10 @@ type imapFront struct {
 func serveIMAP(ctx context.Context, s *session) {
 	f := &imapFront{session: s}
 	f.setConn(s.conn)
-	f.preAuthDeadline()
-	if err := f.untagged("OK [CAPABILITY " + f.capabilities() + "] kanmon ready."); err != nil {
-		return
-	}
-	for !contextDone(ctx) {
-		f.preAuthDeadline()
-		cmd, err := f.rd.ReadCommand()
-		if err != nil {
-			if f.readFailed(err) {
-				return
-			}
-			continue
-		}
-		if done := f.dispatch(ctx, cmd); done {
-			return
-		}
-	}
-	_ = f.writeLine(f.dialect.shuttingDown)
+	converse(ctx, s,
+		func() error { return f.untagged("OK [CAPABILITY " + f.capabilities() + "] kanmon ready.") },
+		func() (*imapwire.Command, error) { return f.rd.ReadCommand() },
+		f.readFailed, f.dispatch, f.writeLine)
 }
 
 // setConn (re)binds the reader to conn, after accept or STARTTLS.

@@ -99,65 +99,6 @@ func TestIMAPLoginWithPasscode(t *testing.T) {
 	noLeak(t, log, pc, spaced, strings.ToLower(pc), masterPW, b64(pc), plainIR("", "alice", pc))
 }
 
-// Every refused login gets the same reply, byte for byte; the log says
-// why, and never holds the secret.
-func TestIMAPUniformFailure(t *testing.T) {
-	w := newWorld(t, worldOptions{})
-	wrong := "QQQQWWWWEEEERRRR"
-	if wrong == w.passcode {
-		wrong = "WWWWQQQQEEEERRRR"
-	}
-	out := newWorld(t, worldOptions{trusted: []string{}})
-	for _, tc := range []struct {
-		name    string
-		w       *world
-		steps   []string
-		reason  auth.Reason
-		backend bool // the backend is asked (passthrough)
-		secrets []string
-	}{
-		{"wrong passcode", w, []string{"C: a1 LOGIN alice " + wrong},
-			auth.ReasonNoMatch, false, []string{wrong}},
-		{"wrong passcode by PLAIN", w, []string{
-			"C: a1 AUTHENTICATE PLAIN",
-			"S: + ",
-			"C: " + plainIR("", "alice", wrong),
-		}, auth.ReasonNoMatch, false, []string{wrong}},
-		{"2FA user with her account password", w, []string{`C: a1 LOGIN alice "` + alicePW + `"`},
-			auth.ReasonNotPasscode, false, []string{alicePW}},
-		{"unknown user", w, []string{`C: a1 LOGIN mallory "mallory-pw-Q9x"`},
-			auth.ReasonBackendRejected, true, []string{"mallory-pw-Q9x"}},
-		{"PLAIN authzid differs", w, []string{"C: a1 AUTHENTICATE PLAIN " + plainIR("carol", "alice", w.passcode)},
-			auth.ReasonAuthzid, false, []string{w.passcode}},
-		{"empty password", w, []string{`C: a1 LOGIN alice ""`},
-			auth.ReasonEmptySecret, false, nil},
-		{"no 2FA from outside trusted_networks", out, []string{`C: a1 LOGIN carol "` + carolPW + `"`},
-			auth.ReasonOutside, false, []string{carolPW}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			before := tc.w.backend.accepts.Load()
-			c := dial(t, tc.w.k.IMAPPlain)
-			c.run("S: * OK [CAPABILITY ...")
-			c.run(tc.steps...)
-			if got := afterTag(c.line()); got != failedReply {
-				t.Errorf("reply after the tag:\n got %q\nwant %q", got, failedReply)
-			}
-			c.run("C: a2 NOOP", "S: a2 OK NOOP completed.")
-			if contacted := tc.w.backend.accepts.Load() > before; contacted != tc.backend {
-				t.Errorf("backend contacted: %v, want %v", contacted, tc.backend)
-			}
-			log := tc.w.k.Logs()
-			if !strings.Contains(log, `reason="`+tc.reason.String()+`"`) {
-				t.Errorf("log lacks reason %q:\n%s", tc.reason, log)
-			}
-			noLeak(t, log, tc.secrets...)
-		})
-	}
-	for _, x := range []*world{w, out} {
-		noLeak(t, x.k.Logs(), wrong, alicePW, carolPW, masterPW, w.passcode, out.passcode)
-	}
-}
-
 // carol has no 2FA: from a trusted network her own password goes through
 // and the backend's answer stands.
 func TestIMAPPassthrough(t *testing.T) {

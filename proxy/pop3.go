@@ -44,22 +44,11 @@ type pop3Front struct {
 func servePOP3(ctx context.Context, s *session) {
 	f := &pop3Front{session: s}
 	f.setConn(s.conn)
-	f.preAuthDeadline()
-	if err := f.reply(pop3Greeting); err != nil {
-		return
-	}
-	for !contextDone(ctx) {
-		f.preAuthDeadline()
-		line, err := f.lr.ReadLine(lineio.POP3MaxCommandLine)
-		if err != nil {
-			f.readFailed(err)
-			return
-		}
-		if done := f.dispatch(ctx, line); done {
-			return
-		}
-	}
-	_ = f.reply(f.dialect.shuttingDown)
+	converse(ctx, s,
+		func() error { return f.reply(pop3Greeting) },
+		func() (string, error) { return f.lr.ReadLine(lineio.POP3MaxCommandLine) },
+		func(err error) bool { f.readFailed(err); return true },
+		f.dispatch, f.reply)
 }
 
 // setConn (re)binds the reader to conn, after accept or STLS.
@@ -207,26 +196,11 @@ func (f *pop3Front) cmdAuth(ctx context.Context, arg string) bool {
 	if arg == "" {
 		return f.reply("+OK\r\n"+strings.Join(pop3Mechanisms, "\r\n")+"\r\n.") != nil
 	}
-	mech, ir, hasIR := strings.Cut(arg, " ")
-	var initial *string
-	if hasIR {
-		initial = &ir
+	done, err := f.lineSASL(ctx, f, f.lr, "+ ", pop3MaxAuthLine, arg)
+	if err != nil {
+		f.readFailed(err)
 	}
-	user, secret, err := saslCredentials(mech, initial, func(challenge string) (string, error) {
-		if err := f.reply("+ " + challenge); err != nil {
-			return "", err
-		}
-		f.preAuthDeadline()
-		return f.lr.ReadLine(pop3MaxAuthLine)
-	})
-	if err == nil {
-		return f.login(ctx, f, user, secret)
-	}
-	if line, ok := f.saslRefusal(err, user); ok {
-		return f.failed(line)
-	}
-	f.readFailed(err)
-	return true
+	return done
 }
 
 // refuse answers a failed login or SASL exchange (front).

@@ -25,42 +25,10 @@ func pop3LoginAs(t *testing.T, addr, user, secret string) string {
 	return c.line()
 }
 
-// A backend that is down or refuses the master login, or a lockout store
-// that cannot be trusted, gets the client [SYS/TEMP], never [AUTH]; the
-// backend's [IN-USE] and [LOGIN-DELAY] reach the client as they are.
+// A backend's temporary failure gets the client [SYS/TEMP], never [AUTH];
+// the backend's [IN-USE] and [LOGIN-DELAY] reach the client as they are
+// (down, silent, master refused: TestFrontsBackendUnavailable).
 func TestPOP3BackendUnavailable(t *testing.T) {
-	t.Run("down", func(t *testing.T) {
-		k := startPOP3Kanmon(t, deadAddr(t))
-		l := k.POP3Plain
-		if got := pop3LoginAs(t, l, "alice", k.Passcode("alice", app)); got != pop3Unavailable {
-			t.Errorf("passcode login: got %q, want %q", got, pop3Unavailable)
-		}
-		if got := pop3LoginAs(t, l, "carol", carolPW); got != pop3Unavailable {
-			t.Errorf("passthrough login: got %q, want %q", got, pop3Unavailable)
-		}
-		wantLog(t, k, "backend unavailable", "backend dial failed")
-	})
-	t.Run("master login rejected", func(t *testing.T) {
-		const wrongPW = "wrong-master-pw-Jj3"
-		w := newPOP3World(t, worldOptions{masterPW: wrongPW})
-		if got := pop3LoginAs(t, w.k.POP3Plain, "alice", w.passcode); got != pop3Unavailable {
-			t.Errorf("got %q, want %q", got, pop3Unavailable)
-		}
-		wantLog(t, w.k, "level=ERROR", "BACKEND REJECTED THE MASTER LOGIN", "master_user="+masterUser)
-		noLeak(t, w.k.Logs(), wrongPW, w.passcode)
-	})
-	t.Run("lockout store unavailable", func(t *testing.T) {
-		w := newPOP3World(t, worldOptions{})
-		if err := w.k.Guard.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if got := pop3LoginAs(t, w.k.POP3Plain, "alice", w.passcode); got != pop3Unavailable {
-			t.Errorf("got %q, want %q", got, pop3Unavailable)
-		}
-		if n := w.backend.accepts.Load(); n != 0 {
-			t.Errorf("backend contacted %d times with the lockout store closed", n)
-		}
-	})
 	t.Run("IN-USE", func(t *testing.T) {
 		w := newPOP3World(t, worldOptions{})
 		c := dial(t, w.k.POP3Plain)

@@ -191,3 +191,28 @@ func (s *session) clientEndpoint(br *bufio.Reader) relay.Endpoint {
 	}
 	return client
 }
+
+// converse is a front's pre-auth conversation: greet, then read a command
+// with next and hand it to dispatch, under the pre-auth deadline, until
+// dispatch or a read error (ended says) is the end, or the server shuts
+// down, which the client is told with the dialect's goodbye through say.
+func converse[C any](ctx context.Context, s *session, greet func() error, next func() (C, error), ended func(error) bool, dispatch func(context.Context, C) bool, say func(string) error) {
+	s.preAuthDeadline()
+	if greet() != nil {
+		return
+	}
+	for !contextDone(ctx) {
+		s.preAuthDeadline()
+		cmd, err := next()
+		if err != nil {
+			if ended(err) {
+				return
+			}
+			continue
+		}
+		if dispatch(ctx, cmd) {
+			return
+		}
+	}
+	_ = say(s.dialect.shuttingDown)
+}

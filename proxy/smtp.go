@@ -66,22 +66,11 @@ type smtpFront struct {
 func serveSubmission(ctx context.Context, s *session) {
 	f := &smtpFront{session: s}
 	f.setConn(s.conn)
-	f.preAuthDeadline()
-	if err := f.reply("220 " + backend.Hostname() + " ESMTP kanmon ready"); err != nil {
-		return
-	}
-	for !contextDone(ctx) {
-		f.preAuthDeadline()
-		line, err := f.lr.ReadLine(smtpMaxAuthLine)
-		if err != nil {
-			f.readFailed(err, f.dialect.lineTooLong)
-			return
-		}
-		if done := f.dispatch(ctx, line); done {
-			return
-		}
-	}
-	_ = f.reply(f.dialect.shuttingDown)
+	converse(ctx, s,
+		func() error { return f.reply("220 " + backend.Hostname() + " ESMTP kanmon ready") },
+		func() (string, error) { return f.lr.ReadLine(smtpMaxAuthLine) },
+		func(err error) bool { f.readFailed(err, f.dialect.lineTooLong); return true },
+		f.dispatch, f.reply)
 }
 
 // setConn (re)binds the reader to conn, after accept or STARTTLS.
@@ -253,29 +242,14 @@ func (f *smtpFront) cmdAuth(ctx context.Context, arg string) bool {
 	if f.helo == "" {
 		return f.failed(smtpHelloFirst)
 	}
-	mech, ir, hasIR := strings.Cut(arg, " ")
-	if mech == "" {
+	if mech, _, _ := strings.Cut(arg, " "); mech == "" {
 		return f.failed(smtpAuthSyntax)
 	}
-	var initial *string
-	if hasIR {
-		initial = &ir
+	done, err := f.lineSASL(ctx, f, f.lr, "334 ", smtpMaxAuthLine, arg)
+	if err != nil {
+		f.readFailed(err, smtpAuthLineTooLong)
 	}
-	user, secret, err := saslCredentials(mech, initial, func(challenge string) (string, error) {
-		if err := f.reply("334 " + challenge); err != nil {
-			return "", err
-		}
-		f.preAuthDeadline()
-		return f.lr.ReadLine(smtpMaxAuthLine)
-	})
-	if err == nil {
-		return f.login(ctx, f, user, secret)
-	}
-	if line, ok := f.saslRefusal(err, user); ok {
-		return f.failed(line)
-	}
-	f.readFailed(err, smtpAuthLineTooLong)
-	return true
+	return done
 }
 
 // refuse answers a failed login or SASL exchange (front).

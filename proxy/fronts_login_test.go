@@ -1,0 +1,188 @@
+package proxy_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/kanmon-mail/kanmon/auth"
+)
+
+// Every refused login gets the same reply, byte for byte, whatever the
+// reason and however the secret was presented; the log says why, and
+// never holds the secret. The session stays open.
+func TestFrontsUniformFailure(t *testing.T) {
+	each(t, func(t *testing.T, f front) {
+		w := f.world(t, worldOptions{})
+		out := f.world(t, worldOptions{trusted: []string{}})
+		wrong := "QQQQWWWWEEEERRRR"
+		if wrong == w.passcode {
+			wrong = "WWWWQQQQEEEERRRR"
+		}
+		for _, tc := range []struct {
+			name                  string
+			w                     frontWorld
+			m                     method
+			authzid, user, secret string
+			reason                auth.Reason
+			backend               bool // the backend is asked (passthrough)
+		}{
+			{"wrong passcode", w, byLogin, "", "alice", wrong, auth.ReasonNoMatch, false},
+			{"wrong passcode by PLAIN", w, byPlain, "", "alice", wrong, auth.ReasonNoMatch, false},
+			{"2FA user with her account password", w, bySASLLogin, "", "alice", alicePW, auth.ReasonNotPasscode, false},
+			{"2FA user with her account password by login", w, byLogin, "", "alice", alicePW, auth.ReasonNotPasscode, false},
+			{"unknown user", w, byLogin, "", "mallory", "mallory-pw-Q9x", auth.ReasonBackendRejected, true},
+			{"carol's wrong password", w, byPlainIR, "", "carol", "not-carols-pw-3", auth.ReasonBackendRejected, true},
+			{"PLAIN authzid differs", w, byPlainIR, "carol", "alice", w.passcode, auth.ReasonAuthzid, false},
+			{"empty password", w, byLogin, "", "alice", "", auth.ReasonEmptySecret, false},
+			{"no 2FA from outside trusted_networks", out, byLogin, "", "carol", carolPW, auth.ReasonOutside, false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				before := tc.w.asked()
+				c := f.open(t, f.plain(tc.w.k))
+				c.run(f.say(tc.m, tc.authzid, tc.user, tc.secret)...)
+				if got := c.line(); got != f.failed {
+					t.Errorf("reply:\n got %q\nwant %q", got, f.failed)
+				}
+				c.run(f.alive...)
+				if asked := tc.w.asked() > before; asked != tc.backend {
+					t.Errorf("backend asked: %v, want %v", asked, tc.backend)
+				}
+				wantLog(t, tc.w.k, `reason="`+tc.reason.String()+`"`)
+				if tc.secret != "" {
+					noLeak(t, tc.w.k.Logs(), tc.secret)
+				}
+			})
+		}
+		for _, x := range []frontWorld{w, out} {
+			noLeak(t, x.k.Logs(), wrong, alicePW, carolPW, masterPW, w.passcode, out.passcode)
+		}
+	})
+}
+
+// Cancelled and malformed SASL exchanges and unknown mechanisms get the
+// protocol's own refusal, leave the session open, and never reach the
+// backend.
+func TestFrontsSASLErrors(t *testing.T) {
+	each(t, func(t *testing.T, f front) {
+		w := f.world(t, worldOptions{})
+		auth, cont := "C: "+f.authCmd, "S: "+f.cont
+		for _, tc := range []struct {
+			name  string
+			steps []string
+		}{
+			{"cancel PLAIN", []string{auth + " PLAIN", cont, "C: *", "S: " + f.saslCancelled}},
+			{"cancel LOGIN password", []string{auth + " LOGIN " + b64("alice"), cont + "UGFzc3dvcmQ6", "C: *", "S: " + f.saslCancelled}},
+			{"cancel as initial response", []string{auth + " PLAIN *", "S: " + f.saslCancelIR}},
+			{"bad base64", []string{auth + " LOGIN", cont + "VXNlcm5hbWU6", "C: !!!not-base64!!!", "S: " + f.saslBase64}},
+			{"bad base64 initial response", []string{auth + " PLAIN a=b=c", "S: " + f.saslBase64}},
+			{"PLAIN without NULs", []string{auth + " PLAIN " + b64("carol"+carolPW), "S: " + f.saslMalformed}},
+			{"empty initial response", []string{auth + " PLAIN =", "S: " + f.saslMalformed}},
+			{"NUL in LOGIN", []string{auth + " LOGIN " + b64("carol\x00alice"), cont + "UGFzc3dvcmQ6", "C: " + b64(carolPW), "S: " + f.saslMalformed}},
+			{"unknown mechanism", []string{auth + " CRAM-MD5", "S: " + f.saslMechanism}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				c := f.open(t, f.plain(w.k))
+				c.run(tc.steps...)
+				c.run(f.alive...)
+			})
+		}
+		if n := w.asked(); n != 0 {
+			t.Errorf("backend asked %d times", n)
+		}
+	})
+}
+
+// Before TLS on a STARTTLS listener no credentials are taken, however
+// they come, and the backend is never asked; each refusal is a strike.
+func TestFrontsPrivacyRequired(t *testing.T) {
+	each(t, func(t *testing.T, f front) {
+		w := f.world(t, worldOptions{})
+		_, starttls, _ := listeners(w.k, f.proto)
+		c := f.open(t, starttls)
+		first := func(m method) string { return f.say(m, "", "alice", w.passcode)[0] }
+		c.run(first(byLogin), "S: "+f.privacy, first(byPlainIR), "S: "+f.privacy)
+		c.run(f.alive...)
+		c.run(first(byPlain), "S: "+f.privacy)
+		c.run(f.tooMany...)
+		c = f.open(t, starttls)
+		c.run(first(bySASLLogin), "S: "+f.privacy)
+		if n := w.asked(); n != 0 {
+			t.Errorf("backend asked %d times before TLS", n)
+		}
+		noLeak(t, w.k.Logs(), w.passcode, b64(w.passcode), plainIR("", "alice", w.passcode))
+	})
+}
+
+// CVE-2011-0411: a login pipelined behind STARTTLS (STLS) in clear text
+// is dropped, never run inside the TLS session.
+func TestFrontsStartTLSInjection(t *testing.T) {
+	each(t, func(t *testing.T, f front) {
+		w := f.world(t, worldOptions{})
+		_, starttls, _ := listeners(w.k, f.proto)
+		c := f.open(t, starttls)
+		// Both a login's first line and a whole AUTH PLAIN: a reply to
+		// either would come before alive's.
+		var injected string
+		for _, m := range []method{byLogin, byPlainIR} {
+			injected += strings.TrimPrefix(f.say(m, "", "alice", w.passcode)[0], "C: ") + "\r\n"
+		}
+		c.write(f.startTLS + "\r\n" + injected)
+		c.run("S: " + f.startTLSOK)
+		c.startTLS(w.k.ClientTLS)
+		f.ready(c)
+		c.run(f.alive...) // no reply to the injected login
+		if n := w.asked(); n != 0 {
+			t.Fatalf("the injected login reached the backend (%d logins)", n)
+		}
+		if got := f.login(c, byLogin, "alice", w.passcode); !lineMatches(got, f.loggedIn) {
+			t.Errorf("login after TLS: got %q, want %q", got, f.loggedIn)
+		}
+		wantLog(t, w.k, "discarded bytes pipelined after "+f.startTLSName)
+	})
+}
+
+// Three bad or failed commands end a pre-auth session: a command not
+// allowed yet, a cancelled exchange, bad base64, a failed login and an
+// unknown mechanism count alike. Good commands do not count.
+func TestFrontsThreeStrikes(t *testing.T) {
+	each(t, func(t *testing.T, f front) {
+		w := f.world(t, worldOptions{})
+		notAllowed := []string{notAllowedCommand(f), "S: " + f.notAllowed}
+		t.Run("bad commands", func(t *testing.T) {
+			c := f.open(t, f.plain(w.k))
+			c.run(notAllowed...)
+			c.run("C: "+f.authCmd+" PLAIN", "S: "+f.cont, "C: *", "S: "+f.saslCancelled)
+			c.run("C: "+f.authCmd+" LOGIN", "S: "+f.cont+"VXNlcm5hbWU6", "C: %%%", "S: "+f.saslBase64)
+			c.run(f.tooMany...)
+		})
+		t.Run("failed logins", func(t *testing.T) {
+			c := f.open(t, f.plain(w.k))
+			c.run(f.say(byLogin, "", "alice", alicePW)...)
+			c.run("S: " + f.failed)
+			c.run(f.say(byPlainIR, "", "alice", "WRONGWRONGWRONGW")...)
+			c.run("S: " + f.failed)
+			c.run("C: "+f.authCmd+" XOAUTH2", "S: "+f.saslMechanism)
+			c.run(f.tooMany...)
+		})
+		t.Run("good commands do not count", func(t *testing.T) {
+			c := f.open(t, f.plain(w.k))
+			c.run(notAllowed...)
+			c.run(f.alive...)
+			c.run(notAllowed...)
+			if got := f.login(c, byLogin, "alice", w.passcode); !lineMatches(got, f.loggedIn) {
+				t.Errorf("login after two strikes: got %q, want %q", got, f.loggedIn)
+			}
+		})
+	})
+}
+
+// notAllowedCommand is a command of the mail session sent before login.
+func notAllowedCommand(f front) string {
+	switch f.proto {
+	case protoIMAP:
+		return "C: a1 SELECT INBOX"
+	case protoPOP3:
+		return "C: RETR 1"
+	}
+	return "C: MAIL FROM:<a@example.org>"
+}
