@@ -6,9 +6,8 @@ package proxy_test
 // state behind, so that a retry on the same connection with the right
 // passcode logs in as the user it names; and an AUTH after a successful
 // one is the backend's business, never a second login of kanmon's.
-// (Cancels and bad base64 at the first prompt are in TestIMAPThreeStrikes,
-// TestPOP3AuthErrors and TestSMTPPreAuthErrors; SMTP's AUTH after AUTH in
-// TestSMTPSecondAuth.)
+// (Cancels and bad base64 at the first prompt are in TestFrontsSASLErrors;
+// SMTP's AUTH after AUTH in TestSMTPSecondAuth.)
 
 import (
 	"strings"
