@@ -158,13 +158,17 @@ func (rb *tapeBackend) serve(c net.Conn) {
 	}
 }
 
-// kanmonFor starts kanmon with proto's backend at addr and alice on 2FA
-// with a passcode (unless o says otherwise), then applies backendKeys to
+// kanmonFor starts kanmon with proto's backend at addr, the master
+// credentials (the right password unless o has one) and alice on 2FA with
+// a passcode (unless o says otherwise), then applies backendKeys to
 // the [backend.proto] section with a reload: kanmontest has no option for
 // every protocol's backend keys.
-func kanmonFor(t *testing.T, proto, addr string, o kanmontest.Options, backendKeys ...string) *kanmontest.Kanmon {
+func kanmonFor(t testing.TB, proto, addr string, o kanmontest.Options, backendKeys ...string) *kanmontest.Kanmon {
 	t.Helper()
-	o.MasterUser, o.MasterPassword = masterUser, masterPW
+	o.MasterUser = masterUser
+	if o.MasterPassword == "" {
+		o.MasterPassword = masterPW
+	}
 	if o.Passcodes == nil {
 		o.Passcodes = map[string][]string{"alice": {app}}
 	}
@@ -185,7 +189,7 @@ func kanmonFor(t *testing.T, proto, addr string, o kanmontest.Options, backendKe
 
 // setBackendKeys sets keys ("timeout = \"500ms\"") in the [backend.proto]
 // section of k's config, replacing a key already there, and reloads.
-func setBackendKeys(t *testing.T, k *kanmontest.Kanmon, proto string, keys ...string) {
+func setBackendKeys(t testing.TB, k *kanmontest.Kanmon, proto string, keys ...string) {
 	t.Helper()
 	text, err := os.ReadFile(k.ConfigPath)
 	if err != nil {

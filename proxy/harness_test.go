@@ -70,33 +70,24 @@ type worldOptions struct {
 
 func newWorld(t *testing.T, o worldOptions) *world {
 	t.Helper()
-	mem := memimap.New(masterUser, masterPW)
-	for user, pw := range map[string]string{"alice": alicePW, "carol": carolPW} {
-		if err := mem.AddUser(user, pw); err != nil {
-			t.Fatal(err)
-		}
-	}
-	memAddr, err := mem.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mem.Close() })
+	mem, memAddr := kanmontest.StartMemIMAP(t, masterUser, masterPW, map[string]string{"alice": alicePW, "carol": carolPW})
 	fwd := startTCPServer(t, forwardTo(memAddr))
-	mpw := o.masterPW
-	if mpw == "" {
-		mpw = masterPW
-	}
-	k := kanmontest.Start(t, kanmontest.Options{
-		IMAPBackend:     fwd.addr,
-		MasterUser:      masterUser,
-		MasterPassword:  mpw,
+	k := kanmonAt(t, protoIMAP, fwd.addr, o)
+	return &world{k: k, mem: mem, backend: fwd, passcode: k.Passcode("alice", app)}
+}
+
+// kanmonAt starts kanmon with proto's backend at addr, alice on 2FA with
+// a passcode, and the master credentials (o.masterPW, else the right
+// ones).
+func kanmonAt(t testing.TB, proto, addr string, o worldOptions) *kanmontest.Kanmon {
+	t.Helper()
+	return kanmonFor(t, proto, addr, kanmontest.Options{
+		MasterPassword:  o.masterPW,
 		TrustedNetworks: o.trusted,
-		Passcodes:       map[string][]string{"alice": {app}},
 		Extra:           o.extra,
 		BackendExtra:    o.backendExtra,
 		ListenerExtra:   o.listen,
 	})
-	return &world{k: k, mem: mem, backend: fwd, passcode: k.Passcode("alice", app)}
 }
 
 // tcpServer is a loopback listener that runs handle on every connection

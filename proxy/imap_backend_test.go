@@ -14,16 +14,6 @@ import (
 	"github.com/kanmon-mail/kanmon/internal/selfsigned"
 )
 
-// startKanmon starts kanmon in front of backendAddr with alice's passcode
-// and the right master credentials.
-func startKanmon(t *testing.T, backendAddr string, o kanmontest.Options) *kanmontest.Kanmon {
-	t.Helper()
-	o.IMAPBackend = backendAddr
-	o.MasterUser, o.MasterPassword = masterUser, masterPW
-	o.Passcodes = map[string][]string{"alice": {app}}
-	return kanmontest.Start(t, o)
-}
-
 // backendScript plays the backend's side of a conversation on each
 // connection kanmon makes. Steps:
 //
@@ -107,14 +97,14 @@ func TestIMAPBackendUnavailable(t *testing.T) {
 			"C: k0 STARTTLS",
 			"S: k0 OK Begin TLS\r\n* OK [CAPABILITY IMAP4rev1 SASL-IR] forged",
 		))
-		k := startKanmon(t, fake.addr, kanmontest.Options{BackendTLS: "starttls"})
+		k := kanmonFor(t, protoIMAP, fake.addr, kanmontest.Options{BackendTLS: "starttls"})
 		_, line := loginAs(t, k, "alice", k.Passcode("alice", app))
 		wantUnavailable(t, line)
 		wantLog(t, k, "backend sent data after its STARTTLS reply")
 	})
 	t.Run("greeting is BYE", func(t *testing.T) {
 		fake := startTCPServer(t, backendScript(t, nil, "S: * BYE Too many connections"))
-		k := startKanmon(t, fake.addr, kanmontest.Options{})
+		k := kanmonFor(t, protoIMAP, fake.addr, kanmontest.Options{})
 		_, line := loginAs(t, k, "alice", k.Passcode("alice", app))
 		wantUnavailable(t, line)
 		wantLog(t, k, "backend greeting is not OK")
@@ -125,7 +115,7 @@ func TestIMAPBackendUnavailable(t *testing.T) {
 			"C: k1 AUTHENTICATE PLAIN ...",
 			"S: + ",
 		))
-		k := startKanmon(t, fake.addr, kanmontest.Options{}) // backend timeout 15s
+		k := kanmonFor(t, protoIMAP, fake.addr, kanmontest.Options{}) // backend timeout 15s
 		start := time.Now()
 		_, line := loginAs(t, k, "alice", k.Passcode("alice", app))
 		wantUnavailable(t, line)
@@ -140,7 +130,7 @@ func TestIMAPBackendUnavailable(t *testing.T) {
 			"C: k1 AUTHENTICATE PLAIN ...",
 			"S: k1 NO [UNAVAILABLE] Maintenance",
 		))
-		k := startKanmon(t, fake.addr, kanmontest.Options{})
+		k := kanmonFor(t, protoIMAP, fake.addr, kanmontest.Options{})
 		_, line := loginAs(t, k, "alice", k.Passcode("alice", app))
 		wantUnavailable(t, line)
 		_, line = loginAs(t, k, "carol", carolPW) // passthrough: not a wrong password
@@ -178,7 +168,7 @@ func TestIMAPBackendStartTLSLogin(t *testing.T) {
 		"C: x1 NOOP",
 		"S: x1 OK relayed",
 	))
-	k := startKanmon(t, fake.addr, kanmontest.Options{
+	k := kanmonFor(t, protoIMAP, fake.addr, kanmontest.Options{
 		BackendTLS:   "starttls",
 		BackendExtra: fmt.Sprintf("ca_file = %q", caFile),
 	})
@@ -209,7 +199,7 @@ func TestIMAPBackendImplicitTLS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		k := startKanmon(t, terminator.addr, kanmontest.Options{BackendTLS: "implicit", BackendExtra: fmt.Sprintf("ca_file = %q", caFile)})
+		k := kanmonFor(t, protoIMAP, terminator.addr, kanmontest.Options{BackendTLS: "implicit", BackendExtra: fmt.Sprintf("ca_file = %q", caFile)})
 		c, line := loginAs(t, k, "alice", k.Passcode("alice", app))
 		if !lineMatches(line, "a1 OK [CAPABILITY ...") {
 			t.Fatalf("login reply %q", line)
@@ -225,7 +215,7 @@ func TestIMAPBackendImplicitTLS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		k := startKanmon(t, terminator.addr, kanmontest.Options{BackendTLS: "implicit", BackendExtra: fmt.Sprintf("ca_file = %q", caFile)})
+		k := kanmonFor(t, protoIMAP, terminator.addr, kanmontest.Options{BackendTLS: "implicit", BackendExtra: fmt.Sprintf("ca_file = %q", caFile)})
 		_, line := loginAs(t, k, "alice", k.Passcode("alice", app))
 		wantUnavailable(t, line)
 		wantLog(t, k, "backend TLS handshake failed")

@@ -148,7 +148,7 @@ func TestIMAPShutdownDuringBackendLogin(t *testing.T) {
 		accepted <- struct{}{}
 		_, _ = io.Copy(io.Discard, c)
 	})
-	k := startKanmon(t, silent.addr, kanmontest.Options{}) // backend timeout 15s
+	k := kanmonFor(t, protoIMAP, silent.addr, kanmontest.Options{}) // backend timeout 15s
 	c := dial(t, k.IMAPPlain)
 	c.run("S: * OK [CAPABILITY ...", "C: a1 LOGIN alice "+k.Passcode("alice", app))
 	select {

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/kanmon-mail/kanmon/internal/kanmontest"
-	"github.com/kanmon-mail/kanmon/internal/memimap"
 )
 
 // Exact lines of the caps.
@@ -51,17 +50,7 @@ type capsWorld struct {
 
 func newCapsWorld(t *testing.T, extra string) *capsWorld {
 	t.Helper()
-	mem := memimap.New(masterUser, masterPW)
-	for user, pw := range map[string]string{"alice": alicePW, "carol": carolPW} {
-		if err := mem.AddUser(user, pw); err != nil {
-			t.Fatal(err)
-		}
-	}
-	memAddr, err := mem.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mem.Close() })
+	_, memAddr := kanmontest.StartMemIMAP(t, masterUser, masterPW, map[string]string{"alice": alicePW, "carol": carolPW})
 	w := &capsWorld{imapActive: new(atomic.Int64), pop3Active: new(atomic.Int64)}
 	imapFwd := startTCPServer(t, countingForward(memAddr, w.imapActive))
 	fake := newFakePOP3()

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/kanmon-mail/kanmon/config"
-	"github.com/kanmon-mail/kanmon/internal/memimap"
+	"github.com/kanmon-mail/kanmon/internal/kanmontest"
 	"github.com/kanmon-mail/kanmon/proxy/backend"
 )
 
@@ -29,15 +29,7 @@ func passwordBackend(t *testing.T, addr, forward string) *backend.Backend {
 // password passes, a wrong one or an unknown user is a rejection, a dead
 // backend is neither.
 func TestCheckPassword(t *testing.T) {
-	mem := memimap.New(masterUser, masterPW)
-	if err := mem.AddUser("carol", carolPW); err != nil {
-		t.Fatal(err)
-	}
-	addr, err := mem.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mem.Close() })
+	_, addr := kanmontest.StartMemIMAP(t, masterUser, masterPW, map[string]string{"carol": carolPW})
 	b := passwordBackend(t, addr, config.ForwardNone)
 	ctx := context.Background()
 
@@ -51,7 +43,7 @@ func TestCheckPassword(t *testing.T) {
 		}
 		noLeak(t, err.Error(), tc.pw)
 	}
-	err = passwordBackend(t, deadAddr(t), config.ForwardNone).CheckPassword(ctx, "carol", carolPW, backend.ClientInfo{})
+	err := passwordBackend(t, deadAddr(t), config.ForwardNone).CheckPassword(ctx, "carol", carolPW, backend.ClientInfo{})
 	if err == nil || errors.Is(err, backend.ErrPasswordRejected) {
 		t.Errorf("dead backend: got %v, want an error that is not a rejection", err)
 	}

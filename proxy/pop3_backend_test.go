@@ -48,7 +48,7 @@ func TestPOP3BackendUnavailable(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fake := startTCPServer(t, backendScript(t, nil, "S: +OK ready", "C: AUTH PLAIN ...", "S: "+tc.reply))
-			k := startPOP3Kanmon(t, fake.addr)
+			k := kanmonAt(t, protoPOP3, fake.addr, worldOptions{})
 			if got, want := pop3LoginAs(t, k.POP3Plain, "alice", k.Passcode("alice", app)), tc.want; got != want {
 				t.Errorf("got %q, want %q", got, want)
 			}
@@ -62,7 +62,7 @@ func TestPOP3BackendUnavailable(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fake := startTCPServer(t, backendScript(t, nil, "S: +OK ready", "C: AUTH PLAIN ...", "S: "+tc.reply))
-			k := startPOP3Kanmon(t, fake.addr)
+			k := kanmonAt(t, protoPOP3, fake.addr, worldOptions{})
 			l := k.POP3Plain
 			if got := pop3LoginAs(t, l, "alice", k.Passcode("alice", app)); got != pop3Unavailable {
 				t.Errorf("passcode login: got %q, want %q", got, pop3Unavailable)

@@ -209,30 +209,8 @@ func newPOP3World(t testing.TB, o worldOptions) *pop3World {
 	t.Helper()
 	fake := newFakePOP3()
 	srv := startTCPServer(t, fake.serve)
-	mpw := o.masterPW
-	if mpw == "" {
-		mpw = masterPW
-	}
-	k := kanmontest.Start(t, kanmontest.Options{
-		POP3Backend:     srv.addr,
-		MasterUser:      masterUser,
-		MasterPassword:  mpw,
-		TrustedNetworks: o.trusted,
-		Passcodes:       map[string][]string{"alice": {app}},
-		Extra:           o.extra,
-	})
+	k := kanmonAt(t, protoPOP3, srv.addr, o)
 	return &pop3World{k: k, fake: fake, backend: srv, passcode: k.Passcode("alice", app)}
-}
-
-// startPOP3Kanmon starts kanmon with its POP3 backend at addr.
-func startPOP3Kanmon(t testing.TB, addr string) *kanmontest.Kanmon {
-	t.Helper()
-	return kanmontest.Start(t, kanmontest.Options{
-		POP3Backend:    addr,
-		MasterUser:     masterUser,
-		MasterPassword: masterPW,
-		Passcodes:      map[string][]string{"alice": {app}},
-	})
 }
 
 // pop3Capa is the transcript of CAPA with the given capabilities.

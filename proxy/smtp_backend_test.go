@@ -30,7 +30,7 @@ func smtpLoginAs(t *testing.T, addr, user, secret string) string {
 // TestFrontsBackendUnavailable).
 func TestSMTPBackendUnavailable(t *testing.T) {
 	t.Run("down", func(t *testing.T) {
-		k := startSMTPKanmon(t, deadAddr(t))
+		k := kanmonAt(t, protoSMTP, deadAddr(t), worldOptions{})
 		c := dialSMTP(t, k.SubmissionPlain)
 		// The probe failed: the minimal list, and kanmon's own AUTH.
 		if got, want := c.ehlo("client.example.org")[1:], []string{"PIPELINING", "ENHANCEDSTATUSCODES", "AUTH PLAIN LOGIN"}; !slices.Equal(got, want) {
@@ -60,7 +60,7 @@ func TestSMTPEHLOMirror(t *testing.T) {
 		"C: QUIT",
 		"S: 221 bye",
 	))
-	k := startSMTPKanmon(t, probe.addr)
+	k := kanmonAt(t, protoSMTP, probe.addr, worldOptions{})
 	want := []string{"PIPELINING", "SIZE 1000", "8bitmime", "DELIVERBY 300", "DSN", "AUTH PLAIN LOGIN"}
 	for i := range 3 {
 		c := dialSMTP(t, k.SubmissionPlain)

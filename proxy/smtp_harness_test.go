@@ -235,30 +235,8 @@ func newSMTPWorld(t testing.TB, o worldOptions) *smtpWorld {
 	t.Helper()
 	be := startSMTPBackend(t)
 	fwd := startTCPServer(t, forwardTo(be.addr))
-	mpw := o.masterPW
-	if mpw == "" {
-		mpw = masterPW
-	}
-	k := kanmontest.Start(t, kanmontest.Options{
-		SubmissionBackend: fwd.addr,
-		MasterUser:        masterUser,
-		MasterPassword:    mpw,
-		TrustedNetworks:   o.trusted,
-		Passcodes:         map[string][]string{"alice": {app}},
-		Extra:             o.extra,
-	})
+	k := kanmonAt(t, protoSMTP, fwd.addr, o)
 	return &smtpWorld{k: k, be: be, fwd: fwd, passcode: k.Passcode("alice", app)}
-}
-
-// startSMTPKanmon starts kanmon with its submission backend at addr.
-func startSMTPKanmon(t testing.TB, addr string) *kanmontest.Kanmon {
-	t.Helper()
-	return kanmontest.Start(t, kanmontest.Options{
-		SubmissionBackend: addr,
-		MasterUser:        masterUser,
-		MasterPassword:    masterPW,
-		Passcodes:         map[string][]string{"alice": {app}},
-	})
 }
 
 // dialSMTP connects to kanmon's plain submission listener and reads the
