@@ -21,6 +21,7 @@ import (
 //	          sent in the same write)
 //	"C: text" the next line from kanmon is text ("..." suffix: prefix)
 //	"TLS"     server side of a TLS handshake with cert
+//	"CLOSE"   hang up at once
 //
 // Then it drains the connection until kanmon closes it.
 func backendScript(t *testing.T, cert *tls.Certificate, steps ...string) func(net.Conn) {
@@ -46,6 +47,8 @@ func backendScript(t *testing.T, cert *tls.Certificate, steps ...string) func(ne
 					t.Errorf("backend step %d:\n got C: %s\nwant C: %s", i, got, step[3:])
 					return
 				}
+			case step == "CLOSE":
+				return
 			case step == "TLS":
 				tc := tls.Server(conn, &tls.Config{Certificates: []tls.Certificate{*cert}})
 				if err := tc.Handshake(); err != nil {

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -47,7 +46,7 @@ func servePOP3(ctx context.Context, s *session) {
 	converse(ctx, s,
 		func() error { return f.reply(pop3Greeting) },
 		func() (string, error) { return f.lr.ReadLine(lineio.POP3MaxCommandLine) },
-		func(err error) bool { f.readFailed(err); return true },
+		func(err error) bool { f.endLineRead(err, f.dialect.lineTooLong, f.reply); return true },
 		f.dispatch, f.reply)
 }
 
@@ -55,23 +54,6 @@ func servePOP3(ctx context.Context, s *session) {
 func (f *pop3Front) setConn(conn net.Conn) {
 	f.conn = conn
 	f.lr = lineio.NewReader(bufio.NewReaderSize(conn, 4096))
-}
-
-// readFailed says goodbye after a read error where one is due: a line
-// too long, an idle client, shutdown.
-func (f *pop3Front) readFailed(err error) {
-	var ne net.Error
-	switch {
-	case errors.Is(err, lineio.ErrTooLong):
-		_ = f.reply(f.dialect.lineTooLong)
-	case errors.As(err, &ne) && ne.Timeout():
-		f.goodbyeDeadline()
-		if f.shuttingDown() {
-			_ = f.reply(f.dialect.shuttingDown)
-		} else {
-			_ = f.reply(f.dialect.idle)
-		}
-	}
 }
 
 // dispatch runs one pre-auth command and reports whether the front is done
@@ -198,7 +180,7 @@ func (f *pop3Front) cmdAuth(ctx context.Context, arg string) bool {
 	}
 	done, err := f.lineSASL(ctx, f, f.lr, "+ ", pop3MaxAuthLine, arg)
 	if err != nil {
-		f.readFailed(err)
+		f.endLineRead(err, f.dialect.lineTooLong, f.reply)
 	}
 	return done
 }

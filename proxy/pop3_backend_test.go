@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/proxy/backend"
@@ -149,14 +147,7 @@ func TestPOP3BackendLogin(t *testing.T) {
 			t.Fatal(le)
 		}
 	})
-	for _, tc := range []struct {
-		name       string
-		mode       string
-		steps      []string
-		authFailed bool
-		detail     string
-		refusal    string
-	}{
+	wantLoginFailures(t, backendLogin, clientTLS, []loginFailure{
 		{"bytes after STLS +OK", "starttls", []string{"S: +OK ready", "C: STLS", "S: +OK Begin TLS\r\n+OK forged"},
 			false, "backend sent data after its STARTTLS reply", ""},
 		{"STLS refused", "starttls", []string{"S: +OK ready", "C: STLS", "S: -ERR No TLS here"},
@@ -171,40 +162,6 @@ func TestPOP3BackendLogin(t *testing.T) {
 			false, "backend replied", pop3InUseReply},
 		{"continuation after initial response", "none", []string{"S: +OK ready", "C: AUTH PLAIN ...", "S: + "},
 			false, "backend replied", ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			fake := startTCPServer(t, backendScript(t, nil, tc.steps...))
-			_, le := backendLogin(t, &backend.Backend{Address: fake.addr, TLSMode: tc.mode, TLSConfig: clientTLS}, masterCred)
-			if le == nil {
-				t.Fatal("login succeeded")
-			}
-			if le.AuthFailed != tc.authFailed || !strings.Contains(le.Error(), tc.detail) {
-				t.Errorf("got AuthFailed %v, %q; want %v, %q", le.AuthFailed, le.Error(), tc.authFailed, tc.detail)
-			}
-			if le.ClientLine != tc.refusal {
-				t.Errorf("client line %q, want %q", le.ClientLine, tc.refusal)
-			}
-		})
-	}
-	t.Run("closes after greeting", func(t *testing.T) {
-		fake := startTCPServer(t, func(c net.Conn) {
-			_, _ = io.WriteString(c, "+OK ready\r\n")
-			c.Close()
-		})
-		_, le := backendLogin(t, &backend.Backend{Address: fake.addr}, masterCred)
-		if le == nil || le.AuthFailed || !strings.Contains(le.Error(), "backend AUTH") {
-			t.Errorf("got %v", le)
-		}
-	})
-	t.Run("never answers", func(t *testing.T) {
-		silent := startTCPServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
-		start := time.Now()
-		_, le := backendLogin(t, &backend.Backend{Address: silent.addr, Timeout: 300 * time.Millisecond}, masterCred)
-		if le == nil || le.AuthFailed || !strings.Contains(le.Error(), "reading backend greeting") {
-			t.Errorf("got %v", le)
-		}
-		if d := time.Since(start); d < 250*time.Millisecond || d > 3*time.Second {
-			t.Errorf("failed after %v, want about the 300ms timeout", d)
-		}
+		{"closes after greeting", "none", []string{"S: +OK ready", "CLOSE"}, false, "backend AUTH", ""},
 	})
 }

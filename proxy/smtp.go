@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -69,7 +68,7 @@ func serveSubmission(ctx context.Context, s *session) {
 	converse(ctx, s,
 		func() error { return f.reply("220 " + backend.Hostname() + " ESMTP kanmon ready") },
 		func() (string, error) { return f.lr.ReadLine(smtpMaxAuthLine) },
-		func(err error) bool { f.readFailed(err, f.dialect.lineTooLong); return true },
+		func(err error) bool { f.endLineRead(err, f.dialect.lineTooLong, f.reply); return true },
 		f.dispatch, f.reply)
 }
 
@@ -77,23 +76,6 @@ func serveSubmission(ctx context.Context, s *session) {
 func (f *smtpFront) setConn(conn net.Conn) {
 	f.conn = conn
 	f.lr = lineio.NewReader(bufio.NewReaderSize(conn, 4096))
-}
-
-// readFailed says goodbye after a read error where one is due: tooLong
-// for a line over its limit, 421 for an idle client or shutdown.
-func (f *smtpFront) readFailed(err error, tooLong string) {
-	var ne net.Error
-	switch {
-	case errors.Is(err, lineio.ErrTooLong):
-		_ = f.reply(tooLong)
-	case errors.As(err, &ne) && ne.Timeout():
-		f.goodbyeDeadline()
-		if f.shuttingDown() {
-			_ = f.reply(f.dialect.shuttingDown)
-		} else {
-			_ = f.reply(f.dialect.idle)
-		}
-	}
 }
 
 // dispatch runs one pre-auth command and reports whether the front is done
@@ -247,7 +229,7 @@ func (f *smtpFront) cmdAuth(ctx context.Context, arg string) bool {
 	}
 	done, err := f.lineSASL(ctx, f, f.lr, "334 ", smtpMaxAuthLine, arg)
 	if err != nil {
-		f.readFailed(err, smtpAuthLineTooLong)
+		f.endLineRead(err, smtpAuthLineTooLong, f.reply)
 	}
 	return done
 }
@@ -274,7 +256,7 @@ func (f *smtpFront) bdat(arg string) bool {
 		return true
 	}
 	if _, err := io.CopyN(io.Discard, f.lr.Buffered(), size); err != nil {
-		f.readFailed(err, f.dialect.lineTooLong)
+		f.endLineRead(err, f.dialect.lineTooLong, f.reply)
 		return true
 	}
 	return f.failed(smtpAuthRequired)

@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"crypto/tls"
-	"io"
 	"net"
 	"net/netip"
 	"slices"
@@ -134,58 +133,22 @@ func TestSMTPBackendLogin(t *testing.T) {
 		}
 	})
 	hello := []string{"S: 220 ready", "C: EHLO ...", "S: 250 backend.test", "C: AUTH PLAIN ..."}
-	for _, tc := range []struct {
-		name       string
-		mode       string
-		steps      []string
-		authFailed bool
-		detail     string
-	}{
+	wantLoginFailures(t, submissionLogin, clientTLS, []loginFailure{
 		{"bytes after STARTTLS 220", "starttls", []string{"S: 220 ready", "C: EHLO ...", "S: 250 backend.test", "C: STARTTLS", "S: 220 Go ahead\r\n250 forged"},
-			false, "backend sent data after its STARTTLS reply"},
+			false, "backend sent data after its STARTTLS reply", ""},
 		{"STARTTLS refused", "starttls", []string{"S: 220 ready", "C: EHLO ...", "S: 250 backend.test", "C: STARTTLS", "S: 454 4.7.0 TLS not available"},
-			false, "backend refused STARTTLS: 454"},
-		{"greeting 554", "none", []string{"S: 554 5.3.2 No service"}, false, "backend greeting is not 220: 554"},
-		{"EHLO refused", "none", []string{"S: 220 ready", "C: EHLO ...", "S: 550 5.7.1 Go away"}, false, "backend refused EHLO: 550"},
-		{"malformed reply", "none", []string{"S: 220 ready", "C: EHLO ...", "S: hello?"}, false, "malformed reply line"},
-		{"codes differ between lines", "none", []string{"S: 220-ready\r\n250 ready"}, false, "malformed reply line"},
-		{"535", "none", append(hello, "S: 535 5.7.8 Authentication credentials invalid"), true, "backend replied 535"},
-		{"454", "none", append(hello, "S: 454 4.7.0 Temporary authentication failure"), false, "backend replied 454"},
-		{"534 mechanism too weak", "none", append(hello, "S: 534 5.7.9 Authentication mechanism is too weak"), false, "backend replied 534"},
-		{"538 encryption required", "none", append(hello, "S: 538 5.7.11 Encryption required"), false, "backend replied 538"},
-		{"334 after an initial response", "none", append(hello, "S: 334 "), false, "backend replied 334"},
-		{"endless reply", "none", []string{"S: 220 ready", "C: EHLO ...", "S: " + strings.Repeat("250-X\r\n", 200)}, false, "reply longer than"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			fake := startTCPServer(t, backendScript(t, nil, tc.steps...))
-			_, le := submissionLogin(t, &backend.Backend{Address: fake.addr, TLSMode: tc.mode, TLSConfig: clientTLS}, masterCred)
-			if le == nil {
-				t.Fatal("login succeeded")
-			}
-			if le.AuthFailed != tc.authFailed || !strings.Contains(le.Error(), tc.detail) {
-				t.Errorf("got AuthFailed %v, %q; want %v, %q", le.AuthFailed, le.Error(), tc.authFailed, tc.detail)
-			}
-		})
-	}
-	t.Run("closes after greeting", func(t *testing.T) {
-		fake := startTCPServer(t, func(c net.Conn) {
-			_, _ = io.WriteString(c, "220 ready\r\n")
-			c.Close()
-		})
-		if _, le := submissionLogin(t, &backend.Backend{Address: fake.addr}, masterCred); le == nil || le.AuthFailed || !strings.Contains(le.Error(), "backend EHLO") {
-			t.Errorf("got %v", le)
-		}
-	})
-	t.Run("never answers", func(t *testing.T) {
-		silent := startTCPServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
-		start := time.Now()
-		_, le := submissionLogin(t, &backend.Backend{Address: silent.addr, Timeout: 300 * time.Millisecond}, masterCred)
-		if le == nil || le.AuthFailed || !strings.Contains(le.Error(), "reading backend greeting") {
-			t.Errorf("got %v", le)
-		}
-		if d := time.Since(start); d < 250*time.Millisecond || d > 3*time.Second {
-			t.Errorf("failed after %v, want about the 300ms timeout", d)
-		}
+			false, "backend refused STARTTLS: 454", ""},
+		{"greeting 554", "none", []string{"S: 554 5.3.2 No service"}, false, "backend greeting is not 220: 554", ""},
+		{"EHLO refused", "none", []string{"S: 220 ready", "C: EHLO ...", "S: 550 5.7.1 Go away"}, false, "backend refused EHLO: 550", ""},
+		{"malformed reply", "none", []string{"S: 220 ready", "C: EHLO ...", "S: hello?"}, false, "malformed reply line", ""},
+		{"codes differ between lines", "none", []string{"S: 220-ready\r\n250 ready"}, false, "malformed reply line", ""},
+		{"535", "none", append(hello, "S: 535 5.7.8 Authentication credentials invalid"), true, "backend replied 535", ""},
+		{"454", "none", append(hello, "S: 454 4.7.0 Temporary authentication failure"), false, "backend replied 454", ""},
+		{"534 mechanism too weak", "none", append(hello, "S: 534 5.7.9 Authentication mechanism is too weak"), false, "backend replied 534", ""},
+		{"538 encryption required", "none", append(hello, "S: 538 5.7.11 Encryption required"), false, "backend replied 538", ""},
+		{"334 after an initial response", "none", append(hello, "S: 334 "), false, "backend replied 334", ""},
+		{"endless reply", "none", []string{"S: 220 ready", "C: EHLO ...", "S: " + strings.Repeat("250-X\r\n", 200)}, false, "reply longer than", ""},
+		{"closes after greeting", "none", []string{"S: 220 ready", "CLOSE"}, false, "backend EHLO", ""},
 	})
 }
 
