@@ -24,9 +24,11 @@
 //
 //	server.go       Server, Generation (one config and what it loaded), Swap
 //	listener.go     Listen, Serve, the per-connection handle
-//	session.go      what a front knows of its connection; TLS upgrade; hand-over to the relay
+//	session.go      what a front knows of its connection; TLS upgrade; hand-over to the
+//	                relay; converse, the pre-auth read-dispatch loop of every front
 //	dialect.go      one reply table per protocol
 //	imap.go pop3.go smtp.go   the three pre-auth fronts
+//	linefront.go    what POP3 and submission share: line reader, replies, AUTH over lines
 //	sasl.go         PLAIN and LOGIN exchanges, and their refusals
 //	authenticate.go one login attempt, and the login steps the fronts share
 //	clientip.go     the client address from IMAP ID x-originating-ip

@@ -1,10 +1,7 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
-	"fmt"
-	"net"
 	"strings"
 
 	"github.com/kanmon-mail/kanmon/config"
@@ -33,27 +30,20 @@ var pop3Mechanisms = []string{"PLAIN", "LOGIN"}
 
 // pop3Front is the pre-auth POP3 conversation on one connection.
 type pop3Front struct {
-	*session
-	lr *lineio.Reader
+	lineFront
 	// user is the name of a USER command waiting for its PASS.
 	user string
 }
 
 // servePOP3 runs the pre-auth POP3 front and, after a login, the relay.
 func servePOP3(ctx context.Context, s *session) {
-	f := &pop3Front{session: s}
+	f := &pop3Front{lineFront: lineFront{session: s, proto: "pop3"}}
 	f.setConn(s.conn)
 	converse(ctx, s,
 		func() error { return f.reply(pop3Greeting) },
 		func() (string, error) { return f.lr.ReadLine(lineio.POP3MaxCommandLine) },
-		func(err error) bool { f.endLineRead(err, f.dialect.lineTooLong, f.reply); return true },
+		func(err error) bool { f.endRead(err, f.dialect.lineTooLong); return true },
 		f.dispatch, f.reply)
-}
-
-// setConn (re)binds the reader to conn, after accept or STLS.
-func (f *pop3Front) setConn(conn net.Conn) {
-	f.conn = conn
-	f.lr = lineio.NewReader(bufio.NewReaderSize(conn, 4096))
 }
 
 // dispatch runs one pre-auth command and reports whether the front is done
@@ -178,9 +168,9 @@ func (f *pop3Front) cmdAuth(ctx context.Context, arg string) bool {
 	if arg == "" {
 		return f.reply("+OK\r\n"+strings.Join(pop3Mechanisms, "\r\n")+"\r\n.") != nil
 	}
-	done, err := f.lineSASL(ctx, f, f.lr, "+ ", pop3MaxAuthLine, arg)
+	done, err := f.sasl(ctx, f, "+ ", pop3MaxAuthLine, arg)
 	if err != nil {
-		f.endLineRead(err, f.dialect.lineTooLong, f.reply)
+		f.endRead(err, f.dialect.lineTooLong)
 	}
 	return done
 }
@@ -190,14 +180,3 @@ func (f *pop3Front) refuse(line string) bool { return f.failed(line) }
 
 // loggedIn is the +OK after a login (front).
 func (f *pop3Front) loggedIn(*backend.Login) string { return "+OK Logged in." }
-
-// reader holds what the client pipelined past its login (front).
-func (f *pop3Front) reader() *bufio.Reader { return f.lr.Buffered() }
-
-// reply sends one response (several lines for a multi-line one) and CRLF.
-func (f *pop3Front) reply(text string) error {
-	if _, err := f.conn.Write([]byte(text + "\r\n")); err != nil {
-		return fmt.Errorf("pop3 write: %w", err)
-	}
-	return nil
-}

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"errors"
 	"strings"
@@ -10,7 +9,6 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"github.com/kanmon-mail/kanmon/auth"
-	"github.com/kanmon-mail/kanmon/internal/lineio"
 )
 
 // SASL pieces shared by the IMAP, POP3 and SMTP fronts. go-sasl parses
@@ -140,32 +138,4 @@ func (s *session) saslRefusal(err error, user string) (line string, ok bool) {
 		return d.saslMalformed, true
 	}
 	return "", false
-}
-
-// lineSASL runs "AUTH mechanism [initial-response]" (arg is what follows
-// AUTH) for a line-based front (POP3, submission): the exchange, each challenge sent as cont and the challenge, each response
-// read from lr up to maxLine octets under the pre-auth deadline, then the
-// login. The exchange's own refusals are answered through f. It returns
-// an error only when the exchange ended otherwise (I/O, a line over
-// maxLine), for the front to end the session on.
-func (s *session) lineSASL(ctx context.Context, f front, lr *lineio.Reader, cont string, maxLine int, arg string) (done bool, err error) {
-	mech, ir, hasIR := strings.Cut(arg, " ")
-	var initial *string
-	if hasIR {
-		initial = &ir
-	}
-	user, secret, err := saslCredentials(mech, initial, func(challenge string) (string, error) {
-		if err := f.reply(cont + challenge); err != nil {
-			return "", err
-		}
-		s.preAuthDeadline()
-		return lr.ReadLine(maxLine)
-	})
-	if err == nil {
-		return s.login(ctx, f, user, secret), nil
-	}
-	if line, ok := s.saslRefusal(err, user); ok {
-		return f.refuse(line), nil
-	}
-	return true, err
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
-	"github.com/kanmon-mail/kanmon/internal/lineio"
 	"github.com/kanmon-mail/kanmon/proxy/relay"
 )
 
@@ -216,23 +215,4 @@ func converse[C any](ctx context.Context, s *session, greet func() error, next f
 		}
 	}
 	_ = say(s.dialect.shuttingDown)
-}
-
-// endLineRead says goodbye, through reply, after a line-based front's
-// read error where one is due: tooLong after a line over its limit, the
-// dialect's goodbye to an idle client or at shutdown. Any other error (the
-// client went away) gets no word.
-func (s *session) endLineRead(err error, tooLong string, reply func(string) error) {
-	var ne net.Error
-	switch {
-	case errors.Is(err, lineio.ErrTooLong):
-		_ = reply(tooLong)
-	case errors.As(err, &ne) && ne.Timeout():
-		s.goodbyeDeadline()
-		if s.shuttingDown() {
-			_ = reply(s.dialect.shuttingDown)
-		} else {
-			_ = reply(s.dialect.idle)
-		}
-	}
 }

@@ -1,11 +1,8 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
-	"fmt"
 	"io"
-	"net"
 	"strconv"
 	"strings"
 
@@ -52,8 +49,7 @@ const smtpAuthMechanisms = "AUTH PLAIN LOGIN"
 
 // smtpFront is the pre-auth SMTP conversation on one connection.
 type smtpFront struct {
-	*session
-	lr *lineio.Reader
+	lineFront
 	// The session's helo is the name the backend gets in EHLO: the
 	// client's EHLO or HELO name if it is a valid domain or address
 	// literal, else kanmon's own. Empty until the client said EHLO or
@@ -63,19 +59,13 @@ type smtpFront struct {
 // serveSubmission runs the pre-auth SMTP submission front and, after AUTH,
 // the relay.
 func serveSubmission(ctx context.Context, s *session) {
-	f := &smtpFront{session: s}
+	f := &smtpFront{lineFront: lineFront{session: s, proto: "smtp"}}
 	f.setConn(s.conn)
 	converse(ctx, s,
 		func() error { return f.reply("220 " + backend.Hostname() + " ESMTP kanmon ready") },
 		func() (string, error) { return f.lr.ReadLine(smtpMaxAuthLine) },
-		func(err error) bool { f.endLineRead(err, f.dialect.lineTooLong, f.reply); return true },
+		func(err error) bool { f.endRead(err, f.dialect.lineTooLong); return true },
 		f.dispatch, f.reply)
-}
-
-// setConn (re)binds the reader to conn, after accept or STARTTLS.
-func (f *smtpFront) setConn(conn net.Conn) {
-	f.conn = conn
-	f.lr = lineio.NewReader(bufio.NewReaderSize(conn, 4096))
 }
 
 // dispatch runs one pre-auth command and reports whether the front is done
@@ -227,9 +217,9 @@ func (f *smtpFront) cmdAuth(ctx context.Context, arg string) bool {
 	if mech, _, _ := strings.Cut(arg, " "); mech == "" {
 		return f.failed(smtpAuthSyntax)
 	}
-	done, err := f.lineSASL(ctx, f, f.lr, "334 ", smtpMaxAuthLine, arg)
+	done, err := f.sasl(ctx, f, "334 ", smtpMaxAuthLine, arg)
 	if err != nil {
-		f.endLineRead(err, smtpAuthLineTooLong, f.reply)
+		f.endRead(err, smtpAuthLineTooLong)
 	}
 	return done
 }
@@ -239,9 +229,6 @@ func (f *smtpFront) refuse(line string) bool { return f.failed(line) }
 
 // loggedIn is the 235 after AUTH (front).
 func (f *smtpFront) loggedIn(*backend.Login) string { return smtpAuthOK }
-
-// reader holds what the client pipelined past its AUTH (front).
-func (f *smtpFront) reader() *bufio.Reader { return f.lr.Buffered() }
 
 // bdat refuses BDAT before AUTH. Its chunk follows the command without
 // waiting for a reply (RFC 3030 §2), so the chunk is read and discarded
@@ -256,18 +243,10 @@ func (f *smtpFront) bdat(arg string) bool {
 		return true
 	}
 	if _, err := io.CopyN(io.Discard, f.lr.Buffered(), size); err != nil {
-		f.endLineRead(err, f.dialect.lineTooLong, f.reply)
+		f.endRead(err, f.dialect.lineTooLong)
 		return true
 	}
 	return f.failed(smtpAuthRequired)
-}
-
-// reply sends one reply line and CRLF.
-func (f *smtpFront) reply(text string) error {
-	if _, err := io.WriteString(f.conn, text+"\r\n"); err != nil {
-		return fmt.Errorf("smtp write: %w", err)
-	}
-	return nil
 }
 
 // smtpClientName is the client's EHLO or HELO argument if it is a domain
