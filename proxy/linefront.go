@@ -39,6 +39,22 @@ func (lf *lineFront) reply(text string) error {
 // reader holds what the client pipelined past its login (front).
 func (lf *lineFront) reader() *bufio.Reader { return lf.lr.Buffered() }
 
+// startTLSWith answers STARTTLS or STLS with ok, runs the handshake and
+// reads from the TLS connection from then on; what the client pipelined
+// behind the command is dropped (upgradeTLS). It reports whether the
+// front is done.
+func (lf *lineFront) startTLSWith(ok, command string) bool {
+	if lf.reply(ok) != nil {
+		return true
+	}
+	tc := lf.upgradeTLS(lf.lr.Buffered(), command)
+	if tc == nil {
+		return true
+	}
+	lf.setConn(tc)
+	return false
+}
+
 // endRead says goodbye after a read error where one is due: tooLong
 // after a line over its limit, the dialect's goodbye to an idle client or
 // at shutdown. Any other error (the client went away) gets no word.

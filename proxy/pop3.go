@@ -120,15 +120,7 @@ func (f *pop3Front) startTLS(arg string) bool {
 	if arg != "" {
 		return f.failed("-ERR STLS takes no arguments.")
 	}
-	if f.reply("+OK Begin TLS negotiation now.") != nil {
-		return true
-	}
-	tc := f.upgradeTLS(f.lr.Buffered(), "STLS")
-	if tc == nil {
-		return true
-	}
-	f.setConn(tc)
-	return false
+	return f.startTLSWith("+OK Begin TLS negotiation now.", "STLS")
 }
 
 // cmdUser takes the user name for the PASS that follows (RFC 1939 §7). It

@@ -193,16 +193,8 @@ func (f *smtpFront) startTLS(arg string) bool {
 	case arg != "":
 		return f.failed("501 5.5.4 Syntax error (no parameters allowed)")
 	}
-	if f.reply("220 2.0.0 Ready to start TLS") != nil {
-		return true
-	}
-	tc := f.upgradeTLS(f.lr.Buffered(), "STARTTLS")
-	if tc == nil {
-		return true
-	}
-	f.setConn(tc)
-	f.helo = ""
-	return false
+	f.helo = "" // the client must say EHLO again (RFC 3207 §4.2)
+	return f.startTLSWith("220 2.0.0 Ready to start TLS", "STARTTLS")
 }
 
 // cmdAuth handles AUTH PLAIN and LOGIN, with or without an initial
