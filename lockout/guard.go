@@ -193,18 +193,23 @@ type Guard struct {
 	done chan struct{} // closed when the writer has stopped
 }
 
+// attempt is what Check and Failure work out before taking the lock: the
+// time in nanoseconds, the attempt's keys, and the secret's fingerprint
+// (zero for an empty secret).
+func (g *Guard) attempt(user string, ip netip.Addr, secret string) (n int64, k keys, sum [fpLen]byte) {
+	k = g.keysFor(user, ip)
+	if secret != "" {
+		sum = g.fingerprint(k.user, secret)
+	}
+	return nanos(g.opts.Now()), k, sum
+}
+
 // Check decides, before any backend contact, whether an attempt may go on.
 // It counts nothing. When it allows a remembered wrong secret through for
 // its recheck (Verdict.Recheck), the next recheck of that secret is due
 // RecheckInterval later, so concurrent clients don't all reach the backend.
 func (g *Guard) Check(user string, ip netip.Addr, secret string) Verdict {
-	now := g.opts.Now()
-	n := nanos(now)
-	k := g.keysFor(user, ip)
-	var sum [fpLen]byte
-	if secret != "" {
-		sum = g.fingerprint(k.user, secret)
-	}
+	n, k, sum := g.attempt(user, ip, secret)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	switch {
@@ -246,13 +251,7 @@ func (g *Guard) Check(user string, ip netip.Addr, secret string) Verdict {
 // scope, possibly starting locks; if the fingerprint was already
 // remembered for the account, it only refreshes it and counts nothing.
 func (g *Guard) Failure(user string, ip netip.Addr, secret string) FailureInfo {
-	now := g.opts.Now()
-	n := nanos(now)
-	k := g.keysFor(user, ip)
-	var sum [fpLen]byte
-	if secret != "" {
-		sum = g.fingerprint(k.user, secret)
-	}
+	n, k, sum := g.attempt(user, ip, secret)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {

@@ -27,6 +27,7 @@ import (
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/internal/kanmontest"
 	"github.com/kanmon-mail/kanmon/internal/memimap"
+	"github.com/kanmon-mail/kanmon/internal/selfsigned"
 	"github.com/kanmon-mail/kanmon/proxy/backend"
 )
 
@@ -391,4 +392,15 @@ func wantLoginFailures(t *testing.T, login backendLoginFunc, clientTLS *tls.Conf
 			t.Errorf("failed after %v, want about the 300ms timeout", d)
 		}
 	})
+}
+
+// backendCert is a self-signed certificate for a fake backend on
+// 127.0.0.1, and a client config that trusts it.
+func backendCert(t *testing.T) (*selfsigned.Cert, *tls.Config) {
+	t.Helper()
+	cert, err := selfsigned.New("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, &tls.Config{RootCAs: cert.Pool, ServerName: "127.0.0.1"}
 }

@@ -149,10 +149,7 @@ func TestIMAPBackendUnavailable(t *testing.T) {
 // continuation, asks CAPABILITY, and hands over what the backend sent
 // past the login.
 func TestIMAPBackendStartTLSLogin(t *testing.T) {
-	cert, err := selfsigned.New("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, _ := backendCert(t)
 	caFile, _, err := cert.WriteFiles(t.TempDir(), "backend.pem", "backend.key")
 	if err != nil {
 		t.Fatal(err)
@@ -190,10 +187,7 @@ func TestIMAPBackendStartTLSLogin(t *testing.T) {
 func TestIMAPBackendImplicitTLS(t *testing.T) {
 	w := newWorld(t, worldOptions{}) // for its memimap
 	memAddr := w.backend.addr
-	cert, err := selfsigned.New("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, _ := backendCert(t)
 	terminator := startTCPServer(t, func(c net.Conn) {
 		forwardTo(memAddr)(tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert.TLS}}))
 	})

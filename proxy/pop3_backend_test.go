@@ -10,8 +10,6 @@ import (
 
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/proxy/backend"
-
-	"github.com/kanmon-mail/kanmon/internal/selfsigned"
 )
 
 // pop3LoginAs logs in at addr with USER and PASS and returns the reply to
@@ -103,11 +101,7 @@ var masterCred = backend.Credentials{Authzid: "alice", Authcid: masterUser, Pass
 // The backend login on its own: STLS, the AUTH PLAIN forms, the bytes
 // handed over, and how replies are classified.
 func TestPOP3BackendLogin(t *testing.T) {
-	cert, err := selfsigned.New("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientTLS := &tls.Config{RootCAs: cert.Pool, ServerName: "127.0.0.1"}
+	cert, clientTLS := backendCert(t)
 	t.Run("STLS, initial response, bytes past the login", func(t *testing.T) {
 		fake := startTCPServer(t, backendScript(t, &cert.TLS,
 			"S: +OK ready",

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/kanmon-mail/kanmon/config"
-	"github.com/kanmon-mail/kanmon/internal/selfsigned"
 	"github.com/kanmon-mail/kanmon/proxy/backend"
 )
 
@@ -84,11 +83,7 @@ func submissionLogin(t *testing.T, b *backend.Backend, cred backend.Credentials)
 // The backend login on its own: STARTTLS, the AUTH PLAIN forms, the bytes
 // handed over, and how replies are classified.
 func TestSMTPBackendLogin(t *testing.T) {
-	cert, err := selfsigned.New("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientTLS := &tls.Config{RootCAs: cert.Pool, ServerName: "127.0.0.1"}
+	cert, clientTLS := backendCert(t)
 	t.Run("STARTTLS, EHLO again, initial response, bytes past the login", func(t *testing.T) {
 		fake := startTCPServer(t, backendScript(t, &cert.TLS,
 			"S: 220 backend.test ESMTP",
