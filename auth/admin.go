@@ -20,6 +20,9 @@ func EnableTwoFA(s *Store, user string) (added bool, err error) {
 	if err := ValidateUser(user); err != nil {
 		return false, err
 	}
+	if user, err = s.Canonical(user); err != nil {
+		return false, err
+	}
 	err = s.Update(func(a *Accounts) error {
 		if a.Lookup(user) != nil {
 			return ErrNoChange
@@ -35,6 +38,9 @@ func EnableTwoFA(s *Store, user string) (added bool, err error) {
 // the accounts file with all its passcodes. It returns the account's
 // spelling in the file and how many passcodes went with it.
 func DisableTwoFA(s *Store, user string) (name string, removed int, err error) {
+	if user, err = s.Canonical(user); err != nil {
+		return "", 0, err
+	}
 	err = s.Update(func(a *Accounts) error {
 		i := slices.IndexFunc(a.Accounts, func(acct Account) bool { return strings.EqualFold(acct.User, user) })
 		if i < 0 {
@@ -64,8 +70,12 @@ func AddScopedPasscode(s *Store, stateDir, user, app string, protocols []string)
 	if err := ValidateProtocols(protocols); err != nil {
 		return "", err
 	}
+	user, err := s.Canonical(user)
+	if err != nil {
+		return "", err
+	}
 	var code string
-	err := s.Update(func(a *Accounts) error {
+	err = s.Update(func(a *Accounts) error {
 		acct := a.Lookup(user)
 		if acct == nil {
 			return fmt.Errorf("%s does not have 2FA on; run kanmon 2fa enable first", user)
@@ -96,6 +106,9 @@ func AddScopedPasscode(s *Store, stateDir, user, app string, protocols []string)
 // RevokePasscode deletes user's passcode for app. It returns the account
 // and app spellings from the file.
 func RevokePasscode(s *Store, user, app string) (owner, revoked string, err error) {
+	if user, err = s.Canonical(user); err != nil {
+		return "", "", err
+	}
 	err = s.Update(func(a *Accounts) error {
 		acct := a.Lookup(user)
 		if acct == nil {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/kanmon-mail/kanmon/username"
 )
 
 // fileIdentity tells one version of a file from another without reading
@@ -34,12 +36,37 @@ type accountsCache struct {
 	id     fileIdentity
 	exists bool
 	accts  *Accounts
+	// canon is accts (canonOf) under canonNames, kept for the next read
+	// with the same parse and names.
+	canonOf    *Accounts
+	canonNames *username.Policy
+	canon      *Accounts
 }
 
-// read returns the parse of the file at path, parsing it again only when
+// read returns the parse of the file at path (see parse), under names
+// when they are given, itself cached for the same parse and names.
+func (c *accountsCache) read(path string, names *username.Policy) (*Accounts, error) {
+	a, err := c.parse(path)
+	if err != nil || names == nil || len(a.Accounts) == 0 {
+		return a, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.canonOf == a && c.canonNames == names {
+		return c.canon, nil
+	}
+	canon, err := a.UnderNames(names, path)
+	if err != nil {
+		return nil, err
+	}
+	c.canonOf, c.canonNames, c.canon = a, names, canon
+	return canon, nil
+}
+
+// parse returns the parse of the file at path, parsing it again only when
 // the file changed since the last call. The identity is taken from the
 // open file, so the text and the identity always belong together.
-func (c *accountsCache) read(path string) (*Accounts, error) {
+func (c *accountsCache) parse(path string) (*Accounts, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	f, err := os.Open(path)

@@ -61,7 +61,16 @@ const (
 	// ReasonAuthzid: a SASL PLAIN response asked to act as another user,
 	// which clients may not do through kanmon.
 	ReasonAuthzid
+	// ReasonUserName: the user name has a character kanmon refuses, is
+	// malformed, or is in a domain [users] does not accept.
+	ReasonUserName
+	// ReasonUnknownDomain: "name@domain" while [users] lists no domains,
+	// and name is a 2FA account: the backend might take it for name.
+	ReasonUnknownDomain
 )
+
+// LastReason is the highest Reason, for tests that walk them all.
+const LastReason = ReasonUnknownDomain
 
 // reasonInfo is what a Reason carries.
 type reasonInfo struct {
@@ -112,6 +121,10 @@ func (r Reason) info() reasonInfo {
 		return reasonInfo{"backend unavailable", "backend_unavailable", false}
 	case ReasonAuthzid:
 		return reasonInfo{"PLAIN authzid differs from authcid", "authzid", false}
+	case ReasonUserName:
+		return reasonInfo{"user name refused", "user_name", false}
+	case ReasonUnknownDomain:
+		return reasonInfo{"user name has a domain, [users] lists none, and the name before it has 2FA", "unknown_domain", false}
 	}
 	return reasonInfo{"Reason(" + strconv.Itoa(int(r)) + ")", "other", false}
 }

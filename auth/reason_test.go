@@ -13,7 +13,7 @@ func TestReasonsAreDistinct(t *testing.T) {
 	texts, labels := map[string]Reason{}, map[string]Reason{}
 	label := regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 	counting := map[Reason]bool{ReasonNotPasscode: true, ReasonNoMatch: true, ReasonNoPasscodes: true, ReasonOutOfScope: true, ReasonBackendRejected: true}
-	for r := ReasonEmptyUser; r <= ReasonAuthzid; r++ {
+	for r := ReasonEmptyUser; r <= LastReason; r++ {
 		if prev, ok := texts[r.String()]; ok {
 			t.Errorf("%d and %d share the log text %q", prev, r, r.String())
 		}

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/kanmon-mail/kanmon/username"
 )
 
 // DefaultHeader is the comment at the top of a new accounts file. An
@@ -27,6 +29,32 @@ type Store struct {
 	path string
 	// cache, set by OpenCachedStore, makes Read parse only a changed file.
 	cache *accountsCache
+	// names, set by WithNames, folds user names to canonical accounts.
+	names *username.Policy
+}
+
+// WithNames returns a store for the same file (sharing its cache) that
+// keys accounts on their canonical names under names ([users]): Read
+// gives every account its canonical name, Update writes canonical names
+// back, and the functions that take a user name take any spelling of it.
+// A file with two accounts that fold to one is an error to both.
+func (s *Store) WithNames(names *username.Policy) *Store {
+	c := *s
+	c.names = names
+	return &c
+}
+
+// Canonical is the account name for user as typed, under the store's
+// names; user itself on a store without names.
+func (s *Store) Canonical(user string) (string, error) {
+	if s.names == nil {
+		return user, nil
+	}
+	c, err := s.names.Canonical(user)
+	if err != nil {
+		return "", fmt.Errorf("user %q: %w", user, err)
+	}
+	return c, nil
 }
 
 // OpenStore returns a Store for the accounts file at path. Nothing is opened
@@ -40,9 +68,13 @@ func (s *Store) Path() string { return s.path }
 // (OpenCachedStore), a shared parse that must not be modified.
 func (s *Store) Read() (*Accounts, error) {
 	if s.cache != nil {
-		return s.cache.read(s.path)
+		return s.cache.read(s.path, s.names)
 	}
-	return LoadAccounts(s.path)
+	a, err := LoadAccounts(s.path)
+	if err != nil || s.names == nil {
+		return a, err
+	}
+	return a.UnderNames(s.names, s.path)
 }
 
 // Update takes the store's exclusive lock, re-reads the file, calls fn with
@@ -66,6 +98,11 @@ func (s *Store) Update(fn func(*Accounts) error) error {
 	if data != nil {
 		if a, err = ParseAccounts(s.path, data); err != nil {
 			return err
+		}
+		if s.names != nil {
+			if a, err = a.UnderNames(s.names, s.path); err != nil {
+				return err
+			}
 		}
 	}
 	if err := fn(a); err != nil {

@@ -83,6 +83,9 @@ func EnrollTOTP(s *Store, stateDir, user string, secret []byte) (oneTimeCodes []
 	if len(secret) < otp.SecretSize || len(secret) > maxTOTPSecret {
 		return nil, fmt.Errorf("enroll totp: secret has %d bytes, want %d to %d", len(secret), otp.SecretSize, maxTOTPSecret)
 	}
+	if user, err = s.Canonical(user); err != nil {
+		return nil, err
+	}
 	err = s.Update(func(a *Accounts) error {
 		acct := a.Lookup(user)
 		if acct.HasTOTP() {
@@ -151,6 +154,9 @@ func enrollmentKeys(a *Accounts, stateDir string) (key []byte, pepper Pepper, er
 func CheckSecondFactor(s *Store, stateDir, user, code string, now time.Time, g *otp.ReplayGuard) (kind SecondFactor, ok bool, err error) {
 	if g == nil {
 		return SecondFactorNone, false, errors.New("check second factor: no replay guard")
+	}
+	if user, err = s.Canonical(user); err != nil {
+		return SecondFactorNone, false, err
 	}
 	if c, isTOTP := otp.NormalizeCode(code); isTOTP {
 		a, err := s.Read()

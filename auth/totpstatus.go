@@ -32,6 +32,10 @@ func (st TwoFAStatus) HasTOTP() bool { return !st.TOTPEnrolled.IsZero() }
 // Status reads user's 2FA status from the accounts file. A user without
 // 2FA is not an error: On is false.
 func Status(s *Store, user string) (TwoFAStatus, error) {
+	user, err := s.Canonical(user)
+	if err != nil {
+		return TwoFAStatus{}, err
+	}
 	a, err := s.Read()
 	if err != nil {
 		return TwoFAStatus{}, err

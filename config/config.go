@@ -146,6 +146,9 @@ type Config struct {
 	Listeners []Listener `toml:"listener"`
 	// Backend holds one backend per protocol that has a listener.
 	Backend Backends `toml:"backend"`
+	// Users folds the spellings of a user name to one account; see
+	// Users.
+	Users Users `toml:"users"`
 	// Lockout tunes the failed-login counters; see Lockout.
 	Lockout Lockout `toml:"lockout"`
 	// Portal turns on the self-service 2FA web portal; see Portal.

@@ -279,7 +279,7 @@ func (s *Server) accounts(rt Generation) *auth.Store {
 	if s.store == nil || s.store.Path() != path {
 		s.store = auth.OpenCachedStore(path)
 	}
-	return s.store
+	return s.store.WithNames(rt.Config.Users.Names)
 }
 
 // clientOf returns the client's address and the local address it reached,

@@ -13,6 +13,7 @@ import (
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/lockout"
 	"github.com/kanmon-mail/kanmon/proxy/backend"
+	"github.com/kanmon-mail/kanmon/username"
 )
 
 // Log reasons of a failed sign-in, besides auth's and lockout's. Each is
@@ -249,6 +250,12 @@ func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, p
 	case len(code) > maxCodeLen:
 		return fail(reasonLongCode)
 	}
+	rt := s.opts.Generation()
+	name, ok := s.accountName(rt, user)
+	if !ok {
+		return fail(auth.ReasonUserName.String())
+	}
+	user = name
 	ip := client.Addr.Addr()
 	secret := password + "\x00" + code
 	guard := s.opts.Guard
@@ -263,7 +270,6 @@ func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, p
 	case lockout.Locked, lockout.Stale:
 		return fail(v.String())
 	}
-	rt := s.opts.Generation()
 	store := s.accounts(rt)
 	st, err := auth.Status(store, user)
 	if err != nil {
@@ -309,6 +315,21 @@ func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, p
 	}
 	guard.Success(user, ip)
 	return res
+}
+
+// accountName is the canonical account name for user as typed ([users]),
+// as the mail proxy finds it; ok is false for a name it refuses, or, with
+// no domains configured, for "name@domain" where name has 2FA.
+func (s *Server) accountName(rt Generation, user string) (string, bool) {
+	names := rt.Config.Users.Names
+	name, err := names.Canonical(user)
+	if err != nil {
+		return "", false
+	}
+	if local, hasDomain := username.Local(name); hasDomain && !names.HasDomains() && rt.Policy.TwoFA(local) {
+		return "", false
+	}
+	return name, true
 }
 
 // acquireCheck takes a place for a password check, waiting while all

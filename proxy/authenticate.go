@@ -12,6 +12,7 @@ import (
 	"github.com/kanmon-mail/kanmon/metrics"
 	"github.com/kanmon-mail/kanmon/proxy/backend"
 	"github.com/kanmon-mail/kanmon/proxy/relay"
+	"github.com/kanmon-mail/kanmon/username"
 )
 
 // loginOutcome is what the client is told after a login attempt.
@@ -42,6 +43,8 @@ type loginResult struct {
 // authenticate runs one login attempt from start to end, the same for
 // every protocol:
 //
+//  0. the canonical account name ([users]): every step below, and the
+//     backend, use it; a name [users] refuses fails here;
 //  1. the lockout check, before any backend contact: a locked scope or a
 //     remembered wrong secret fails here, and a lockout database that
 //     cannot be trusted fails closed (unavailable);
@@ -55,8 +58,17 @@ type loginResult struct {
 // On success it returns the session's logger, carrying user and method,
 // and the logged-in backend connection, and keeps the decision in the
 // session (s.admitted) for the session registry, which its relay joins.
-func (s *session) authenticate(ctx context.Context, user, secret string) loginResult {
+func (s *session) authenticate(ctx context.Context, typed, secret string) loginResult {
 	start := time.Now()
+	user, reason, err := s.accountName(typed)
+	if reason != auth.ReasonNone {
+		var extra []any
+		if err != nil {
+			extra = []any{"detail", err.Error()}
+		}
+		s.loginFailed(ctx, start, typed, reason, nil, extra...)
+		return loginResult{outcome: outcomeFailed}
+	}
 	guard := s.srv.guard
 	stale := false
 	if guard != nil {
@@ -146,6 +158,26 @@ func (s *session) authenticate(ctx context.Context, user, secret string) loginRe
 	log.Info("login")
 	s.srv.metrics.Login(s.spec.Protocol, metrics.ResultOK, d.Reason.Label(), time.Since(start))
 	return loginResult{outcome: outcomeOK, log: log, backend: login}
+}
+
+// accountName is the canonical account name for the name the client
+// typed, or the reason it is refused: a name [users] refuses, or, with no
+// domains configured, "name@domain" where name has 2FA (the backend might
+// strip the domain and log name in with her password). An empty name is
+// left for the policy to refuse.
+func (s *session) accountName(typed string) (string, auth.Reason, error) {
+	if typed == "" {
+		return "", auth.ReasonNone, nil
+	}
+	names := s.rt.Config.Users.Names
+	name, err := names.Canonical(typed)
+	if err != nil {
+		return "", auth.ReasonUserName, err
+	}
+	if local, hasDomain := username.Local(name); hasDomain && !names.HasDomains() && s.rt.Policy.TwoFA(local) {
+		return "", auth.ReasonUnknownDomain, nil
+	}
+	return name, auth.ReasonNone, nil
 }
 
 // lockedReason is the reason of a login refused by a lock on scope.

@@ -38,7 +38,7 @@ type Generation struct {
 // LoadGeneration loads the accounts file, the pepper, the certificate and the
 // backends that cfg names. Any error leaves nothing half-built.
 func LoadGeneration(cfg *config.Config) (*Generation, error) {
-	accounts, err := auth.LoadAccounts(cfg.Accounts)
+	accounts, err := loadAccounts(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -79,13 +79,23 @@ func LoadGeneration(cfg *config.Config) (*Generation, error) {
 // writes, so that a passcode it deletes ends its sessions even while the
 // config file is halfway through an admin's edit.
 func (rt *Generation) WithAccounts() (*Generation, error) {
-	accounts, err := auth.LoadAccounts(rt.Config.Accounts)
+	accounts, err := loadAccounts(rt.Config)
 	if err != nil {
 		return nil, err
 	}
 	next := *rt
 	next.Policy = auth.NewPolicy(accounts, rt.Pepper, rt.Config.TrustedPrefixes, *rt.Config.Require2FAOutside)
 	return &next, nil
+}
+
+// loadAccounts reads cfg's accounts file with every account under its
+// canonical name ([users]).
+func loadAccounts(cfg *config.Config) (*auth.Accounts, error) {
+	accounts, err := auth.LoadAccounts(cfg.Accounts)
+	if err != nil {
+		return nil, err
+	}
+	return accounts.UnderNames(cfg.Users.Names, cfg.Accounts)
 }
 
 // CheckPassword checks user's password at the IMAP backend in force; see

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/username"
 )
 
 // runCheck implements "kanmon check": it validates the config and the
@@ -20,6 +21,10 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return err
 		}
+		if _, err := accts.UnderNames(cfg.Users.Names, cfg.Accounts); err != nil {
+			return err
+		}
+		warnUserNames(cfg, accts, stderr)
 		n := accts.NumPasscodes()
 		if _, err := os.Stat(auth.PepperPath(cfg.StateDir)); n > 0 && errors.Is(err, fs.ErrNotExist) {
 			fmt.Fprintf(stderr, "warning: %s is missing: the %d existing passcodes cannot match until it is restored\n",
@@ -38,4 +43,25 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "ok: %d listeners, %d 2FA accounts, %d passcodes\n", len(cfg.Listeners), len(accts.Accounts), n)
 		return nil
 	})
+}
+
+// warnUserNames warns when [users] lists no domains while names without
+// a domain are in use: a backend that strips a domain (Dovecot %Ln,
+// Zimbra, AD) then takes "alice@anything" for alice. kanmon refuses that
+// spelling for 2FA accounts, but only domains make it one account.
+func warnUserNames(cfg *config.Config, accts *auth.Accounts, stderr io.Writer) {
+	if cfg.Users.Names.HasDomains() {
+		return
+	}
+	bare := 0
+	for _, a := range accts.Accounts {
+		if _, hasDomain := username.Local(a.User); !hasDomain {
+			bare++
+		}
+	}
+	if bare == 0 && cfg.Portal == nil {
+		return
+	}
+	fmt.Fprintf(stderr, "warning: [users] domains is empty, and %d 2FA accounts (and any portal user) are named without a domain: "+
+		"if the backend also accepts \"name@domain\", list the mail domains in [users] domains so that every spelling is one account\n", bare)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 
 	"github.com/kanmon-mail/kanmon/admin"
@@ -39,11 +40,17 @@ func runLockout(args []string, stdout, stderr io.Writer) int {
 	case "clear":
 		return adminCommand("lockout clear", "USER|IP|PREFIX", 1, 1, args[1:], stderr,
 			func(cfg *config.Config, _ string, pos []string) error {
-				n, err := admin.NewClient(cfg.StateDir).LockoutClear(pos[0])
+				target := pos[0]
+				if _, errIP := netip.ParseAddr(target); errIP != nil {
+					if _, errPrefix := netip.ParsePrefix(target); errPrefix != nil {
+						target = canonicalUser(cfg, target)
+					}
+				}
+				n, err := admin.NewClient(cfg.StateDir).LockoutClear(target)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(stdout, "Cleared %d lockout entries for %s.\n", n, pos[0])
+				fmt.Fprintf(stdout, "Cleared %d lockout entries for %s.\n", n, target)
 				return nil
 			})
 	case "help", "-h", "-help", "--help":

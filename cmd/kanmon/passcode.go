@@ -143,7 +143,7 @@ func reloadHint(cfgPath string) string {
 // cmdPasscodeAdd creates a passcode, limited to protocols when not empty,
 // and prints it once.
 func cmdPasscodeAdd(cfg *config.Config, cfgPath, user, app string, protocols []string, stdout io.Writer) error {
-	code, err := auth.AddScopedPasscode(auth.OpenStore(cfg.Accounts), cfg.StateDir, user, app, protocols)
+	code, err := auth.AddScopedPasscode(accountsStore(cfg), cfg.StateDir, user, app, protocols)
 	if err != nil {
 		return err
 	}
@@ -159,7 +159,7 @@ func cmdPasscodeAdd(cfg *config.Config, cfgPath, user, app string, protocols []s
 // addPasscode generates a passcode named app for user, who must have 2FA
 // on, stores its hash in the accounts file and returns the passcode.
 func addPasscode(cfg *config.Config, user, app string) (string, error) {
-	return auth.AddPasscode(auth.OpenStore(cfg.Accounts), cfg.StateDir, user, app)
+	return auth.AddPasscode(accountsStore(cfg), cfg.StateDir, user, app)
 }
 
 // cmdPasscodeList prints user, app, creation time, protocol scope and last
@@ -167,7 +167,7 @@ func addPasscode(cfg *config.Config, user, app string) (string, error) {
 // last use comes from the running server, or, when none runs, from its
 // database, read directly; a last line says which.
 func cmdPasscodeList(cfg *config.Config, pos []string, stdout io.Writer) error {
-	accts, err := auth.OpenStore(cfg.Accounts).Read()
+	accts, err := accountsStore(cfg).Read()
 	if err != nil {
 		return err
 	}
@@ -231,7 +231,7 @@ func passcodeLastUse(cfg *config.Config) (map[string]auth.LastUse, string) {
 
 // cmdPasscodeRevoke deletes one passcode.
 func cmdPasscodeRevoke(cfg *config.Config, cfgPath, user, app string, stdout io.Writer) error {
-	owner, revoked, err := auth.RevokePasscode(auth.OpenStore(cfg.Accounts), user, app)
+	owner, revoked, err := auth.RevokePasscode(accountsStore(cfg), user, app)
 	if err != nil {
 		return err
 	}

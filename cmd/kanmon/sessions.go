@@ -23,8 +23,9 @@ func runSessions(args []string, stdout, stderr io.Writer) int {
 			}
 			if len(pos) == 1 {
 				var mine []admin.Session
+				user := canonicalUser(cfg, pos[0])
 				for _, s := range list {
-					if strings.EqualFold(s.User, pos[0]) {
+					if strings.EqualFold(s.User, user) {
 						mine = append(mine, s)
 					}
 				}

@@ -65,11 +65,11 @@ func cmdTwoFAEnable(cfg *config.Config, cfgPath, user string, stdout io.Writer) 
 // enableTwoFA adds user to the accounts file. added is false if the user
 // already had 2FA on.
 func enableTwoFA(cfg *config.Config, user string) (added bool, err error) {
-	return auth.EnableTwoFA(auth.OpenStore(cfg.Accounts), user)
+	return auth.EnableTwoFA(accountsStore(cfg), user)
 }
 
 func cmdTwoFADisable(cfg *config.Config, cfgPath, user string, stdout io.Writer) error {
-	name, removed, err := auth.DisableTwoFA(auth.OpenStore(cfg.Accounts), user)
+	name, removed, err := auth.DisableTwoFA(accountsStore(cfg), user)
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,7 @@ func cmdTwoFADisable(cfg *config.Config, cfgPath, user string, stdout io.Writer)
 // authenticator, the one-time codes left and the passcodes. It shows no
 // secret and no hash.
 func cmdTwoFAStatus(cfg *config.Config, user string, stdout io.Writer) error {
-	st, err := auth.Status(auth.OpenStore(cfg.Accounts), user)
+	st, err := auth.Status(accountsStore(cfg), user)
 	if err != nil {
 		return err
 	}
@@ -112,4 +112,19 @@ func cmdTwoFAStatus(cfg *config.Config, user string, stdout io.Writer) error {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", pc.App, ts(pc.Created), auth.FormatProtocols(pc.Protocols))
 	}
 	return tw.Flush()
+}
+
+// accountsStore is cfg's accounts file, keyed on canonical names
+// ([users]): any spelling of a user names the one account.
+func accountsStore(cfg *config.Config) *auth.Store {
+	return auth.OpenStore(cfg.Accounts).WithNames(cfg.Users.Names)
+}
+
+// canonicalUser is the account name for name as typed ([users]), or name
+// itself when [users] refuses it, for commands that only look a user up.
+func canonicalUser(cfg *config.Config, name string) string {
+	if c, err := cfg.Users.Names.Canonical(name); err == nil {
+		return c
+	}
+	return name
 }
