@@ -64,8 +64,9 @@ const (
 	// ReasonUserName: the user name has a character kanmon refuses, is
 	// malformed, or is in a domain [users] does not accept.
 	ReasonUserName
-	// ReasonUnknownDomain: "name@domain" while [users] lists no domains,
-	// and name is a 2FA account: the backend might take it for name.
+	// ReasonUnknownDomain: "name@domain" kept its domain ([users] lists
+	// none, or it is in other_domains) while name is a 2FA account: a
+	// backend that strips domains would take it for name.
 	ReasonUnknownDomain
 )
 
@@ -124,7 +125,7 @@ func (r Reason) info() reasonInfo {
 	case ReasonUserName:
 		return reasonInfo{"user name refused", "user_name", false}
 	case ReasonUnknownDomain:
-		return reasonInfo{"user name has a domain, [users] lists none, and the name before it has 2FA", "unknown_domain", false}
+		return reasonInfo{"user name keeps a domain, and the name before it has 2FA", "unknown_domain", false}
 	}
 	return reasonInfo{"Reason(" + strconv.Itoa(int(r)) + ")", "other", false}
 }

@@ -318,15 +318,15 @@ func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, p
 }
 
 // accountName is the canonical account name for user as typed ([users]),
-// as the mail proxy finds it; ok is false for a name it refuses, or, with
-// no domains configured, for "name@domain" where name has 2FA.
+// as the mail proxy finds it; ok is false for a name it refuses, or for
+// one that keeps a domain while the name before the "@" has 2FA.
 func (s *Server) accountName(rt Generation, user string) (string, bool) {
 	names := rt.Config.Users.Names
 	name, err := names.Canonical(user)
 	if err != nil {
 		return "", false
 	}
-	if local, hasDomain := username.Local(name); hasDomain && !names.HasDomains() && rt.Policy.TwoFA(local) {
+	if local, hasDomain := username.Local(name); hasDomain && rt.Policy.TwoFA(local) {
 		return "", false
 	}
 	return name, true

@@ -161,9 +161,10 @@ func (s *session) authenticate(ctx context.Context, typed, secret string) loginR
 }
 
 // accountName is the canonical account name for the name the client
-// typed, or the reason it is refused: a name [users] refuses, or, with no
-// domains configured, "name@domain" where name has 2FA (the backend might
-// strip the domain and log name in with her password). An empty name is
+// typed, or the reason it is refused: a name [users] refuses, or a name
+// that keeps a domain ([users] lists none, or it is in other_domains)
+// while the name before the "@" is a 2FA account: a backend that strips
+// domains would log that account in with its password. An empty name is
 // left for the policy to refuse.
 func (s *session) accountName(typed string) (string, auth.Reason, error) {
 	if typed == "" {
@@ -174,7 +175,7 @@ func (s *session) accountName(typed string) (string, auth.Reason, error) {
 	if err != nil {
 		return "", auth.ReasonUserName, err
 	}
-	if local, hasDomain := username.Local(name); hasDomain && !names.HasDomains() && s.rt.Policy.TwoFA(local) {
+	if local, hasDomain := username.Local(name); hasDomain && s.rt.Policy.TwoFA(local) {
 		return "", auth.ReasonUnknownDomain, nil
 	}
 	return name, auth.ReasonNone, nil

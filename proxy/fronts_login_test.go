@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -185,4 +186,62 @@ func notAllowedCommand(f front) string {
 		return "C: RETR 1"
 	}
 	return "C: MAIL FROM:<a@example.org>"
+}
+
+// Every spelling of alice in a local domain is alice ([users]): her
+// passcode logs her in as alice under any of them, her account password
+// is refused under all, their failures add to one lockout counter, and a
+// foreign domain is refused without asking the backend.
+func TestFrontsUserSpellings(t *testing.T) {
+	each(t, func(t *testing.T, f front) {
+		w := f.world(t, worldOptions{extra: `users = { domains = ["kyokyo-u.ac.jp"] }` + "\n"})
+		plain := f.plain(w.k)
+		c := f.open(t, plain)
+		if got := f.login(c, byPlainIR, "ALICE@KYOKYO-U.AC.JP", w.passcode); !lineMatches(got, f.loggedIn) {
+			t.Fatalf("passcode as ALICE@KYOKYO-U.AC.JP: %q", got)
+		}
+		wantLog(t, w.k, "msg=login", "user=alice via=passcode")
+		for i, spelling := range []string{"alice", "ALICE", "alice@kyokyo-u.ac.jp", "Alice@Kyokyo-U.ac.jp"} {
+			before := w.asked()
+			c := f.open(t, plain)
+			if got := f.login(c, byLogin, spelling, alicePW+strconv.Itoa(i)); got != f.failed {
+				t.Errorf("password as %s: %q, want %q", spelling, got, f.failed)
+			}
+			if w.asked() != before {
+				t.Errorf("password as %s reached the backend", spelling)
+			}
+			wantLog(t, w.k, `user=alice reason="2FA account presented a non-passcode secret" lockout.counted=true lockout.account_ip=`+strconv.Itoa(i+1))
+		}
+		before := w.asked()
+		c = f.open(t, plain)
+		if got := f.login(c, byLogin, "carol@other.example", carolPW); got != f.failed {
+			t.Errorf("a foreign domain: %q", got)
+		}
+		if w.asked() != before {
+			t.Error("a foreign domain reached the backend")
+		}
+		wantLog(t, w.k, `user=carol@other.example reason="user name refused" detail="user name is in a domain that is not configured"`)
+		c = f.open(t, plain)
+		if got := f.login(c, byLogin, "Carol@Kyokyo-U.ac.jp", carolPW); !lineMatches(got, f.loggedIn) {
+			t.Errorf("carol's password as Carol@Kyokyo-U.ac.jp: %q", got)
+		}
+		wantLog(t, w.k, "user=carol via=passthrough")
+	})
+}
+
+// With no [users] domains, a 2FA account's name with any domain is
+// refused before the backend, which might strip the domain; other names
+// keep theirs.
+func TestFrontsUserDomainWithoutDomains(t *testing.T) {
+	each(t, func(t *testing.T, f front) {
+		w := f.world(t, worldOptions{})
+		c := f.open(t, f.plain(w.k))
+		if got := f.login(c, byLogin, "alice@anything.example", alicePW); got != f.failed {
+			t.Errorf("alice@anything.example: %q", got)
+		}
+		if n := w.asked(); n != 0 {
+			t.Errorf("backend asked %d times", n)
+		}
+		wantLog(t, w.k, `user=alice@anything.example reason="user name keeps a domain, and the name before it has 2FA"`)
+	})
 }

@@ -46,7 +46,7 @@ type tapeBackend struct {
 	logins [][]byte // decoded PLAIN responses
 }
 
-func startTapeBackend(t *testing.T, proto string) *tapeBackend {
+func startTapeBackend(t testing.TB, proto string) *tapeBackend {
 	t.Helper()
 	rb := &tapeBackend{proto: proto}
 	rb.srv = startTCPServer(t, rb.serve)

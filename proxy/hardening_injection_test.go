@@ -18,6 +18,8 @@ import (
 	"testing"
 
 	"github.com/kanmon-mail/kanmon/internal/kanmontest"
+	"github.com/kanmon-mail/kanmon/internal/userkey"
+	"github.com/kanmon-mail/kanmon/username"
 )
 
 // hostileNames are user names that would do harm if they reached a
@@ -268,4 +270,56 @@ func TestHardeningIDFieldInjection(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}
 	}
+}
+
+// FuzzLoginName logs in under arbitrary user names, by IMAP AUTHENTICATE
+// PLAIN, to a backend that takes recordedPW for anyone, with [users]
+// folding kyokyo-u.ac.jp. Whatever the name, the name the backend is
+// logged into is the canonical name kanmon looked up, never a spelling of
+// alice (who has 2FA: her password must never pass through), and a name
+// [users] refuses never reaches the backend.
+func FuzzLoginName(f *testing.F) {
+	rb := startTapeBackend(f, protoIMAP)
+	k := kanmonFor(f, protoIMAP, rb.srv.addr, kanmontest.Options{
+		Extra: `users = { domains = ["kyokyo-u.ac.jp"], other_domains = ["partner.example"] }` + "\n",
+	})
+	names, err := username.New([]string{"kyokyo-u.ac.jp"}, username.FormatLocal, []string{"partner.example"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{"carol", "ALICE@KYOKYO-U.AC.JP", "alice@other.example", "Alice", "bob@partner.example",
+		"alice@kyokyo-u.ac.jp@x", " alice", "alice*master", "jos\u00e9", "Jose\u0301", "\u212alice"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		if strings.IndexByte(name, 0) >= 0 {
+			t.Skip("PLAIN cannot carry a NUL in a field")
+		}
+		_, before := rb.seen()
+		c := dial(t, k.IMAPPlain)
+		c.run("S: * OK [CAPABILITY ...", "C: a1 AUTHENTICATE PLAIN "+plainIR("", name, recordedPW))
+		reply := c.line()
+		c.conn.Close()
+		_, after := rb.seen()
+		want, err := names.Canonical(name)
+		if len(after) == len(before) {
+			if err == nil && want != "alice" && loginOK(protoIMAP, reply) {
+				t.Fatalf("%q: logged in without a backend login", name)
+			}
+			return
+		}
+		fields := bytes.Split(after[len(after)-1], []byte{0})
+		if len(fields) != 3 {
+			t.Fatalf("%q: the backend got %q", name, after[len(after)-1])
+		}
+		got := string(fields[1])
+		switch {
+		case err != nil:
+			t.Fatalf("%q, refused by [users] (%v), reached the backend as %q", name, err, got)
+		case got != want:
+			t.Fatalf("%q: kanmon looked up %q but logged the backend into %q", name, want, got)
+		case userkey.Fold(got) == "alice" || strings.HasPrefix(userkey.Fold(got), "alice@"):
+			t.Fatalf("%q: alice's password passed through as %q", name, got)
+		}
+	})
 }
