@@ -103,26 +103,22 @@ func New(domains []string, format string, otherDomains []string) (*Policy, error
 		return nil, fmt.Errorf("format %q: want %q or %q", format, FormatLocal, FormatAddress)
 	}
 	seen := map[string]bool{}
-	for _, d := range domains {
-		d, err := checkDomain(d)
-		if err != nil {
-			return nil, err
+	for i, list := range [][]string{domains, otherDomains} {
+		for _, d := range list {
+			d, err := checkDomain(d)
+			if err != nil {
+				return nil, err
+			}
+			if seen[d] {
+				return nil, fmt.Errorf("domain %q is listed twice in domains and other_domains", d)
+			}
+			seen[d] = true
+			if i == 0 {
+				p.domains = append(p.domains, d)
+			} else {
+				p.other[d] = true
+			}
 		}
-		if seen[d] {
-			return nil, fmt.Errorf("domain %q is listed twice", d)
-		}
-		seen[d] = true
-		p.domains = append(p.domains, d)
-	}
-	for _, d := range otherDomains {
-		d, err := checkDomain(d)
-		if err != nil {
-			return nil, err
-		}
-		if seen[d] {
-			return nil, fmt.Errorf("domain %q is both local and other", d)
-		}
-		p.other[d] = true
 	}
 	return p, nil
 }

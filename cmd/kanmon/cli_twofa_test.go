@@ -90,11 +90,7 @@ $`)
 
 func TestCLICheckMalformedTOTP(t *testing.T) {
 	dir, cfg := accountsTestDir(t)
-	accounts := filepath.Join(dir, "accounts.toml")
-	doc := "[[account]]\nuser = \"alice\"\nenabled = 2026-11-25T12:00:00Z\ntotp = \"ABCD EFGH IJKL MNOP\"\ntotp_enrolled = 2026-11-25T12:00:00Z\n"
-	if err := os.WriteFile(accounts, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	accounts := writeAccounts(t, dir, "[[account]]\nuser = \"alice\"\nenabled = 2026-11-25T12:00:00Z\ntotp = \"ABCD EFGH IJKL MNOP\"\ntotp_enrolled = 2026-11-25T12:00:00Z\n")
 	_, errOut := cliMust(t, 1, "check", "-config", cfg)
 	if want := accounts + `:4: account "alice": malformed totp`; !strings.HasPrefix(errOut, want) {
 		t.Errorf("stderr %q, want prefix %q", errOut, want)

@@ -48,11 +48,7 @@ func TestCLIUserSpellings(t *testing.T) {
 // account, naming both lines, and warns when [users] lists no domains.
 func TestCLICheckUserNames(t *testing.T) {
 	dir, cfg := accountsTestDir(t)
-	accounts := filepath.Join(dir, "accounts.toml")
-	doc := "[[account]]\nuser = \"alice\"\nenabled = 2026-01-01T00:00:00Z\n\n[[account]]\nuser = \"Alice@Example.edu\"\nenabled = 2026-01-01T00:00:00Z\n"
-	if err := os.WriteFile(accounts, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeAccounts(t, dir, "[[account]]\nuser = \"alice\"\nenabled = 2026-01-01T00:00:00Z\n\n[[account]]\nuser = \"Alice@Example.edu\"\nenabled = 2026-01-01T00:00:00Z\n")
 	_, errOut := cliMust(t, 0, "check", "-config", cfg)
 	if !strings.Contains(errOut, "warning: [users] domains is empty") {
 		t.Errorf("no warning for empty domains: %q", errOut)
@@ -62,4 +58,15 @@ func TestCLICheckUserNames(t *testing.T) {
 	if !strings.Contains(errOut, `accounts "alice" (line 1) and "Alice@Example.edu" (line 5) are one account, "alice"`) {
 		t.Errorf("stderr %q", errOut)
 	}
+}
+
+// writeAccounts writes doc as the accounts file in dir and returns its
+// path.
+func writeAccounts(t *testing.T, dir, doc string) string {
+	t.Helper()
+	accounts := filepath.Join(dir, "accounts.toml")
+	if err := os.WriteFile(accounts, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return accounts
 }
