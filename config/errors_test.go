@@ -155,6 +155,27 @@ trusted_networks = ["10.0.0.0/8", "campus"] # <-
 
 	{name: "no listener", doc: backendIMAP, want: "no [[listener]]"},
 
+	{name: "users bad format", doc: listener1 + backendIMAP + `
+[users]
+format = "upn" # <-
+`, want: `[users]: format "upn": want "local" or "address"`},
+
+	{name: "users address without domains", doc: listener1 + backendIMAP + `
+[users]
+format = "address" # <-
+`, want: `[users]: format "address" needs at least one local domain`},
+
+	{name: "users bad domain", doc: listener1 + backendIMAP + `
+[users]
+domains = ["example.edu", "not a domain"] # <-
+`, want: `[users]: domain "not a domain" is not a domain name`},
+
+	{name: "users domain twice", doc: listener1 + backendIMAP + `
+[users]
+domains = ["example.edu"] # <-
+other_domains = ["EXAMPLE.EDU"]
+`, want: `[users]: domain "example.edu" is listed twice in domains and other_domains`},
+
 	{name: "listener without protocol", doc: listener1 + `
 [[listener]] # <-
 address = "127.0.0.1:2143"

@@ -163,9 +163,10 @@ func TestFilterMatchesKanmonFailures(t *testing.T) {
 		{"127.0.0.4", "carol", carolPW, "account without 2FA outside trusted_networks", false},
 		// User names chosen to steer the filter: the host must stay the
 		// real client, and a fake reason must not get the line ignored.
-		{"127.0.0.2", "x client=203.0.113.9 user=y", "pw", "backend rejected the password", true},
-		{"127.0.0.2", `a" reason="repeated stale secret`, "pw", "backend rejected the password", true},
-		{"127.0.0.2", "b\nclient=203.0.113.9 user=", "pw", "backend rejected the password", true},
+		// ([users] refuses them all, before the backend.)
+		{"127.0.0.2", "x client=203.0.113.9 user=y", "pw", "user name refused", true},
+		{"127.0.0.2", `a" reason="repeated stale secret`, "pw", "user name refused", true},
+		{"127.0.0.2", "b\nclient=203.0.113.9 user=", "pw", "user name refused", true},
 		{"127.0.0.5", "dave", "AAAAAAAAAAAAAAAA", "no passcode matched (2FA account has no passcodes)", true},
 		{"127.0.0.5", "dave", "BBBBBBBBBBBBBBBB", "no passcode matched (2FA account has no passcodes)", true},
 		{"127.0.0.5", "dave", "CCCCCCCCCCCCCCCC", "locked: account+ip", true},
