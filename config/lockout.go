@@ -3,7 +3,14 @@ package config
 // Lockout is the [lockout] section. Every key may be left out: zero means
 // lockout.DefaultOptions, whose doc comments (lockout/options.go) explain
 // each knob; the defaults are repeated here. Changes take effect at the
-// next restart, not on reload.
+// next restart, not on reload. Locks refuse and tarpit wrong secrets only:
+// a 2FA account's right app passcode (75 random bits, nothing to guess)
+// logs in under any lock, with the same failure reply for everything
+// else, so nobody can lock the real user out; password accounts
+// (passthrough) stay under every lock. Addresses in trusted_networks (the
+// campus, often one NAT address) are exempt from the IP and prefix
+// scopes: one bad client there cannot lock out everyone behind it; the
+// account and account+IP scopes still apply.
 type Lockout struct {
 	// AccountIPThreshold locks an (account, client IP) pair after this
 	// many failures within AccountIPWindow, even for a known-good IP.

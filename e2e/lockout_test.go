@@ -154,13 +154,14 @@ func TestE2ELockoutStalePasswordReachesDovecotOnce(t *testing.T) {
 }
 
 // Issue 4: 50 distinct wrong passcodes for alice from one IP lock that IP
-// for alice: the 51st attempt, with her RIGHT passcode, is refused with the
-// uniform reply. Her known-good IP keeps logging in.
+// for alice: the 51st wrong one is refused as locked, with the uniform
+// reply. Issue 18: her RIGHT passcode still logs in, from the attacking IP
+// and from a fresh one, under any lock: a lock refuses wrong secrets only.
 //
 // With the default thresholds the (account, IP) lock trips at the 10th
 // failure. With it and the IP threshold raised, the account-wide threshold
-// (50) trips at the 50th: then a fresh IP is refused too, but the
-// known-good one still is not.
+// (50) trips at the 50th: then a fresh IP's wrong passcode is refused as
+// locked too.
 func TestE2ELockoutBruteForceLocksAccountIP(t *testing.T) {
 	for _, tc := range []struct {
 		name, lockoutBody, scope string
@@ -177,25 +178,13 @@ func TestE2ELockoutBruteForceLocksAccountIP(t *testing.T) {
 			for i := range 50 {
 				wantFailed(t, fmt.Sprintf("wrong passcode %d", i+1), loginFrom(t, k, "127.0.0.2", "alice", wrongPasscode(i)))
 			}
-			wantFailed(t, "the right passcode from the attacking IP", loginFrom(t, k, "127.0.0.2", "alice", passcode))
+			wantFailed(t, "a 51st wrong passcode from the attacking IP", loginFrom(t, k, "127.0.0.2", "alice", wrongPasscode(50)))
 			klog := k.Logs()
 			if n := kanmonFailures(klog, "127.0.0.2", "alice", "locked: "+tc.scope); n == 0 {
 				t.Fatalf("no failure from 127.0.0.2 logged as locked: %s", tc.scope)
 			}
 			if !strings.Contains(klog, "lockout.locked="+tc.scope) {
 				t.Errorf("no failure line says it started the %s lock", tc.scope)
-			}
-			wantOK(t, "alice from her known-good IP after the attack", loginFrom(t, k, "127.0.0.1", "alice", passcode))
-
-			if tc.scope == "account" {
-				// A fresh IP is refused by the account lock...
-				wantFailed(t, "alice from a fresh IP", loginFrom(t, k, "127.0.0.3", "alice", passcode))
-				if n := kanmonFailures(k.Logs(), "127.0.0.3", "alice", "locked: account"); n != 1 {
-					t.Errorf("the fresh IP's refusal is not logged as locked: account")
-				}
-			} else {
-				// ...but with only the (account, IP) lock it is not.
-				wantOK(t, "alice from a fresh IP", loginFrom(t, k, "127.0.0.3", "alice", passcode))
 			}
 			found := false
 			for _, e := range k.Guard.List() {
@@ -204,45 +193,79 @@ func TestE2ELockoutBruteForceLocksAccountIP(t *testing.T) {
 			if !found {
 				t.Errorf("kanmon lockout list lacks the %s lock on alice: %v", tc.scope, k.Guard.List())
 			}
+			if tc.scope == "account" {
+				// A fresh IP's wrong passcode meets the account lock...
+				wantFailed(t, "a wrong passcode from a fresh IP", loginFrom(t, k, "127.0.0.3", "alice", wrongPasscode(51)))
+				if n := kanmonFailures(k.Logs(), "127.0.0.3", "alice", "locked: account"); n != 1 {
+					t.Errorf("the fresh IP's refusal is not logged as locked: account")
+				}
+			}
+			// ...and her right passcode passes every lock.
+			wantOK(t, "alice from a fresh IP", loginFrom(t, k, "127.0.0.4", "alice", passcode))
+			wantOK(t, "alice from her known-good IP after the attack", loginFrom(t, k, "127.0.0.1", "alice", passcode))
+			wantOK(t, "the right passcode from the attacking IP", loginFrom(t, k, "127.0.0.2", "alice", passcode))
 		})
 	}
 }
 
 // Issue 4: spraying one password over 100 accounts from one IP locks the
-// IP. The sprayer is inside trusted_networks, so kanmon asks Dovecot, which
-// rejects the unknown users; after ip_threshold (30) failures the IP is
-// locked and Dovecot hears no more of it. Then carol, who never logged in
-// from that IP, is refused there with her right password, and logs in from
-// another IP.
+// IP. The sprayer is outside trusted_networks with require_2fa_outside
+// off, so kanmon asks Dovecot, which rejects the unknown users; after
+// ip_threshold (30) failures the IP is locked and Dovecot hears no more of
+// it. Then carol, who never logged in from that IP, is refused there with
+// her right password, and logs in from another IP.
+//
+// Issue 18: from inside trusted_networks (the campus NAT) the same spray
+// neither counts nor locks the address: carol logs in there.
 func TestE2ELockoutSprayLocksIP(t *testing.T) {
-	w := startWorld(t, kanmontest.Options{
-		TrustedNetworks: []string{"127.0.0.0/8"},
-		Lockout:         kanmontest.DefaultLockout + "ip_window = \"720h\"\n",
-	})
-	k := w.kanmon
-	for i := range 100 {
-		wantFailed(t, fmt.Sprintf("spray %d", i+1), loginFrom(t, k, "127.0.0.2", fmt.Sprintf("spray%03d", i), "Spring2026"))
-	}
-	wantFailed(t, "carol from the spraying IP", loginFrom(t, k, "127.0.0.2", "carol", carolPassword))
-	if n := kanmonFailures(k.Logs(), "127.0.0.2", "carol", "locked: ip"); n != 1 {
-		t.Fatalf("carol's refusal at the spraying IP is not logged as locked: ip")
-	}
-	wantOK(t, "carol from another IP", loginFrom(t, k, "127.0.0.3", "carol", carolPassword))
+	t.Run("outside the campus", func(t *testing.T) {
+		w := startWorld(t, kanmontest.Options{
+			TrustedNetworks: []string{"127.0.0.1/32"},
+			AllowOutside:    true,
+			Lockout:         kanmontest.DefaultLockout + "ip_window = \"720h\"\n",
+		})
+		k := w.kanmon
+		for i := range 100 {
+			wantFailed(t, fmt.Sprintf("spray %d", i+1), loginFrom(t, k, "127.0.0.2", fmt.Sprintf("spray%03d", i), "Spring2026"))
+		}
+		wantFailed(t, "carol from the spraying IP", loginFrom(t, k, "127.0.0.2", "carol", carolPassword))
+		if n := kanmonFailures(k.Logs(), "127.0.0.2", "carol", "locked: ip"); n != 1 {
+			t.Fatalf("carol's refusal at the spraying IP is not logged as locked: ip")
+		}
+		wantOK(t, "carol from another IP", loginFrom(t, k, "127.0.0.3", "carol", carolPassword))
 
-	waitFor(t, 5*time.Second, "Dovecot to log carol's login", func() bool {
-		return strings.Contains(w.dovecot.Log(), "Login: user=<carol>")
+		waitFor(t, 5*time.Second, "Dovecot to log carol's login", func() bool {
+			return strings.Contains(w.dovecot.Log(), "Login: user=<carol>")
+		})
+		dlog := w.dovecot.Log()
+		threshold := k.Guard.Options().IPThreshold
+		if n := countLogLines(dlog, "passwd-file(spray", "unknown user"); n != threshold {
+			t.Errorf("Dovecot checked %d sprayed logins, want ip_threshold = %d", n, threshold)
+		}
+		if n := countLogLines(dlog, "user=<carol>"); n != 1 {
+			t.Errorf("Dovecot saw carol %d times, want once (the login from the other IP)", n)
+		}
+		if locks := k.Guard.List(); len(locks) != 1 || locks[0].Scope != lockout.ScopeIP || locks[0].IP.String() != "127.0.0.2" {
+			t.Errorf("locks: %v, want only ip 127.0.0.2", locks)
+		}
 	})
-	dlog := w.dovecot.Log()
-	threshold := k.Guard.Options().IPThreshold
-	if n := countLogLines(dlog, "passwd-file(spray", "unknown user"); n != threshold {
-		t.Errorf("Dovecot checked %d sprayed logins, want ip_threshold = %d", n, threshold)
-	}
-	if n := countLogLines(dlog, "user=<carol>"); n != 1 {
-		t.Errorf("Dovecot saw carol %d times, want once (the login from the other IP)", n)
-	}
-	if locks := k.Guard.List(); len(locks) != 1 || locks[0].Scope != lockout.ScopeIP || locks[0].IP.String() != "127.0.0.2" {
-		t.Errorf("locks: %v, want only ip 127.0.0.2", locks)
-	}
+	t.Run("campus NAT", func(t *testing.T) {
+		w := startWorld(t, kanmontest.Options{
+			TrustedNetworks: []string{"127.0.0.0/8"},
+			Lockout:         kanmontest.DefaultLockout + "ip_window = \"720h\"\n",
+		})
+		k := w.kanmon
+		for i := range 40 {
+			wantFailed(t, fmt.Sprintf("spray %d", i+1), loginFrom(t, k, "127.0.0.2", fmt.Sprintf("spray%03d", i), "Spring2026"))
+		}
+		wantOK(t, "carol at the campus NAT address after the spray", loginFrom(t, k, "127.0.0.2", "carol", carolPassword))
+		if locks := k.Guard.List(); len(locks) != 0 {
+			t.Errorf("locks after a campus spray: %v, want none", locks)
+		}
+		if n := countLogLines(k.Logs(), "client=127.0.0.2", "lockout.ip=0 lockout.prefix=0"); n != 40 {
+			t.Errorf("%d of the 40 campus failures left the ip and prefix counts at 0", n)
+		}
+	})
 }
 
 // Issue 4, no oracle: a locked login gets the same reply, byte for byte, as
@@ -294,8 +317,8 @@ func TestE2ELockoutNoOracle(t *testing.T) {
 	add("LOGIN wrong password, rejected by Dovecot", "127.0.0.2", `a1 LOGIN carol "wrong-password"`)
 	add("AUTHENTICATE wrong passcode", "127.0.0.2", plain("alice", wrongPasscode(1)))
 	add("LOGIN wrong passcode, locking", "127.0.0.2", "a1 LOGIN alice "+wrongPasscode(2))
-	add("LOGIN right passcode, locked", "127.0.0.2", "a1 LOGIN alice "+passcode)
-	add("AUTHENTICATE right passcode, locked", "127.0.0.2", plain("alice", passcode))
+	add("LOGIN wrong passcode, locked", "127.0.0.2", "a1 LOGIN alice "+wrongPasscode(3))
+	add("AUTHENTICATE wrong passcode, locked", "127.0.0.2", plain("alice", wrongPasscode(4)))
 	if n := kanmonFailures(k.Logs(), "127.0.0.2", "alice", "locked: account+ip"); n != 2 {
 		t.Fatalf("%d attempts logged as locked: account+ip, want 2", n)
 	}
@@ -311,9 +334,10 @@ func TestE2ELockoutNoOracle(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	// The right passcode still works from elsewhere: the lock is real, not
-	// a broken passcode.
+	// The right passcode works, from elsewhere and under the lock (issue
+	// 18: a lock refuses wrong secrets only).
 	wantOK(t, "alice from another IP", loginFrom(t, k, "127.0.0.3", "alice", passcode))
+	wantOK(t, "alice from the locked IP", loginFrom(t, k, "127.0.0.2", "alice", passcode))
 }
 
 // Issue 4, stale client: a client repeating a revoked passcode 20 times is
@@ -394,8 +418,9 @@ func (s *serveSetup) start(t *testing.T) *serveProcess {
 
 // Issue 4, persistence: the real binary locks alice at 127.0.0.2, is
 // killed with SIGKILL (mid-storm: another client keeps failing logins),
-// and a restarted kanmon on the same state_dir still enforces the lock and
-// lists it; `kanmon lockout clear alice` lifts it.
+// and a restarted kanmon on the same state_dir still enforces the lock (a
+// wrong passcode is refused as locked: account+ip) and lists it; `kanmon
+// lockout clear alice` lifts it.
 func TestE2ELockoutSurvivesKill9(t *testing.T) {
 	dc := startDovecot(t, dovecottest.Options{}, "alice")
 	s := setupServe(t, dc, "account_ip_window = \"720h\"\n")
@@ -430,7 +455,7 @@ func TestE2ELockoutSurvivesKill9(t *testing.T) {
 	for i := range 10 { // account_ip_threshold
 		wantFailed(t, fmt.Sprintf("wrong passcode %d", i+1), loginAt(t, s.IMAPS, s.ClientTLS, "127.0.0.2", "alice", wrongPasscode(i)))
 	}
-	wantFailed(t, "right passcode while locked", loginAt(t, s.IMAPS, s.ClientTLS, "127.0.0.2", "alice", s.passcode))
+	wantFailed(t, "a wrong passcode while locked", loginAt(t, s.IMAPS, s.ClientTLS, "127.0.0.2", "alice", wrongPasscode(10)))
 	if list := mustRun(t, s.bin, "lockout", "list", "-config", s.ConfigPath); !strings.Contains(list, "account+ip alice 127.0.0.2 ") {
 		t.Fatalf("lockout list before the kill:\n%s", list)
 	}
@@ -440,7 +465,7 @@ func TestE2ELockoutSurvivesKill9(t *testing.T) {
 	<-stormDone
 
 	p = s.start(t)
-	wantFailed(t, "right passcode after the restart", loginAt(t, s.IMAPS, s.ClientTLS, "127.0.0.2", "alice", s.passcode))
+	wantFailed(t, "a wrong passcode after the restart", loginAt(t, s.IMAPS, s.ClientTLS, "127.0.0.2", "alice", wrongPasscode(11)))
 	waitFor(t, 5*time.Second, "the restarted kanmon to log the refusal as locked: account+ip", func() bool {
 		return strings.Contains(p.log.String(), `client=127.0.0.2 user=alice reason="locked: account+ip"`)
 	})

@@ -43,6 +43,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -184,9 +185,14 @@ type Guard struct {
 	counters [numScopes]map[string]*counter // [ScopeNone] unused
 	fps      map[string]fpSet               // by user
 	good     map[string]int64               // by user NUL ip: last success
+	goodIP   map[netip.Addr]int64           // by ip: last success on any account (from good)
 	dirty    map[string]struct{}            // bucket byte + key in bucket
 	storeErr error                          // last write's error; Check fails closed while set
 	closed   bool
+
+	// exempt are the networks (the campus) whose addresses the IP and
+	// prefix scopes neither count nor lock; see SetExempt.
+	exempt atomic.Pointer[[]netip.Prefix]
 
 	kick chan struct{} // a change waits to be written
 	stop chan struct{} // closed by Close
@@ -350,6 +356,64 @@ func (g *Guard) Success(user string, ip netip.Addr) {
 	}
 	g.good[k.accountIP] = n
 	g.markDirty(bucketKnownGood, k.accountIP)
+	g.noteGoodIP(k.ip, n)
+}
+
+// noteGoodIP records a success from ip at n in the address-level index,
+// evicting the oldest entry when it is full. Callers hold g.mu.
+func (g *Guard) noteGoodIP(ip netip.Addr, n int64) {
+	if !ip.IsValid() {
+		return
+	}
+	if _, ok := g.goodIP[ip]; !ok && len(g.goodIP) >= g.opts.MaxEntries {
+		ttl := int64(g.opts.KnownGoodTTL)
+		evictOne(g.goodIP, func(t int64) bool { return n >= t+ttl }, func(t int64) int64 { return t })
+	}
+	if n > g.goodIP[ip] {
+		g.goodIP[ip] = n
+	}
+}
+
+// KnownGoodIP reports whether some account logged in from ip within
+// KnownGoodTTL: the address has a real user behind it. The connection
+// reserve admits such addresses when unknown ones have filled the rest.
+func (g *Guard) KnownGoodIP(ip netip.Addr) bool {
+	n := nanos(g.opts.Now())
+	ip = normIP(ip)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	t, ok := g.goodIP[ip]
+	return ok && n < t+int64(g.opts.KnownGoodTTL)
+}
+
+// SetExempt sets the networks whose addresses the IP and prefix scopes
+// neither count nor lock: the campus (trusted_networks), where one NAT
+// address or prefix stands for many users, so that one bad client there
+// cannot lock out everyone behind it. The account and account+IP scopes
+// still apply. A reload calls it again with the new networks.
+func (g *Guard) SetExempt(prefixes []netip.Prefix) {
+	p := make([]netip.Prefix, 0, len(prefixes))
+	for _, pr := range prefixes {
+		if a := pr.Addr(); a.Is4In6() && pr.Bits() >= 96 {
+			pr = netip.PrefixFrom(a.Unmap(), pr.Bits()-96)
+		}
+		p = append(p, pr.Masked())
+	}
+	g.exempt.Store(&p)
+}
+
+// exempted reports whether ip is in the networks of SetExempt.
+func (g *Guard) exempted(ip netip.Addr) bool {
+	p := g.exempt.Load()
+	if p == nil || !ip.IsValid() {
+		return false
+	}
+	for _, pr := range *p {
+		if pr.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // ResetAccount forgets the account's remembered wrong secrets. Call it when

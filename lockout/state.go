@@ -138,8 +138,9 @@ func (s fpSet) lastUse() int64 {
 // evictOne removes one entry from a full table m: an expired one if the
 // sample holds one, else the least recently used of the sample. It returns
 // the removed key.
-func evictOne[V any](m map[string]V, expired func(V) bool, lastUse func(V) int64) string {
-	victim, oldest, n := "", int64(0), 0
+func evictOne[K comparable, V any](m map[K]V, expired func(V) bool, lastUse func(V) int64) K {
+	var victim K
+	oldest, n := int64(0), 0
 	for k, v := range m {
 		if expired(v) {
 			victim = k
@@ -169,11 +170,14 @@ type keys struct {
 	accountIP string // user NUL ip
 	ipKey     string
 	prefixKey string // "" if the IP is invalid
+	// exempt is an address of SetExempt: no IP or prefix scope.
+	exempt bool
 }
 
 // keysFor builds the keys of user and ip.
 func (g *Guard) keysFor(user string, ip netip.Addr) keys {
 	k := keys{user: normUser(user), ip: normIP(ip)}
+	k.exempt = g.exempted(k.ip)
 	k.ipKey = k.ip.String()
 	k.accountIP = k.user + "\x00" + k.ipKey
 	if k.ip.IsValid() {
@@ -196,8 +200,14 @@ func (k *keys) scopeKey(s Scope) string {
 	case ScopeAccount:
 		return k.user
 	case ScopeIP:
+		if k.exempt {
+			return ""
+		}
 		return k.ipKey
 	case ScopePrefix:
+		if k.exempt {
+			return ""
+		}
 		return k.prefixKey
 	}
 	return ""

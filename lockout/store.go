@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -75,6 +76,7 @@ func Open(path string, secret []byte, opts Options) (*Guard, error) {
 		db:     db,
 		fps:    map[string]fpSet{},
 		good:   map[string]int64{},
+		goodIP: map[netip.Addr]int64{},
 		dirty:  map[string]struct{}{},
 		kick:   make(chan struct{}, 1),
 		stop:   make(chan struct{}),
@@ -158,6 +160,11 @@ func (g *Guard) load() error {
 			if len(v) == 9 && v[0] == recordV1 && len(g.good) < g.opts.MaxEntries {
 				if t := int64(binary.LittleEndian.Uint64(v[1:])); n < t+goodTTL {
 					g.good[string(k)] = t
+					if _, ipText, ok := strings.Cut(string(k), "\x00"); ok {
+						if ip, err := netip.ParseAddr(ipText); err == nil {
+							g.noteGoodIP(ip, t)
+						}
+					}
 					return nil
 				}
 			}
@@ -396,6 +403,11 @@ func (g *Guard) sweep() {
 		if n >= t+goodTTL {
 			delete(g.good, k)
 			g.markDirty(bucketKnownGood, k)
+		}
+	}
+	for ip, t := range g.goodIP {
+		if n >= t+goodTTL {
+			delete(g.goodIP, ip)
 		}
 	}
 	if len(g.dirty) > 0 {

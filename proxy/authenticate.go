@@ -71,6 +71,7 @@ func (s *session) authenticate(ctx context.Context, typed, secret string) loginR
 	}
 	guard := s.srv.guard
 	stale := false
+	locked := lockout.ScopeNone // a lock a right passcode passes
 	if guard != nil {
 		v := guard.Check(user, s.clientIP, secret)
 		switch v.Outcome {
@@ -79,8 +80,16 @@ func (s *session) authenticate(ctx context.Context, typed, secret string) loginR
 			s.srv.metrics.Login(s.spec.Protocol, metrics.ResultUnavailable, auth.ReasonLockoutUnavailable.Label(), time.Since(start))
 			return loginResult{outcome: outcomeUnavailable}
 		case lockout.Locked:
-			s.loginFailed(ctx, start, user, lockedReason(v.Scope), nil)
-			return loginResult{outcome: outcomeFailed}
+			// A lock refuses wrong secrets only. For a 2FA account the
+			// secret is checked here, without the backend: a right
+			// passcode (75 bits, kanmon-made: nothing to guess) logs in
+			// under any lock, so nobody can lock the real user out; all
+			// else gets the same failure as before, uncounted.
+			if !s.rt.Policy.TwoFA(user) {
+				s.loginFailed(ctx, start, user, lockedReason(v.Scope), nil)
+				return loginResult{outcome: outcomeFailed}
+			}
+			locked = v.Scope
 		case lockout.Stale:
 			// A remembered wrong secret is refused without asking the
 			// backend. A 2FA account's secret is checked here, not at
@@ -107,9 +116,12 @@ func (s *session) authenticate(ctx context.Context, typed, secret string) loginR
 		if d.App != "" {
 			extra = []any{"app", d.App} // a passcode used outside its scope
 		}
-		if stale {
+		switch {
+		case locked != lockout.ScopeNone:
+			s.loginFailed(ctx, start, user, lockedReason(locked), nil, extra...)
+		case stale:
 			s.loginFailed(ctx, start, user, auth.ReasonStale, nil, extra...)
-		} else {
+		default:
 			s.loginFailed(ctx, start, user, d.Reason, s.countFailure(d.Reason, user, secret), extra...)
 		}
 		return loginResult{outcome: outcomeFailed}

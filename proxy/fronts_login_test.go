@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -243,5 +244,73 @@ func TestFrontsUserDomainWithoutDomains(t *testing.T) {
 			t.Errorf("backend asked %d times", n)
 		}
 		wantLog(t, w.k, `user=alice@anything.example reason="user name keeps a domain, and the name before it has 2FA"`)
+	})
+}
+
+// Locks refuse wrong secrets only: a 2FA user's right passcode logs in
+// under the account+ip lock at her known-good address, and under the
+// account lock from an address she never used, while wrong passcodes
+// are still refused there, as locked, with the uniform reply.
+func TestFrontsRightPasscodeUnderLock(t *testing.T) {
+	each(t, func(t *testing.T, f front) {
+		w := f.world(t, worldOptions{trusted: []string{"192.0.2.0/24"}})
+		plain := f.plain(w.k)
+		wrong := func(i int) string { return fmt.Sprintf("WRONG%011d", i)[:16] }
+		login := func(ip, secret string) string {
+			c := f.openFrom(t, ip, plain)
+			return f.login(c, byLogin, "alice", secret)
+		}
+		if got := login("127.0.0.1", w.passcode); !lineMatches(got, f.loggedIn) {
+			t.Fatalf("first login: %q", got)
+		}
+		for i := range 12 {
+			if got := login("127.0.0.1", strings.Repeat(string(rune('A'+i)), 16)); got != f.failed {
+				t.Fatalf("wrong passcode %d: %q", i, got)
+			}
+		}
+		wantLog(t, w.k, `user=alice reason="locked: account+ip"`)
+		if got := login("127.0.0.1", w.passcode); !lineMatches(got, f.loggedIn) {
+			t.Errorf("right passcode under the account+ip lock: %q", got)
+		}
+		for i := range 60 {
+			if got := login(fmt.Sprintf("127.0.3.%d", 1+i%20), wrong(i)); got != f.failed {
+				t.Fatalf("wrong passcode %d from elsewhere: %q", i, got)
+			}
+		}
+		wantLog(t, w.k, `user=alice reason="locked: account"`)
+		if got := login("127.0.4.1", w.passcode); !lineMatches(got, f.loggedIn) {
+			t.Errorf("right passcode from a new address under the account lock: %q", got)
+		}
+		before := strings.Count(w.k.Logs(), `reason="locked: account"`)
+		if got := login("127.0.4.2", wrong(99)); got != f.failed {
+			t.Errorf("wrong passcode under the account lock: %q", got)
+		}
+		if after := strings.Count(w.k.Logs(), `reason="locked: account"`); after != before+1 {
+			t.Errorf("a wrong passcode under the lock was not refused as locked")
+		}
+	})
+}
+
+// On the campus (trusted_networks) the IP and prefix scopes neither count
+// nor lock: a spray of wrong passwords over many accounts from the NAT
+// address does not lock out a password user who never logged in there.
+func TestFrontsCampusNATNotLocked(t *testing.T) {
+	each(t, func(t *testing.T, f front) {
+		w := f.world(t, worldOptions{})
+		plain := f.plain(w.k)
+		for i := range 35 {
+			c := f.open(t, plain)
+			if got := f.login(c, byLogin, fmt.Sprintf("student%02d", i), "Spring2026!"); got != f.failed {
+				t.Fatalf("spray %d: %q", i, got)
+			}
+			c.conn.Close() // max_preauth_per_ip
+		}
+		if strings.Contains(w.k.Logs(), `reason="locked: ip"`) || strings.Contains(w.k.Logs(), "ip=35") {
+			t.Errorf("the campus address was counted or locked:\n%s", w.k.Logs())
+		}
+		c := f.open(t, plain)
+		if got := f.login(c, byLogin, "carol", carolPW); !lineMatches(got, f.loggedIn) {
+			t.Errorf("carol on the campus after the spray: %q", got)
+		}
 	})
 }

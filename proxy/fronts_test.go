@@ -193,6 +193,15 @@ func (f front) open(t *testing.T, addr string) *conv {
 	return c
 }
 
+// openFrom is open from the local address ip (any 127/8 address).
+func (f front) openFrom(t *testing.T, ip, addr string) *conv {
+	t.Helper()
+	c := newConv(t, dialFrom(t, ip, addr))
+	c.run(f.greeting)
+	f.ready(c)
+	return c
+}
+
 // plain is the listener without TLS on which credentials are taken.
 func (f front) plain(k *kanmontest.Kanmon) string {
 	_, _, plain := listeners(k, f.proto)

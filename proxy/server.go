@@ -147,6 +147,9 @@ type ServerOptions struct {
 func NewServer(log *slog.Logger, rt *Generation, opts ServerOptions) *Server {
 	s := &Server{log: log, guard: opts.Lockout, lastUse: opts.LastUse, buffers: relay.NewBufferPool(), metrics: opts.Metrics}
 	s.current.Store(rt)
+	if s.guard != nil {
+		s.guard.SetExempt(rt.Config.TrustedPrefixes)
+	}
 	s.metrics.WatchServer(s.stats)
 	if s.lastUse != nil {
 		if err := s.lastUse.Retain(rt.Policy.PasscodeIDs()); err != nil {
@@ -169,10 +172,14 @@ func (s *Server) Generation() *Generation { return s.current.Load() }
 // (a revoked passcode, 2FA turned on or reset): in the background, all at
 // once, each within a second; an IMAP client first gets "* BYE" where the
 // stream allows it (see relayTap). It returns how many sessions it is
-// closing. The last-use records of passcodes rt no longer has are dropped.
+// closing. The last-use records of passcodes rt no longer has are dropped,
+// and the lockout guard's exempt networks become rt's trusted_networks.
 func (s *Server) Swap(rt *Generation) int {
 	// Store first: register relies on it (see there).
 	s.current.Store(rt)
+	if s.guard != nil {
+		s.guard.SetExempt(rt.Config.TrustedPrefixes)
+	}
 	n := s.revokeStale(rt.Policy)
 	if n > 0 {
 		s.log.Info("reload: closing sessions whose credential no longer stands", "sessions", n)
