@@ -63,6 +63,25 @@ const (
 	// DefaultDrainTimeout is how long logged-in sessions may go on after
 	// SIGTERM.
 	DefaultDrainTimeout = 10 * time.Second
+	// DefaultPreAuthLifetime bounds a connection's whole time before
+	// login, whatever it sends (Dovecot gives up after about 3 minutes).
+	DefaultPreAuthLifetime = 3 * time.Minute
+	// DefaultMaxPreAuthPerPrefix caps the connections not logged in yet
+	// from one /24 or /64 outside trusted_networks.
+	DefaultMaxPreAuthPerPrefix = 100
+	// DefaultPreAuthPrefixV4Bits and DefaultPreAuthPrefixV6Bits are the
+	// prefixes max_preauth_per_prefix counts by.
+	DefaultPreAuthPrefixV4Bits, DefaultPreAuthPrefixV6Bits = 24, 64
+	// DefaultReservedConnectionsPercent is the share of max_connections
+	// kept for known-good and campus addresses.
+	DefaultReservedConnectionsPercent = 10
+	// DefaultStressThresholdPercent is the share of max_connections held
+	// by connections not logged in yet above which stress mode starts.
+	DefaultStressThresholdPercent = 75
+	// DefaultStressPreAuthTimeout and DefaultStressPreAuthLifetime are
+	// preauth_timeout and preauth_lifetime in stress mode.
+	DefaultStressPreAuthTimeout  = 10 * time.Second
+	DefaultStressPreAuthLifetime = 30 * time.Second
 )
 
 // Log formats accepted in log_format.
@@ -128,6 +147,39 @@ type Config struct {
 	// shutting down."). Sessions not logged in are closed at once.
 	// Default 10s.
 	DrainTimeout Duration `toml:"drain_timeout"`
+	// PreAuthLifetime bounds a connection's whole time before login,
+	// however often it sends a command; at least preauth_timeout.
+	// Default 3m.
+	PreAuthLifetime Duration `toml:"preauth_lifetime"`
+	// MaxPreAuthPerPrefix caps the connections not logged in yet from
+	// one network prefix (preauth_prefix_v4_bits, preauth_prefix_v6_bits)
+	// outside trusted_networks, so that a pool of addresses cannot fill
+	// max_connections. Refused as for max_connections. Default 100.
+	MaxPreAuthPerPrefix int `toml:"max_preauth_per_prefix"`
+	// PreAuthPrefixV4Bits is the IPv4 prefix max_preauth_per_prefix
+	// counts by. Default 24.
+	PreAuthPrefixV4Bits int `toml:"preauth_prefix_v4_bits"`
+	// PreAuthPrefixV6Bits is the IPv6 prefix max_preauth_per_prefix
+	// counts by. Default 64.
+	PreAuthPrefixV6Bits int `toml:"preauth_prefix_v6_bits"`
+	// ReservedConnections is how many of max_connections only addresses
+	// known-good for some account (one logged in from it within the
+	// lockout's known_good_ttl) or inside trusted_networks may use, once
+	// other addresses have filled the rest. 0 keeps no reserve; less
+	// than max_connections. Default: 10% of max_connections.
+	ReservedConnections *int `toml:"reserved_connections"`
+	// StressThresholdPercent starts stress mode when connections not
+	// logged in yet hold this share of max_connections (1 to 100): then
+	// preauth_timeout and preauth_lifetime shorten to the stress values,
+	// for connections already open too. Logged once on entry and once on
+	// exit; the kanmon_stress_mode gauge is 1 meanwhile. Default 75.
+	StressThresholdPercent int `toml:"stress_threshold_percent"`
+	// StressPreAuthTimeout is preauth_timeout in stress mode; at most
+	// preauth_timeout. Default 10s.
+	StressPreAuthTimeout Duration `toml:"stress_preauth_timeout"`
+	// StressPreAuthLifetime is preauth_lifetime in stress mode; at most
+	// preauth_lifetime. Default 30s.
+	StressPreAuthLifetime Duration `toml:"stress_preauth_lifetime"`
 	// ProxyTrustedNetworks are the CIDR prefixes (load balancers) allowed
 	// to send a PROXY protocol header on a listener with proxy_protocol =
 	// true; a connection from anywhere else to such a listener is refused.

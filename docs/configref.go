@@ -234,7 +234,7 @@ func (g *generator) typeName(e ast.Expr) string {
 		return "array of strings"
 	case "bool", "*bool":
 		return "boolean"
-	case "int", "int64", "uint32":
+	case "int", "*int", "int64", "uint32":
 		return "integer"
 	case "Duration":
 		return "duration"

@@ -86,6 +86,13 @@ var proseDefaults = map[string]struct {
 		doc:  "the system roots",
 		want: func(*config.Config, reflect.Value) any { return "" },
 	},
+	"reserved_connections": {
+		doc: "10% of max_connections",
+		want: func(c *config.Config, _ reflect.Value) any {
+			r := c.MaxConnections / 10
+			return &r
+		},
+	},
 	"portal.mail_host": {
 		doc: "the host of the first [[listener]]; when that is a wildcard (0.0.0.0, ::) or empty, the host name the browser used to reach the portal",
 		want: func(c *config.Config, _ reflect.Value) any {

@@ -55,6 +55,10 @@ type ServerStats struct {
 	// Connections is the number of open client connections, logged in or
 	// not, all listeners together.
 	Connections int
+	// PreAuth is the number of those not logged in yet.
+	PreAuth int
+	// Stress is whether stress mode is on (pre-auth timeouts shortened).
+	Stress bool
 	// Sessions counts the logged-in sessions that are relaying.
 	Sessions map[string]int
 	// BytesIn counts the bytes relayed from clients to backends since
@@ -186,6 +190,10 @@ var (
 	bytesDesc = prometheus.NewDesc("kanmon_relayed_bytes_total",
 		"Bytes relayed between clients and backends, by protocol and direction (client_to_backend, backend_to_client).",
 		[]string{"protocol", "direction"}, nil)
+	preAuthDesc = prometheus.NewDesc("kanmon_preauth_connections",
+		"Open client connections not logged in yet.", nil, nil)
+	stressDesc = prometheus.NewDesc("kanmon_stress_mode",
+		"1 while stress mode is on: so many connections are not logged in yet that their timeouts are shortened.", nil, nil)
 	lockoutsDesc = prometheus.NewDesc("kanmon_lockouts_active",
 		"Locks in force, by scope (account+ip, account, ip, prefix).", []string{"scope"}, nil)
 )
@@ -197,6 +205,8 @@ type stateCollector Metrics
 // Describe sends the descriptions of the metrics Collect sends.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- connectionsDesc
+	ch <- preAuthDesc
+	ch <- stressDesc
 	ch <- sessionsDesc
 	ch <- bytesDesc
 	ch <- lockoutsDesc
@@ -210,6 +220,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if server != nil {
 		st := server()
 		ch <- prometheus.MustNewConstMetric(connectionsDesc, prometheus.GaugeValue, float64(st.Connections))
+		ch <- prometheus.MustNewConstMetric(preAuthDesc, prometheus.GaugeValue, float64(st.PreAuth))
+		stress := 0.0
+		if st.Stress {
+			stress = 1
+		}
+		ch <- prometheus.MustNewConstMetric(stressDesc, prometheus.GaugeValue, stress)
 		for proto, n := range st.Sessions {
 			ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(n), proto)
 		}

@@ -24,9 +24,11 @@ import (
 // Names of the caps, as their config keys: the "limit" label of
 // kanmon_limit_refusals_total and the log's "limit" attribute.
 const (
-	limitConnections   = "max_connections"
-	limitPreAuthPerIP  = "max_preauth_per_ip"
-	limitSessionUserIP = "max_sessions_per_user_ip"
+	limitConnections      = "max_connections"
+	limitReserved         = "reserved_connections"
+	limitPreAuthPerIP     = "max_preauth_per_ip"
+	limitPreAuthPerPrefix = "max_preauth_per_prefix"
+	limitSessionUserIP    = "max_sessions_per_user_ip"
 )
 
 // refusalTimeout bounds the TLS handshake and the write of a refusal.
@@ -38,10 +40,15 @@ type limits struct {
 	// total is the number of open client connections.
 	total int
 	// preAuth counts, by client address, the connections that have not
-	// logged in yet.
-	preAuth map[netip.Addr]int
+	// logged in yet; preAuthPrefix by network prefix, outside
+	// trusted_networks; preAuthTotal all of them.
+	preAuth       map[netip.Addr]int
+	preAuthPrefix map[netip.Prefix]int
+	preAuthTotal  int
 	// userIP counts the logged-in sessions by protocol, user and address.
 	userIP map[userIPKey]int
+	// stress is the stress mode (siege.go).
+	stress stressMode
 }
 
 // userIPKey is what max_sessions_per_user_ip counts by.
@@ -53,29 +60,51 @@ type userIPKey struct {
 // capHold is what one connection holds of the caps. Only its session's
 // goroutine changes it, under limits.mu.
 type capHold struct {
-	ip      netip.Addr // the address its pre-auth slot is counted under
-	preAuth bool       // it still holds its pre-auth slot
-	userIP  *userIPKey // the session slot it holds, if any
+	ip      netip.Addr   // the address its pre-auth slot is counted under
+	prefix  netip.Prefix // the prefix it is counted under too; invalid on the campus
+	preAuth bool         // it still holds its pre-auth slot
+	userIP  *userIPKey   // the session slot it holds, if any
 }
 
 // admit counts a new connection from ip against the connection caps of
-// cfg. It returns the connection's hold, or the name of the cap that
-// refuses it.
-func (l *limits) admit(cfg *config.Config, ip netip.Addr) (*capHold, string) {
+// cfg. trusted says ip is inside trusted_networks, which no prefix cap
+// counts; privileged, asked only when the unreserved connections are all
+// taken, says ip may use the reserve (campus or known-good). It returns
+// the connection's hold, or the name of the cap that refuses it.
+func (l *limits) admit(cfg *config.Config, ip netip.Addr, trusted bool, privileged func() bool) (*capHold, string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.total >= cfg.MaxConnections {
 		return nil, limitConnections
 	}
+	reserved := 0
+	if cfg.ReservedConnections != nil {
+		reserved = *cfg.ReservedConnections
+	}
+	if l.total >= cfg.MaxConnections-reserved && !privileged() {
+		return nil, limitReserved
+	}
 	if l.preAuth[ip] >= cfg.MaxPreAuthPerIP {
 		return nil, limitPreAuthPerIP
 	}
+	var prefix netip.Prefix
+	if !trusted {
+		prefix = preAuthPrefix(cfg, ip)
+		if prefix.IsValid() && l.preAuthPrefix[prefix] >= cfg.MaxPreAuthPerPrefix {
+			return nil, limitPreAuthPerPrefix
+		}
+	}
 	if l.preAuth == nil {
-		l.preAuth = map[netip.Addr]int{}
+		l.preAuth, l.preAuthPrefix = map[netip.Addr]int{}, map[netip.Prefix]int{}
 	}
 	l.total++
 	l.preAuth[ip]++
-	return &capHold{ip: ip, preAuth: true}, ""
+	if prefix.IsValid() {
+		l.preAuthPrefix[prefix]++
+	}
+	l.preAuthTotal++
+	l.stress.check(cfg, l.preAuthTotal)
+	return &capHold{ip: ip, prefix: prefix, preAuth: true}, ""
 }
 
 // endPreAuth gives back h's pre-auth slot: the connection has logged in.
@@ -114,6 +143,13 @@ func (l *limits) dropPreAuth(h *capHold) {
 	if l.preAuth[h.ip]--; l.preAuth[h.ip] <= 0 {
 		delete(l.preAuth, h.ip)
 	}
+	if h.prefix.IsValid() {
+		if l.preAuthPrefix[h.prefix]--; l.preAuthPrefix[h.prefix] <= 0 {
+			delete(l.preAuthPrefix, h.prefix)
+		}
+	}
+	l.preAuthTotal--
+	l.stress.check(nil, l.preAuthTotal)
 }
 
 // connections is the number of open client connections.

@@ -85,6 +85,7 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener
 	// A session that logged in returns here while its relay runs on
 	// (session.relay): the relay then closes the connection and gives
 	// back the caps when it ends.
+	accepted := time.Now()
 	var sess *session
 	detached := func() bool { return sess != nil && sess.detached }
 	defer func(c net.Conn) {
@@ -129,7 +130,7 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener
 	}
 	// The caps count the real client address: after the PROXY header,
 	// before the TLS handshake.
-	hold, refused := s.limits.admit(rt.Config, ip)
+	hold, refused := s.admitConn(rt, ip)
 	if refused != "" {
 		s.refuseConn(ctx, conn, spec, rt, d, log, refused)
 		return
@@ -141,7 +142,7 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener
 	}()
 	if spec.TLS == config.TLSImplicit {
 		tc := tls.Server(conn, rt.TLS)
-		hctx, cancel := context.WithTimeout(ctx, rt.Config.PreAuthTimeout.Duration)
+		hctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout(rt.Config))
 		err := tc.HandshakeContext(hctx)
 		cancel()
 		if err != nil {
@@ -167,8 +168,10 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, spec config.Listener
 		tls:        spec.TLS == config.TLSImplicit,
 		hold:       hold,
 		interrupt:  interrupt,
+		started:    accepted,
 	}
 	d.serve(ctx, sess)
+	sess.stopStressWatch()
 	if sess.admitted == nil {
 		// A client that never logged in: a health check, a scanner, a
 		// client that gave up. Worth a debug line, not more.

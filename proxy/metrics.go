@@ -42,8 +42,11 @@ func backendErrKind(le *backend.LoginError) string {
 // counted either live or ended, never both, so the byte counters never go
 // back.
 func (s *Server) stats() metrics.ServerStats {
+	preAuth, stressed := s.limits.preAuthCounts()
 	st := metrics.ServerStats{
 		Connections: s.limits.connections(),
+		PreAuth:     preAuth,
+		Stress:      stressed,
 		Sessions:    map[string]int{},
 		BytesIn:     map[string]int64{},
 		BytesOut:    map[string]int64{},

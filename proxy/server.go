@@ -150,6 +150,7 @@ func NewServer(log *slog.Logger, rt *Generation, opts ServerOptions) *Server {
 	if s.guard != nil {
 		s.guard.SetExempt(rt.Config.TrustedPrefixes)
 	}
+	s.watchStressLog()
 	s.metrics.WatchServer(s.stats)
 	if s.lastUse != nil {
 		if err := s.lastUse.Retain(rt.Policy.PasscodeIDs()); err != nil {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/kanmon-mail/kanmon/auth"
@@ -50,6 +51,15 @@ type session struct {
 	tls bool
 	// failures counts bad and failed pre-auth commands.
 	failures int
+	// started is when the connection was accepted: the pre-auth
+	// lifetime runs from it.
+	started time.Time
+	// deadline is the pre-auth deadline in force, Unix nanoseconds; the
+	// stress watch reads it (siege.go).
+	deadline atomic.Int64
+	// stressWatch disarms the stress watch; stressFired says it ran.
+	stressWatch func() bool
+	stressFired atomic.Bool
 	// clientID is the name/version the client gave in IMAP ID, for logs,
 	// the session registry and the passcode's last use.
 	clientID string
@@ -92,12 +102,16 @@ func (s *session) authAllowed() bool {
 // deadline (idle client, shutdown): the connection needs a fresh one.
 const goodbyeTimeout = 2 * time.Second
 
-// preAuthDeadline arms the pre-auth idle timeout for the next exchange.
+// preAuthDeadline arms the pre-auth idle timeout for the next exchange,
+// cut short by the pre-auth lifetime (siege.go).
 // After shutdown began it arms an expired read deadline instead: handle
 // interrupts reads when ctx ends, and this keeps a deadline set just after
 // that from undoing it.
 func (s *session) preAuthDeadline() {
-	_ = s.conn.SetDeadline(time.Now().Add(s.rt.Config.PreAuthTimeout.Duration))
+	d := s.preAuthEnd(time.Now())
+	s.deadline.Store(d.UnixNano())
+	_ = s.conn.SetDeadline(d)
+	s.watchStress()
 	if s.shuttingDown() {
 		_ = s.conn.SetReadDeadline(time.Now())
 	}
@@ -124,6 +138,7 @@ func (s *session) relay(ctx context.Context, log *slog.Logger, client, backend r
 	start := time.Now()
 	srv, protocol, hold := s.srv, s.spec.Protocol, s.hold
 	srv.limits.endPreAuth(hold)
+	s.stopStressWatch()
 	s.interrupt.disarm()
 	opts := relay.Options{Idle: s.rt.Config.IdleTimeout.Duration, Buffers: srv.buffers, Poller: &srv.parking}
 	var ls *liveSession
