@@ -22,7 +22,7 @@ import (
 )
 
 // buildKanmon builds the kanmon binary into a temp dir.
-func buildKanmon(t *testing.T) string {
+func buildKanmon(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "kanmon")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -35,7 +35,7 @@ func buildKanmon(t *testing.T) string {
 }
 
 // mustRun runs the kanmon CLI and returns its stdout; a non-zero exit fails.
-func mustRun(t *testing.T, bin string, args ...string) string {
+func mustRun(t testing.TB, bin string, args ...string) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	cmd := exec.Command(bin, args...)
@@ -52,7 +52,7 @@ var groupedPasscodeLineRE = regexp.MustCompile(`(?m)^\s+([A-Z]{4} [A-Z]{4} [A-Z]
 
 // cliAddPasscode runs `kanmon passcode add args...` and returns the
 // passcode it printed grouped, without the spaces.
-func cliAddPasscode(t *testing.T, bin string, args ...string) string {
+func cliAddPasscode(t testing.TB, bin string, args ...string) string {
 	t.Helper()
 	out := mustRun(t, bin, append([]string{"passcode", "add"}, args...)...)
 	m := groupedPasscodeLineRE.FindStringSubmatch(out)
@@ -93,7 +93,7 @@ type serveProcess struct {
 // startServe runs `kanmon serve -config cfg` and waits until it accepts
 // connections at addr. The process is killed at cleanup, and its log
 // shown if the test failed.
-func startServe(t *testing.T, bin, cfg, addr string) *serveProcess {
+func startServe(t testing.TB, bin, cfg, addr string) *serveProcess {
 	t.Helper()
 	p := &serveProcess{cmd: exec.Command(bin, "serve", "-config", cfg), log: &syncbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
