@@ -142,6 +142,11 @@ func validate(opts *Options) error {
 			return fmt.Errorf("SubmissionRelay %q: want host:port", opts.SubmissionRelay)
 		}
 	}
+	for _, r := range opts.UsernameFormat {
+		if !strings.ContainsRune(usernameFormatChars, r) {
+			return fmt.Errorf("UsernameFormat %q: only letters, digits and %q may appear", opts.UsernameFormat, "%.@_-")
+		}
+	}
 	for _, n := range opts.LoginTrustedNetworks {
 		if _, _, err := net.ParseCIDR(n); err != nil && net.ParseIP(n) == nil {
 			return fmt.Errorf("LoginTrustedNetworks: %q is neither a CIDR nor an IP", n)
@@ -149,6 +154,11 @@ func validate(opts *Options) error {
 	}
 	return nil
 }
+
+// usernameFormatChars are the characters Options.UsernameFormat may have:
+// enough for Dovecot's variables and modifiers, nothing that could end
+// the setting's line or quote it.
+const usernameFormatChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789%.@_-"
 
 // home is a user's home directory.
 func (s *Server) home(name string) string { return filepath.Join(s.Dir, "home", name) }
@@ -328,6 +338,7 @@ mail_max_userip_connections = {{.MaxConns}}
 # kanmon terminates client TLS; plaintext logins on loopback are the point.
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+auth_username_format = {{.Opts.UsernameFormat}}
 auth_verbose = yes
 auth_cache_size = 0
 # Failed logins answer at once: kanmon's tests make many on purpose.

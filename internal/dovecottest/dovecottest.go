@@ -61,7 +61,8 @@ const (
 // User is one account of the passwd-file passdb and userdb.
 type User struct {
 	// Name is the login name. Dovecot lowercases login names
-	// (auth_username_format = %Lu), so names are stored lowercased.
+	// (auth_username_format = %Lu, or Options.UsernameFormat), so names
+	// are stored lowercased.
 	Name string
 	// Password is stored as {PLAIN}; it must not be empty or contain ':'
 	// or a line break.
@@ -108,7 +109,19 @@ type Options struct {
 	// this needs. Default 1, Dovecot's own: one imap process per
 	// session, started at login and ended at logout.
 	IMAPClientLimit int
+	// UsernameFormat becomes auth_username_format, the form Dovecot
+	// gives a login name before it looks it up: "%Ln" lower-cases it
+	// and strips any domain, as Zimbra does, so that "alice@anything"
+	// logs in as alice with alice's password (and a User whose Name
+	// has an "@" can no longer log in). It must be made of letters,
+	// digits and "%.@_-". Default "%Lu", Dovecot's own: the name
+	// lower-cased, with its domain.
+	UsernameFormat string
 }
+
+// DefaultUsernameFormat is auth_username_format unless
+// Options.UsernameFormat says otherwise: Dovecot's own default.
+const DefaultUsernameFormat = "%Lu"
 
 // Server is a running private Dovecot.
 type Server struct {
@@ -195,6 +208,9 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	if opts.MaxUserConnections <= 0 {
 		opts.MaxUserConnections = 1000
+	}
+	if opts.UsernameFormat == "" {
+		opts.UsernameFormat = DefaultUsernameFormat
 	}
 	if err := validate(&opts); err != nil {
 		t.Fatalf("dovecottest: %v", err)

@@ -165,6 +165,36 @@ func TestIMAPMasterUser(t *testing.T) {
 	}
 }
 
+// With UsernameFormat "%Ln" Dovecot strips the domain, as Zimbra does:
+// "ALICE@anything.example" is alice, with alice's password, and the master
+// user logs in as her under that spelling too. By default (%Lu) that name
+// is an unknown user.
+func TestUsernameFormat(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		format string
+		ok     bool
+	}{{"", false}, {"%Ln", true}} {
+		s := start(t, Options{UsernameFormat: tc.format})
+		c := dialIMAP(t, s.IMAPAddr)
+		err := c.Login("ALICE@anything.example", "alice-pw").Wait()
+		if (err == nil) != tc.ok {
+			t.Errorf("format %q: LOGIN ALICE@anything.example: %v, want success %v", tc.format, err, tc.ok)
+		}
+		c = dialIMAP(t, s.IMAPAddr)
+		err = c.Authenticate(sasl.NewPlainClient("bob@anything.example", master, masterPW))
+		if (err == nil) != tc.ok {
+			t.Errorf("format %q: master login as bob@anything.example: %v, want success %v", tc.format, err, tc.ok)
+		}
+		if tc.ok {
+			waitLog(t, s, "Login: user=<alice>")
+		} else {
+			waitLog(t, s, "passwd-file(alice@anything.example,")
+		}
+		logClean(t, s)
+	}
+}
+
 // transcript is a raw line-based client for POP3 and SMTP.
 type transcript struct {
 	t *testing.T
@@ -494,13 +524,15 @@ func TestValidate(t *testing.T) {
 		{MasterUser: "m"},
 		{SubmissionRelay: "nohostport"},
 		{LoginTrustedNetworks: []string{"not-a-net"}},
+		{UsernameFormat: "%Ln\nauth_debug = yes"},
+		{UsernameFormat: "%Ln %Lu"},
 	} {
 		if err := validate(&o); err == nil {
 			t.Errorf("validate(%+v) = nil, want an error", o)
 		}
 	}
 	ok := Options{Users: []User{{"alice@example.com", "p w{x}"}}, MasterUser: "m", MasterPassword: "p",
-		SubmissionRelay: "127.0.0.1:25", LoginTrustedNetworks: []string{"127.0.0.0/8", "::1"}}
+		SubmissionRelay: "127.0.0.1:25", LoginTrustedNetworks: []string{"127.0.0.0/8", "::1"}, UsernameFormat: "%Ln"}
 	if err := validate(&ok); err != nil {
 		t.Errorf("validate(%+v) = %v", ok, err)
 	}
