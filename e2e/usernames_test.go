@@ -71,11 +71,7 @@ func startNamesKanmon(t *testing.T, dc *dovecottest.Server, users, lockout strin
 		Passcodes:       map[string][]string{"alice": {"Thunderbird"}},
 		Lockout:         lockout,
 	}
-	if users != "" {
-		// Extra is the last text before the first table, so a table
-		// it opens ends where kanmontest's [tls] begins.
-		opts.Extra = "[users]\n" + users
-	}
+	opts.Users = users
 	return kanmontest.Start(t, opts)
 }
 
@@ -493,7 +489,7 @@ func (c *portalClient) get(path string) string {
 func TestE2EUserNamesPortal(t *testing.T) {
 	dc := startNamesDovecot(t, "%Ln", dovecottest.Options{}, "alice", "carol")
 	bin := buildKanmon(t)
-	f := serveFiles(t, dc, kanmontest.Options{Portal: &kanmontest.Portal{}, Extra: "[users]\n" + campusUsers,
+	f := serveFiles(t, dc, kanmontest.Options{Portal: &kanmontest.Portal{}, Users: campusUsers,
 		Passcodes: map[string][]string{"alice": {"Thunderbird"}}})
 	secret, err := otp.NewSecret()
 	if err != nil {
@@ -532,7 +528,7 @@ func TestE2EUserNamesPortal(t *testing.T) {
 		log := p.log.String()
 		return countLogLines(log, "msg=login ", "user=alice ", "second_factor=totp") == 1 &&
 			countLogLines(log, "msg=login ", "user=carol ") == 1 &&
-			countLogLines(log, `msg="login failed"`, `reason="2FA account without a code"`) == 1 &&
+			countLogLines(log, `msg="login failed"`, "user=alice ", `reason="2FA account without a code"`) == 1 &&
 			countLogLines(log, `msg="login failed"`, "user=alice@other.example ", fmt.Sprintf("reason=%q", auth.ReasonUserName)) == 1
 	})
 }

@@ -175,7 +175,7 @@ func (s *Server) postSignIn(w http.ResponseWriter, r *http.Request) {
 			n = s.tarpit.next(ip, time.Now())
 		} else {
 			if res.reason != "" {
-				attrs := []any{"client", ip.String(), "user", logUser(user), "reason", res.reason}
+				attrs := []any{"client", ip.String(), "user", logUser(res.user), "reason", res.reason} // canonical once known
 				if res.info != nil {
 					attrs = append(attrs, "lockout", *res.info)
 				}

@@ -70,6 +70,9 @@ type Options struct {
 	// DefaultLockout: real counters with a 1 ms tarpit, so tests stay
 	// fast. ServerLockout is kanmon's own defaults.
 	Lockout string
+	// Users, when set, is the body of a [users] table, e.g.
+	// `domains = ["example.edu"]`.
+	Users string
 	// NoLockout makes Start run without the lockout guard. The config
 	// still has its [lockout].
 	NoLockout bool
@@ -207,6 +210,10 @@ func (f *Files) writeConfig() error {
 	}
 	b.WriteString("[lockout]\n")
 	endTable(&b, lockout)
+	if opts.Users != "" {
+		b.WriteString("[users]\n")
+		endTable(&b, opts.Users)
+	}
 	f.PortalAddr = ""
 	if p := opts.Portal; p != nil {
 		f.PortalAddr = ports.next()
