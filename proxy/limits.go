@@ -201,7 +201,13 @@ func (s *session) admitSession() bool {
 // closes nothing itself: handle does. On an implicit-TLS listener the
 // reply needs a TLS handshake first; both are bounded by refusalTimeout.
 func (s *Server) refuseConn(ctx context.Context, conn net.Conn, spec config.Listener, rt *Generation, d *dialect, log *slog.Logger, limit string) {
-	log.Warn("connection refused: too many connections", "limit", limit)
+	if ok, thinned := s.refusals.note(time.Now(), limit); ok {
+		attrs := []any{"limit", limit}
+		if thinned > 0 {
+			attrs = append(attrs, "refused_unlogged", thinned)
+		}
+		log.Warn("connection refused: too many connections", attrs...)
+	}
 	s.metrics.Refused(spec.Protocol, limit)
 	_ = conn.SetDeadline(time.Now().Add(refusalTimeout))
 	if spec.TLS == config.TLSImplicit {

@@ -127,6 +127,7 @@ type Server struct {
 	parking  relay.Poller // the parked relay directions
 	sessions registry
 	limits   limits
+	refusals refusalLog
 	metrics  *metrics.Metrics
 	wg       sync.WaitGroup
 }

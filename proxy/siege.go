@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -174,4 +175,35 @@ func preAuthPrefix(cfg *config.Config, ip netip.Addr) netip.Prefix {
 		return netip.Prefix{}
 	}
 	return p
+}
+
+// refusalLogEvery is how often a refused connection of one cap is
+// logged under a flood: a siege refuses thousands a second, and one log
+// line each would cost more than the refusal.
+const refusalLogEvery = time.Second
+
+// refusalLog thins the log lines of refused connections: per cap, one
+// line a refusalLogEvery, which tells how many went unlogged before it.
+// kanmon_limit_refusals_total counts them all.
+type refusalLog struct {
+	mu       sync.Mutex
+	last     map[string]time.Time
+	unlogged map[string]int
+}
+
+// note records a refusal by limit at now, and reports whether to log it
+// and how many refusals by limit went unlogged since the last line.
+func (r *refusalLog) note(now time.Time, limit string) (logIt bool, unlogged int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last == nil {
+		r.last, r.unlogged = map[string]time.Time{}, map[string]int{}
+	}
+	if now.Sub(r.last[limit]) < refusalLogEvery {
+		r.unlogged[limit]++
+		return false, 0
+	}
+	unlogged = r.unlogged[limit]
+	r.last[limit], r.unlogged[limit] = now, 0
+	return true, unlogged
 }
