@@ -58,7 +58,10 @@ func BenchmarkSiege(b *testing.B) {
 	raiseNoFile(b, uint64(addrs*perAddr+4096))
 
 	dc := startDovecot(b, dovecottest.Options{SubmissionRelay: dovecottest.StartSink(b).Addr}, "alice", "carol")
-	bin := buildKanmon(b)
+	bin := os.Getenv("KANMON_SIEGE_BIN") // another kanmon, for a before-and-after
+	if bin == "" {
+		bin = buildKanmon(b)
+	}
 	files := kanmontest.WriteFiles(b, kanmontest.Options{
 		IMAPBackend: dc.IMAPAddr, POP3Backend: dc.POP3Addr, SubmissionBackend: dc.SubmissionAddr,
 		MasterUser: masterUser, MasterPassword: masterPassword,
