@@ -506,3 +506,29 @@ func TestE2ELockoutTwoFADisableForgetsStaleSecrets(t *testing.T) {
 		return strings.Contains(p.log.String(), "user=alice via=passthrough")
 	})
 }
+
+// Issue 18: 60 wrong passcodes for alice from 20 other addresses lock her
+// account for new addresses, yet her right passcode logs in from an
+// address she never used, and from her known-good one; a wrong passcode
+// from a new address is still refused as locked.
+func TestE2ELockoutRightPasscodeFromANewAddress(t *testing.T) {
+	w := startWorld(t, kanmontest.Options{})
+	k := w.kanmon
+	passcode := k.Passcode("alice", "Thunderbird")
+	wantOK(t, "alice from her usual IP", loginFrom(t, k, "127.0.0.1", "alice", passcode))
+	for i := range 60 {
+		wantFailed(t, fmt.Sprintf("wrong passcode %d", i+1), loginFrom(t, k, fmt.Sprintf("127.0.1.%d", 1+i%20), "alice", wrongPasscode(i)))
+	}
+	if !strings.Contains(k.Logs(), `user=alice reason="locked: account"`) {
+		t.Fatal("60 wrong passcodes from 20 addresses did not lock the account")
+	}
+	wantFailed(t, "a wrong passcode from a new address", loginFrom(t, k, "127.0.2.1", "alice", wrongPasscode(60)))
+	if n := kanmonFailures(k.Logs(), "127.0.2.1", "alice", "locked: account"); n != 1 {
+		t.Errorf("the wrong passcode from a new address is not refused as locked: account")
+	}
+	wantOK(t, "her right passcode from a new address", loginFrom(t, k, "127.0.2.2", "alice", passcode))
+	wantOK(t, "her right passcode from her usual IP", loginFrom(t, k, "127.0.0.1", "alice", passcode))
+	waitFor(t, 5*time.Second, "Dovecot to log alice's logins", func() bool {
+		return countLogLines(w.dovecot.Log(), "Login: user=<alice>") >= 3
+	})
+}
