@@ -68,10 +68,14 @@ const (
 	// none, or it is in other_domains) while name is a 2FA account: a
 	// backend that strips domains would take it for name.
 	ReasonUnknownDomain
+	// ReasonCoalesced: the backend rejected the same password for the
+	// same account in a concurrent attempt, whose answer this one shares
+	// without asking again (counted once, there).
+	ReasonCoalesced
 )
 
 // LastReason is the highest Reason, for tests that walk them all.
-const LastReason = ReasonUnknownDomain
+const LastReason = ReasonCoalesced
 
 // reasonInfo is what a Reason carries.
 type reasonInfo struct {
@@ -126,6 +130,8 @@ func (r Reason) info() reasonInfo {
 		return reasonInfo{"user name refused", "user_name", false}
 	case ReasonUnknownDomain:
 		return reasonInfo{"user name keeps a domain, and the name before it has 2FA", "unknown_domain", false}
+	case ReasonCoalesced:
+		return reasonInfo{"backend rejected the password in a concurrent identical attempt", "coalesced", false}
 	}
 	return reasonInfo{"Reason(" + strconv.Itoa(int(r)) + ")", "other", false}
 }

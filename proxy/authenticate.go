@@ -128,7 +128,18 @@ func (s *session) authenticate(ctx context.Context, typed, secret string) loginR
 	}
 	cred.Client = s.clientInfo()
 
-	login, err := b.Login(ctx, cred)
+	var login *backend.Login
+	if d.Kind == auth.Passthrough {
+		var shared bool
+		login, shared, err = s.passthroughLogin(ctx, b, cred, secret)
+		if shared {
+			// Counted once, for the attempt that asked.
+			s.loginFailed(ctx, start, d.User, auth.ReasonCoalesced, nil)
+			return loginResult{outcome: outcomeFailed}
+		}
+	} else {
+		login, err = b.Login(ctx, cred)
+	}
 	if err != nil {
 		var le *backend.LoginError
 		if !errors.As(err, &le) {

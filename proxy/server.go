@@ -128,6 +128,7 @@ type Server struct {
 	sessions registry
 	limits   limits
 	refusals refusalLog
+	flights  loginFlights // passthrough attempts in flight (coalesce.go)
 	metrics  *metrics.Metrics
 	wg       sync.WaitGroup
 }
