@@ -404,3 +404,36 @@ func backendCert(t *testing.T) (*selfsigned.Cert, *tls.Config) {
 	}
 	return cert, &tls.Config{RootCAs: cert.Pool, ServerName: "127.0.0.1"}
 }
+
+// loginSuccess is a backend login kanmon must make, told as a
+// backendScript ("TLS" first for implicit TLS), and what it must hand
+// over: the bytes the backend sent past its OK.
+type loginSuccess struct {
+	name    string
+	mode    string // the backend's TLS mode
+	steps   []string
+	cred    backend.Credentials
+	pending string
+}
+
+// wantLogins runs each case against a scripted backend through login; a
+// TLS mode other than none must leave a TLS connection. It returns the
+// logins, by case name, for checks of their own.
+func wantLogins(t *testing.T, login backendLoginFunc, cert *selfsigned.Cert, clientTLS *tls.Config, cases []loginSuccess) map[string]*backend.Login {
+	t.Helper()
+	out := map[string]*backend.Login{}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := startTCPServer(t, backendScript(t, &cert.TLS, tc.steps...))
+			l, le := login(t, &backend.Backend{Address: fake.addr, TLSMode: tc.mode, TLSConfig: clientTLS}, tc.cred)
+			if le != nil {
+				t.Fatal(le)
+			}
+			if _, isTLS := l.Conn.(*tls.Conn); isTLS != (tc.mode != "none" && tc.mode != "") || string(l.Pending) != tc.pending {
+				t.Errorf("endpoint: TLS %v, pending %q; want TLS %v, pending %q", isTLS, l.Pending, tc.mode != "none", tc.pending)
+			}
+			out[tc.name] = l
+		})
+	}
+	return out
+}

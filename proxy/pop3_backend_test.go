@@ -2,9 +2,7 @@ package proxy_test
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
-	"net"
 	"strings"
 	"testing"
 
@@ -102,44 +100,16 @@ var masterCred = backend.Credentials{Authzid: "alice", Authcid: masterUser, Pass
 // handed over, and how replies are classified.
 func TestPOP3BackendLogin(t *testing.T) {
 	cert, clientTLS := backendCert(t)
-	t.Run("STLS, initial response, bytes past the login", func(t *testing.T) {
-		fake := startTCPServer(t, backendScript(t, &cert.TLS,
-			"S: +OK ready",
-			"C: STLS",
-			"S: +OK Begin TLS",
-			"TLS",
-			"C: AUTH PLAIN "+plainIR("alice", masterUser, masterPW),
-			"S: +OK Logged in.\r\n+OK early",
-		))
-		ep, le := backendLogin(t, &backend.Backend{Address: fake.addr, TLSMode: "starttls", TLSConfig: clientTLS}, masterCred)
-		if le != nil {
-			t.Fatal(le)
-		}
-		if _, ok := ep.Conn.(*tls.Conn); !ok || string(ep.Pending) != "+OK early\r\n" {
-			t.Errorf("endpoint: TLS %v, pending %q", ok, ep.Pending)
-		}
-	})
-	t.Run("implicit TLS", func(t *testing.T) {
-		fake := startTCPServer(t, func(c net.Conn) {
-			tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
-			backendScript(t, nil, "S: +OK ready", "C: AUTH PLAIN ...", "S: +OK Logged in.")(tc)
-		})
-		if _, le := backendLogin(t, &backend.Backend{Address: fake.addr, TLSMode: "implicit", TLSConfig: clientTLS}, masterCred); le != nil {
-			t.Fatal(le)
-		}
-	})
-	t.Run("long password in a continuation", func(t *testing.T) {
-		long := strings.Repeat("p", 300)
-		fake := startTCPServer(t, backendScript(t, nil,
-			"S: +OK ready",
-			"C: AUTH PLAIN",
-			"S: + ",
-			"C: "+plainIR("", "carol", long),
-			"S: +OK Logged in.",
-		))
-		if _, le := backendLogin(t, &backend.Backend{Address: fake.addr}, backend.Credentials{Authcid: "carol", Password: long}); le != nil {
-			t.Fatal(le)
-		}
+	long := strings.Repeat("p", 300)
+	wantLogins(t, backendLogin, cert, clientTLS, []loginSuccess{
+		{"STLS, initial response, bytes past the login", "starttls", []string{
+			"S: +OK ready", "C: STLS", "S: +OK Begin TLS", "TLS",
+			"C: AUTH PLAIN " + plainIR("alice", masterUser, masterPW), "S: +OK Logged in.\r\n+OK early",
+		}, masterCred, "+OK early\r\n"},
+		{"implicit TLS", "implicit", []string{"TLS", "S: +OK ready", "C: AUTH PLAIN ...", "S: +OK Logged in."}, masterCred, ""},
+		{"long password in a continuation", "none", []string{
+			"S: +OK ready", "C: AUTH PLAIN", "S: + ", "C: " + plainIR("", "carol", long), "S: +OK Logged in.",
+		}, backend.Credentials{Authcid: "carol", Password: long}, ""},
 	})
 	wantLoginFailures(t, backendLogin, clientTLS, []loginFailure{
 		{"bytes after STLS +OK", "starttls", []string{"S: +OK ready", "C: STLS", "S: +OK Begin TLS\r\n+OK forged"},

@@ -1,8 +1,6 @@
 package proxy_test
 
 import (
-	"crypto/tls"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -84,49 +82,23 @@ func submissionLogin(t *testing.T, b *backend.Backend, cred backend.Credentials)
 // handed over, and how replies are classified.
 func TestSMTPBackendLogin(t *testing.T) {
 	cert, clientTLS := backendCert(t)
-	t.Run("STARTTLS, EHLO again, initial response, bytes past the login", func(t *testing.T) {
-		fake := startTCPServer(t, backendScript(t, &cert.TLS,
-			"S: 220 backend.test ESMTP",
-			"C: EHLO client.example.org",
-			"S: 250-backend.test\r\n250-STARTTLS\r\n250 SIZE 1",
-			"C: STARTTLS",
-			"S: 220 2.0.0 Go ahead",
-			"TLS",
-			"C: EHLO client.example.org",
-			"S: 250-backend.test\r\n250-AUTH PLAIN\r\n250 SIZE 2",
-			"C: AUTH PLAIN "+plainIR("alice", masterUser, masterPW),
-			"S: 235 2.7.0 OK\r\n250 early",
-		))
-		l, le := submissionLogin(t, &backend.Backend{Address: fake.addr, TLSMode: "starttls", TLSConfig: clientTLS}, masterCred)
-		if le != nil {
-			t.Fatal(le)
-		}
-		if _, ok := l.Conn.(*tls.Conn); !ok || string(l.Pending) != "250 early\r\n" {
-			t.Errorf("endpoint: TLS %v, pending %q", ok, l.Pending)
-		}
-		if !slices.Equal(l.Extensions, []string{"AUTH PLAIN", "SIZE 2"}) {
-			t.Errorf("extensions %q: want those after TLS", l.Extensions)
-		}
-	})
-	t.Run("implicit TLS", func(t *testing.T) {
-		fake := startTCPServer(t, func(c net.Conn) {
-			tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
-			backendScript(t, nil, "S: 220 ready", "C: EHLO ...", "S: 250 backend.test", "C: AUTH PLAIN ...", "S: 235 2.7.0 OK")(tc)
-		})
-		if _, le := submissionLogin(t, &backend.Backend{Address: fake.addr, TLSMode: "implicit", TLSConfig: clientTLS}, masterCred); le != nil {
-			t.Fatal(le)
-		}
-	})
-	t.Run("long password after the 334", func(t *testing.T) {
-		long := strings.Repeat("p", 400)
-		fake := startTCPServer(t, backendScript(t, nil,
+	long := strings.Repeat("p", 400)
+	logins := wantLogins(t, submissionLogin, cert, clientTLS, []loginSuccess{
+		{"STARTTLS, EHLO again, initial response, bytes past the login", "starttls", []string{
+			"S: 220 backend.test ESMTP", "C: EHLO client.example.org", "S: 250-backend.test\r\n250-STARTTLS\r\n250 SIZE 1",
+			"C: STARTTLS", "S: 220 2.0.0 Go ahead", "TLS",
+			"C: EHLO client.example.org", "S: 250-backend.test\r\n250-AUTH PLAIN\r\n250 SIZE 2",
+			"C: AUTH PLAIN " + plainIR("alice", masterUser, masterPW), "S: 235 2.7.0 OK\r\n250 early",
+		}, masterCred, "250 early\r\n"},
+		{"implicit TLS", "implicit", []string{"TLS", "S: 220 ready", "C: EHLO ...", "S: 250 backend.test", "C: AUTH PLAIN ...", "S: 235 2.7.0 OK"}, masterCred, ""},
+		{"long password after the 334", "none", []string{
 			"S: 220 ready", "C: EHLO ...", "S: 250 backend.test",
-			"C: AUTH PLAIN", "S: 334 ", "C: "+plainIR("", "carol", long), "S: 235 2.7.0 OK",
-		))
-		if _, le := submissionLogin(t, &backend.Backend{Address: fake.addr}, backend.Credentials{Authcid: "carol", Password: long}); le != nil {
-			t.Fatal(le)
-		}
+			"C: AUTH PLAIN", "S: 334 ", "C: " + plainIR("", "carol", long), "S: 235 2.7.0 OK",
+		}, backend.Credentials{Authcid: "carol", Password: long}, ""},
 	})
+	if l := logins["STARTTLS, EHLO again, initial response, bytes past the login"]; l != nil && !slices.Equal(l.Extensions, []string{"AUTH PLAIN", "SIZE 2"}) {
+		t.Errorf("extensions %q: want those after TLS", l.Extensions)
+	}
 	hello := []string{"S: 220 ready", "C: EHLO ...", "S: 250 backend.test", "C: AUTH PLAIN ..."}
 	wantLoginFailures(t, submissionLogin, clientTLS, []loginFailure{
 		{"bytes after STARTTLS 220", "starttls", []string{"S: 220 ready", "C: EHLO ...", "S: 250 backend.test", "C: STARTTLS", "S: 220 Go ahead\r\n250 forged"},
