@@ -25,6 +25,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 			return err
 		}
 		warnUserNames(cfg, accts, stderr)
+		warnBackendClientIP(cfg, stderr)
 		n := accts.NumPasscodes()
 		if _, err := os.Stat(auth.PepperPath(cfg.StateDir)); n > 0 && errors.Is(err, fs.ErrNotExist) {
 			fmt.Fprintf(stderr, "warning: %s is missing: the %d existing passcodes cannot match until it is restored\n",
@@ -64,4 +65,26 @@ func warnUserNames(cfg *config.Config, accts *auth.Accounts, stderr io.Writer) {
 	}
 	fmt.Fprintf(stderr, "warning: [users] domains is empty, and %d 2FA accounts (and any portal user) are named without a domain: "+
 		"if the backend also accepts \"name@domain\", list the mail domains in [users] domains so that every spelling is one account\n", bare)
+}
+
+// warnBackendClientIP warns about each backend that gets passthrough
+// logins (trusted_networks is set, or require_2fa_outside is off) but not
+// the client's address (forward_client_ip = "none"). Such a backend sees
+// every password from the campus as coming from kanmon, so a penalty it
+// keeps per address, as Dovecot's auth penalty does, slows every user's
+// login through kanmon after a handful of wrong passwords.
+func warnBackendClientIP(cfg *config.Config, stderr io.Writer) {
+	passthrough := len(cfg.TrustedPrefixes) > 0 || (cfg.Require2FAOutside != nil && !*cfg.Require2FAOutside)
+	if !passthrough {
+		return
+	}
+	for _, proto := range []string{config.ProtocolIMAP, config.ProtocolPOP3, config.ProtocolSubmission} {
+		b := cfg.Backend.For(proto)
+		if b == nil || b.ForwardClientIP != config.ForwardNone {
+			continue
+		}
+		fmt.Fprintf(stderr, "warning: [backend.%s] forward_client_ip = %q: the backend sees every passthrough login as coming from kanmon, "+
+			"so its per-address penalty (Dovecot's auth penalty) slows all users after a spray; "+
+			"set forward_client_ip and the backend's trusted networks (README, \"Setting up the backend\")\n", proto, b.ForwardClientIP)
+	}
 }
