@@ -271,7 +271,7 @@ func TestCLICheckMissingPepper(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, errOut := cliMust(t, 0, "check", "-config", cfg)
-	if !strings.HasPrefix(out, "ok:") || !strings.Contains(errOut, "warning") {
+	if !strings.HasPrefix(out, "ok:") || !strings.Contains(errOut, "warning: "+filepath.Join(dir, "state", "pepper")+" is missing") {
 		t.Errorf("stdout %q stderr %q", out, errOut)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "state", "pepper")); !os.IsNotExist(err) {
