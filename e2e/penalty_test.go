@@ -145,14 +145,7 @@ var penaltyProtos = []penaltyProto{
 		name: config.ProtocolPOP3,
 		addr: func(k *kanmontest.Kanmon) string { return k.POP3S },
 		greet: func(c *penaltyConn, user string) error {
-			if _, err := c.expect("+OK"); err != nil {
-				return err
-			}
-			if err := c.send("USER " + user); err != nil {
-				return err
-			}
-			_, err := c.expect("+OK")
-			return err
+			return c.exchange(c.expect, "+OK", "USER "+user, "+OK")
 		},
 		login: func(c *penaltyConn, _, secret string) (string, error) {
 			if err := c.send("PASS " + secret); err != nil {
@@ -166,14 +159,7 @@ var penaltyProtos = []penaltyProto{
 		name: config.ProtocolSubmission,
 		addr: func(k *kanmontest.Kanmon) string { return k.SubmissionS },
 		greet: func(c *penaltyConn, _ string) error {
-			if _, err := c.smtpReply("220"); err != nil {
-				return err
-			}
-			if err := c.send("EHLO e2e.example.edu"); err != nil {
-				return err
-			}
-			_, err := c.smtpReply("250")
-			return err
+			return c.exchange(c.smtpReply, "220", "EHLO e2e.example.edu", "250")
 		},
 		login: func(c *penaltyConn, user, secret string) (string, error) {
 			if err := c.send("AUTH PLAIN " + plainResponse(user, secret)); err != nil {
@@ -220,6 +206,19 @@ func dialPenalty(p penaltyProto, k *kanmontest.Kanmon, from, user string) (*pena
 func (c *penaltyConn) line() (string, error) {
 	l, err := c.br.ReadString('\n')
 	return strings.TrimRight(l, "\r\n"), err
+}
+
+// exchange reads the greeting with read (which wants greeting), sends cmd
+// and reads its reply (which wants reply).
+func (c *penaltyConn) exchange(read func(string) (string, error), greeting, cmd, reply string) error {
+	if _, err := read(greeting); err != nil {
+		return err
+	}
+	if err := c.send(cmd); err != nil {
+		return err
+	}
+	_, err := read(reply)
+	return err
 }
 
 // send writes line and CRLF.
@@ -345,22 +344,10 @@ func startPenaltyWorld(t *testing.T, p penaltyProto, s penaltySetup) *world {
 	case config.ProtocolSubmission:
 		kopts.SubmissionBackend = dc.SubmissionAddr
 	}
-	k := kanmontest.Start(t, kopts)
 	if s.forward && p.name == config.ProtocolSubmission {
-		// kanmontest has no option for [backend.submission].
-		cfg, err := os.ReadFile(k.ConfigPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		edited := strings.Replace(string(cfg), "[backend.submission]\n", "[backend.submission]\nforward_client_ip = \"xclient\"\n", 1)
-		if edited == string(cfg) {
-			t.Fatal("no [backend.submission] in kanmon's config")
-		}
-		if err := os.WriteFile(k.ConfigPath, []byte(edited), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		k.Reload(t)
+		kopts.SubmissionBackendExtra = `forward_client_ip = "xclient"`
 	}
+	k := kanmontest.Start(t, kopts)
 	return &world{dovecot: dc, kanmon: k}
 }
 

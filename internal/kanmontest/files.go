@@ -62,6 +62,9 @@ type Options struct {
 	// POP3BackendExtra is appended inside [backend.pop3], e.g.
 	// `forward_client_ip = "xclient"`.
 	POP3BackendExtra string
+	// SubmissionBackendExtra is appended inside [backend.submission],
+	// e.g. `forward_client_ip = "xclient"`.
+	SubmissionBackendExtra string
 	// Portal, when set, adds a [portal] on a free loopback port
 	// (Files.PortalAddr). Start does not run the portal; `kanmon serve`
 	// does.
@@ -236,7 +239,7 @@ func (f *Files) writeConfig() error {
 	}{
 		{config.ProtocolIMAP, opts.IMAPBackend, opts.BackendTLS, opts.BackendExtra, f.addrs(&f.IMAPS, &f.IMAPStartTLS, &f.IMAPPlain)},
 		{config.ProtocolPOP3, opts.POP3Backend, "", opts.POP3BackendExtra, f.addrs(&f.POP3S, &f.POP3StartTLS, &f.POP3Plain)},
-		{config.ProtocolSubmission, opts.SubmissionBackend, "", "", f.addrs(&f.SubmissionS, &f.SubmissionStartTLS, &f.SubmissionPlain)},
+		{config.ProtocolSubmission, opts.SubmissionBackend, "", opts.SubmissionBackendExtra, f.addrs(&f.SubmissionS, &f.SubmissionStartTLS, &f.SubmissionPlain)},
 	} {
 		for _, a := range p.addrs {
 			*a = ""
