@@ -104,16 +104,7 @@ func TestE2EPasscodeSessionAgainstDovecot(t *testing.T) {
 
 	// APPEND with a literal.
 	appended := message("alice@example.edu", "alice@example.edu", "draft", strings.Repeat("x", 5000))
-	ac := c.Append("INBOX", int64(len(appended)), nil)
-	if _, err := ac.Write(appended); err != nil {
-		t.Fatal(err)
-	}
-	if err := ac.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ac.Wait(); err != nil {
-		t.Fatalf("APPEND: %v", err)
-	}
+	kanmontest.Append(t, c, "INBOX", appended)
 
 	// IDLE here; a second session (STARTTLS listener, AUTHENTICATE PLAIN)
 	// appends, and Dovecot pushes EXISTS through kanmon.

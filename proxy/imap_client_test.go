@@ -9,6 +9,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
+	"github.com/kanmon-mail/kanmon/internal/kanmontest"
 )
 
 func message(subject, body string) []byte {
@@ -74,16 +75,7 @@ func TestIMAPClientThroughRelay(t *testing.T) {
 
 	// APPEND a message large enough to take many TLS records.
 	big := message("appended", strings.Repeat("All work and no play. ", 12000))
-	ac := c.Append("INBOX", int64(len(big)), nil)
-	if _, err := ac.Write(big); err != nil {
-		t.Fatal(err)
-	}
-	if err := ac.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ac.Wait(); err != nil {
-		t.Fatalf("APPEND: %v", err)
-	}
+	kanmontest.Append(t, c, "INBOX", big)
 	if err := c.Noop().Wait(); err != nil {
 		t.Fatal(err)
 	}
