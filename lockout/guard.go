@@ -199,9 +199,10 @@ type Guard struct {
 	done chan struct{} // closed when the writer has stopped
 }
 
-// attempt is what Check and Failure work out before taking the lock: the
-// time in nanoseconds, the attempt's keys, and the secret's fingerprint
-// (zero for an empty secret).
+// attempt is what Failure works out before taking the lock: the time in
+// nanoseconds, the attempt's keys, and the secret's fingerprint (zero for
+// an empty secret). Check takes the fingerprint only when the account has
+// wrong secrets remembered.
 func (g *Guard) attempt(user string, ip netip.Addr, secret string) (n int64, k keys, sum [fpLen]byte) {
 	k = g.keysFor(user, ip)
 	if secret != "" {
@@ -215,7 +216,8 @@ func (g *Guard) attempt(user string, ip netip.Addr, secret string) (n int64, k k
 // its recheck (Verdict.Recheck), the next recheck of that secret is due
 // RecheckInterval later, so concurrent clients don't all reach the backend.
 func (g *Guard) Check(user string, ip netip.Addr, secret string) Verdict {
-	n, k, sum := g.attempt(user, ip, secret)
+	n := nanos(g.opts.Now())
+	k := g.keysFor(user, ip)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	switch {
@@ -237,7 +239,10 @@ func (g *Guard) Check(user string, ip netip.Addr, secret string) Verdict {
 		return Verdict{Outcome: Allow}
 	}
 	set := g.fps[k.user]
-	i := set.find(sum, n, int64(g.opts.FingerprintTTL))
+	if len(set) == 0 {
+		return Verdict{Outcome: Allow} // no wrong secret remembered: no fingerprint to take
+	}
+	i := set.find(g.fingerprint(k.user, secret), n, int64(g.opts.FingerprintTTL))
 	if i < 0 {
 		return Verdict{Outcome: Allow}
 	}
@@ -349,7 +354,11 @@ func (g *Guard) Success(user string, ip netip.Addr) {
 		c.consec = 0
 		g.markDirty(bucketCounters, counterKey(ScopeAccount, k.user))
 	}
-	if _, ok := g.good[k.accountIP]; !ok && len(g.good) >= g.opts.MaxEntries {
+	last, ok := g.good[k.accountIP]
+	if ok && n-last < int64(g.opts.KnownGoodTTL)/knownGoodRefreshShare {
+		return // known-good already, and recently written: no database write
+	}
+	if !ok && len(g.good) >= g.opts.MaxEntries {
 		ttl := int64(g.opts.KnownGoodTTL)
 		v := evictOne(g.good, func(t int64) bool { return n >= t+ttl }, func(t int64) int64 { return t })
 		g.markDirty(bucketKnownGood, v)
@@ -358,6 +367,13 @@ func (g *Guard) Success(user string, ip netip.Addr) {
 	g.markDirty(bucketKnownGood, k.accountIP)
 	g.noteGoodIP(k.ip, n)
 }
+
+// knownGoodRefreshShare spaces the writes of a known-good time: a success
+// within KnownGoodTTL/knownGoodRefreshShare of the last one written (an
+// hour, for 30 days) changes nothing, so that a client logging in all day
+// costs no database write per login; the address then stays known-good
+// at most that much less long.
+const knownGoodRefreshShare = 720
 
 // noteGoodIP records a success from ip at n in the address-level index,
 // evicting the oldest entry when it is full. Callers hold g.mu.

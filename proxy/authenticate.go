@@ -171,13 +171,14 @@ func (s *session) authenticate(ctx context.Context, typed, secret string) loginR
 			ClientIP: s.clientIP.String(), Protocol: s.spec.Protocol, Client: s.clientID,
 		})
 	}
-	log := s.log.With("user", d.User, "via", d.Kind.String())
+	attrs := []any{"user", d.User, "via", d.Kind.String()}
 	if d.App != "" {
-		log = log.With("app", d.App)
+		attrs = append(attrs, "app", d.App)
 	}
 	if s.clientID != "" {
-		log = log.With("client_id", s.clientID)
+		attrs = append(attrs, "client_id", s.clientID)
 	}
+	log := s.log.With(attrs...) // one handler copy for the session's lines
 	log.Info("login")
 	s.srv.metrics.Login(s.spec.Protocol, metrics.ResultOK, d.Reason.Label(), time.Since(start))
 	return loginResult{outcome: outcomeOK, log: log, backend: login}
