@@ -202,3 +202,19 @@ func TestForwardClientIPToBackend(t *testing.T) {
 		}
 	})
 }
+
+// The ID that forwards the client goes in one write with the login, as a
+// client may pipeline them (RFC 9051 §5.5): the backend gets the
+// AUTHENTICATE before it answers the ID, so a login with
+// forward_client_ip = "id" costs one round trip, as a direct login does.
+func TestForwardIDPipelined(t *testing.T) {
+	fake := startTCPServer(t, backendScript(t, nil,
+		"S: * OK [CAPABILITY IMAP4rev1 SASL-IR ID] fake",
+		"C: k3 ID (...",
+		"C: k1 AUTHENTICATE PLAIN ...",
+		"S: * ID NIL\r\nk3 OK ID completed.\r\nk1 OK [CAPABILITY IMAP4rev1] Logged in",
+	))
+	k := forwardKanmon(t, "imap", "id", fake.addr)
+	c := dial(t, k.IMAPPlain)
+	c.run("S: * OK [CAPABILITY ...", "C: a1 LOGIN alice "+k.Passcode("alice", app), "S: a1 OK [CAPABILITY IMAP4rev1] Logged in")
+}
