@@ -79,7 +79,12 @@ func main() {
 	flag.DurationVar(&o.gcWait, "idle-gc-wait", 60*time.Second, "how long login cycles may run to bring on kanmon's next garbage collection while the IDLE sessions are held")
 	flag.StringVar(&o.out, "out", "", "also write the report (Markdown) to this `file`")
 	flag.DurationVar(&o.maxTime, "max-time", 15*time.Minute, "abort the whole run after this long")
+	relayTo := flag.String("splice-relay-to", "", "run only the reference splice relay to this `address` (the FETCH phase starts it)")
 	flag.Parse()
+	if *relayTo != "" {
+		runSpliceRelay(*relayTo)
+		return
+	}
 	if o.kanmon == "" {
 		fmt.Fprintln(os.Stderr, "kanmon-bench: -kanmon PATH is required (scripts/bench.sh builds it)")
 		os.Exit(2)
