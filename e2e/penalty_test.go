@@ -288,14 +288,21 @@ func sprayCarol(t *testing.T, p penaltyProto, k *kanmontest.Kanmon, from string)
 	}
 }
 
-// loginTimed logs user in with secret from from, fails the test unless
-// the login succeeds, and returns how long the login command took.
-func loginTimed(t *testing.T, p penaltyProto, k *kanmontest.Kanmon, from, user, secret string) time.Duration {
+// mustDialPenalty is dialPenalty that fails the test on an error.
+func mustDialPenalty(t *testing.T, p penaltyProto, k *kanmontest.Kanmon, from, user string) *penaltyConn {
 	t.Helper()
 	c, err := dialPenalty(p, k, from, user)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// loginTimed logs user in with secret from from, fails the test unless
+// the login succeeds, and returns how long the login command took.
+func loginTimed(t *testing.T, p penaltyProto, k *kanmontest.Kanmon, from, user, secret string) time.Duration {
+	t.Helper()
+	c := mustDialPenalty(t, p, k, from, user)
 	defer c.conn.Close()
 	start := time.Now()
 	reply, err := p.login(c, user, secret)
@@ -512,10 +519,7 @@ func TestE2EAuthPenaltyControl(t *testing.T) {
 // it is still unanswered after penaltySlow.
 func wantHeldBack(t *testing.T, p penaltyProto, k *kanmontest.Kanmon, from, user, secret string) {
 	t.Helper()
-	c, err := dialPenalty(p, k, from, user)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := mustDialPenalty(t, p, k, from, user)
 	defer c.conn.Close()
 	start := time.Now()
 	_ = c.conn.SetReadDeadline(start.Add(penaltySlow))

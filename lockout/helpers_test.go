@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/kanmon-mail/kanmon/internal/fakeclock"
 )
 
 // testKey keys the fingerprints in tests.
@@ -16,29 +17,14 @@ var testKey = []byte("0123456789abcdef0123456789abcdef")
 // is exact.
 var base = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// clock is an injectable, settable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// clock is the tests' settable clock.
+type clock = fakeclock.Clock
 
 // testGuard opens a Guard on a fresh database with a fake clock; edit
 // adjusts the options.
 func testGuard(t testing.TB, edit func(*Options)) (*Guard, *clock, string) {
 	t.Helper()
-	clk := &clock{t: base}
+	clk := fakeclock.New(base)
 	path := filepath.Join(t.TempDir(), "kanmon.db")
 	return openGuard(t, path, clk, edit), clk, path
 }

@@ -65,11 +65,8 @@ func (s *Server) getAccount(w http.ResponseWriter, r *http.Request, id string, s
 		fl, p.flash = p.flash, flash{}
 	})
 	lang := requestLang(r)
-	rt := s.opts.Generation()
-	st, err := auth.Status(s.accounts(rt), sess.user)
-	if err != nil {
-		s.log.Error("reading the accounts file", "user", sess.user, "err", err)
-		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+	rt, _, st, ok := s.readAccount(w, r, sess)
+	if !ok {
 		return
 	}
 	v := view{

@@ -13,14 +13,8 @@ import (
 // postStart begins an enrollment: a new secret, kept only in this
 // session until the user types a correct code from it.
 func (s *Server) postStart(w http.ResponseWriter, r *http.Request, id string, sess session) {
-	rt := s.opts.Generation()
-	st, err := auth.Status(s.accounts(rt), sess.user)
-	if err != nil {
-		s.log.Error("reading the accounts file", "user", sess.user, "err", err)
-		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
-		return
-	}
-	if !s.requireSecondFactor(w, r, id, sess, st) {
+	_, _, st, ok := s.accountForChange(w, r, id, sess)
+	if !ok {
 		return
 	}
 	if !st.TOTPEnrolled.IsZero() {

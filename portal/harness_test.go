@@ -22,10 +22,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kanmon-mail/kanmon/internal/fakeclock"
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
@@ -82,10 +83,9 @@ type world struct {
 	// at once.
 	rejectDelay atomic.Int64
 	// gate, when set, holds every password check until it is closed.
-	gate     atomic.Pointer[chan struct{}]
-	lastUse  atomic.Pointer[map[string]auth.LastUse]
-	clockMu  sync.Mutex
-	clockNow time.Time
+	gate    atomic.Pointer[chan struct{}]
+	lastUse atomic.Pointer[map[string]auth.LastUse]
+	clock   *fakeclock.Clock
 }
 
 // worldConfig is the world's config file (%d: the lockout threshold). The
@@ -149,7 +149,7 @@ tarpit_max = "4ms"
 // portal's Options.
 func newWorld(t *testing.T, options ...func(*portal.Options)) *world {
 	t.Helper()
-	w := &world{t: t, dir: t.TempDir(), logs: &syncbuf.Buffer{}, clockNow: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	w := &world{t: t, dir: t.TempDir(), logs: &syncbuf.Buffer{}, clock: fakeclock.New(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))}
 	w.cfgPath = filepath.Join(w.dir, "kanmon.toml")
 	if err := os.WriteFile(w.cfgPath, fmt.Appendf(nil, worldConfig, accountIPThreshold), 0o600); err != nil {
 		t.Fatal(err)
@@ -250,18 +250,11 @@ func (w *world) checkPassword(ctx context.Context, user, password string, _ back
 	return nil
 }
 
-func (w *world) now() time.Time {
-	w.clockMu.Lock()
-	defer w.clockMu.Unlock()
-	return w.clockNow
-}
+// now is the portal's clock.
+func (w *world) now() time.Time { return w.clock.Now() }
 
 // advance moves the clock on.
-func (w *world) advance(d time.Duration) {
-	w.clockMu.Lock()
-	defer w.clockMu.Unlock()
-	w.clockNow = w.clockNow.Add(d)
-}
+func (w *world) advance(d time.Duration) { w.clock.Add(d) }
 
 // accounts returns the accounts file's text.
 func (w *world) accounts() string {

@@ -366,15 +366,23 @@ func (s *Server) postSignOut(w http.ResponseWriter, r *http.Request, id string, 
 // force, and lets the change go ahead only as requireSecondFactor says.
 // When ok is false the reply has been written.
 func (s *Server) accountForChange(w http.ResponseWriter, r *http.Request, id string, sess session) (rt Generation, store *auth.Store, st auth.TwoFAStatus, ok bool) {
+	rt, store, st, ok = s.readAccount(w, r, sess)
+	if !ok || !s.requireSecondFactor(w, r, id, sess, st) {
+		return Generation{}, nil, st, false
+	}
+	return rt, store, st, true
+}
+
+// readAccount reads the signed-in user's 2FA status from the accounts
+// file under the runtime in force. When ok is false the reply (503) has
+// been written.
+func (s *Server) readAccount(w http.ResponseWriter, r *http.Request, sess session) (rt Generation, store *auth.Store, st auth.TwoFAStatus, ok bool) {
 	rt = s.opts.Generation()
 	store = s.accounts(rt)
 	st, err := auth.Status(store, sess.user)
 	if err != nil {
 		s.log.Error("reading the accounts file", "user", sess.user, "err", err)
 		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
-		return Generation{}, nil, st, false
-	}
-	if !s.requireSecondFactor(w, r, id, sess, st) {
 		return Generation{}, nil, st, false
 	}
 	return rt, store, st, true

@@ -103,16 +103,7 @@ func TestIMAPClientThroughRelay(t *testing.T) {
 		t.Fatalf("AUTHENTICATE PLAIN: %v", err)
 	}
 	m4 := message("second-session", "From another session.")
-	ac2 := c2.Append("INBOX", int64(len(m4)), nil)
-	if _, err := ac2.Write(m4); err != nil {
-		t.Fatal(err)
-	}
-	if err := ac2.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ac2.Wait(); err != nil {
-		t.Fatalf("APPEND from the second session: %v", err)
-	}
+	kanmontest.Append(t, c2, "INBOX", m4)
 	waitExists(t, exists, 4)
 	if err := c2.Logout().Wait(); err != nil {
 		t.Fatalf("LOGOUT of the second session: %v", err)
