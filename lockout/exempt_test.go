@@ -65,3 +65,28 @@ func TestKnownGoodIP(t *testing.T) {
 		t.Fatal("known-good after KnownGoodTTL")
 	}
 }
+
+// A failure without an account (a refused user name) counts in the IP
+// and prefix scopes only: 30 of them lock the address, no account is
+// touched, and the campus is not counted.
+func TestFailureAddress(t *testing.T) {
+	g, _, _ := testGuard(t, nil)
+	g.SetExempt([]netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")})
+	ip := v4(7, 7, 8)
+	var info FailureInfo
+	for range 30 {
+		info = g.FailureAddress(ip)
+	}
+	if info.IP != 30 || info.AccountIP != 0 || info.Account != 0 || info.Locked != ScopeIP {
+		t.Errorf("after 30: %+v, want ip 30, no account counts, locked ip", info)
+	}
+	wantVerdict(t, g.Check("anyone", ip, "x"), Locked, ScopeIP)
+	if got := g.FailureAddress(v4(1, 2, 3)); got.IP != 0 || got.Prefix != 0 {
+		t.Errorf("the campus was counted: %+v", got)
+	}
+	for _, e := range g.List() {
+		if e.User != "" {
+			t.Errorf("an account entry appeared: %+v", e)
+		}
+	}
+}

@@ -254,6 +254,14 @@ func (g *Guard) Check(user string, ip netip.Addr, secret string) Verdict {
 	return Verdict{Outcome: Allow, Recheck: true}
 }
 
+// FailureAddress records a failure that names no account kanmon would
+// ask about (a user name [users] refuses): it counts in the IP and prefix
+// scopes only, so that a spray of junk names locks its source like any
+// other spray.
+func (g *Guard) FailureAddress(ip netip.Addr) FailureInfo {
+	return g.Failure("", ip, "")
+}
+
 // Failure records a definite authentication failure: a wrong passcode, a
 // non-passcode secret on a 2FA account, the backend's definite
 // authentication failure. Never call it for a timeout, an unavailable

@@ -196,6 +196,9 @@ func (g *Guard) keysFor(user string, ip netip.Addr) keys {
 func (k *keys) scopeKey(s Scope) string {
 	switch s {
 	case ScopeAccountIP:
+		if k.user == "" {
+			return "" // no account: only the address scopes
+		}
 		return k.accountIP
 	case ScopeAccount:
 		return k.user

@@ -66,7 +66,12 @@ func (s *session) authenticate(ctx context.Context, typed, secret string) loginR
 		if err != nil {
 			extra = []any{"detail", err.Error()}
 		}
-		s.loginFailed(ctx, start, typed, reason, nil, extra...)
+		var info *lockout.FailureInfo
+		if s.srv.guard != nil {
+			fi := s.srv.guard.FailureAddress(s.clientIP)
+			info = &fi
+		}
+		s.loginFailed(ctx, start, typed, reason, info, extra...)
 		return loginResult{outcome: outcomeFailed}
 	}
 	guard := s.srv.guard

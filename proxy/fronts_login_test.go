@@ -225,6 +225,12 @@ func TestFrontsUserSpellings(t *testing.T) {
 			t.Error("a foreign domain reached the backend")
 		}
 		wantLog(t, w.k, `user=carol@other.example reason="user name refused" detail="user name is in a domain that is not configured"`)
+		// Off the campus a refused name counts against its address.
+		c = f.openFrom(t, "127.0.0.9", plain)
+		if got := f.login(c, byLogin, "junk@elsewhere.example", "x"); got != f.failed {
+			t.Errorf("a refused name: %q", got)
+		}
+		wantLog(t, w.k, `user=junk@elsewhere.example reason="user name refused"`, "lockout.ip=1 ")
 		c = f.open(t, plain)
 		if got := f.login(c, byLogin, "Carol@Kyokyo-U.ac.jp", carolPW); !lineMatches(got, f.loggedIn) {
 			t.Errorf("carol's password as Carol@Kyokyo-U.ac.jp: %q", got)
