@@ -532,3 +532,21 @@ func TestE2ELockoutRightPasscodeFromANewAddress(t *testing.T) {
 		return countLogLines(w.dovecot.Log(), "Login: user=<alice>") >= 3
 	})
 }
+
+// Issue 18: 12 wrong passcodes for alice from her own known-good address
+// (a client behind the campus NAT, or her stale phone) lock that
+// account+ip pair for wrong secrets, and her right passcode still logs
+// in there.
+func TestE2ELockoutRightPasscodeAtItsOwnAddress(t *testing.T) {
+	w := startWorld(t, kanmontest.Options{})
+	k := w.kanmon
+	passcode := k.Passcode("alice", "Thunderbird")
+	wantOK(t, "alice from her usual IP", loginFrom(t, k, "127.0.0.1", "alice", passcode))
+	for i := range 12 {
+		wantFailed(t, fmt.Sprintf("wrong passcode %d", i+1), loginFrom(t, k, "127.0.0.1", "alice", wrongPasscode(i)))
+	}
+	if n := kanmonFailures(k.Logs(), "127.0.0.1", "alice", "locked: account+ip"); n == 0 {
+		t.Fatal("12 wrong passcodes did not lock alice at 127.0.0.1")
+	}
+	wantOK(t, "her right passcode at her own address", loginFrom(t, k, "127.0.0.1", "alice", passcode))
+}
