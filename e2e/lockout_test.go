@@ -512,10 +512,8 @@ func TestE2ELockoutTwoFADisableForgetsStaleSecrets(t *testing.T) {
 // address she never used, and from her known-good one; a wrong passcode
 // from a new address is still refused as locked.
 func TestE2ELockoutRightPasscodeFromANewAddress(t *testing.T) {
-	w := startWorld(t, kanmontest.Options{})
+	w, passcode := aliceKnownGood(t)
 	k := w.kanmon
-	passcode := k.Passcode("alice", "Thunderbird")
-	wantOK(t, "alice from her usual IP", loginFrom(t, k, "127.0.0.1", "alice", passcode))
 	for i := range 60 {
 		wantFailed(t, fmt.Sprintf("wrong passcode %d", i+1), loginFrom(t, k, fmt.Sprintf("127.0.1.%d", 1+i%20), "alice", wrongPasscode(i)))
 	}
@@ -538,10 +536,8 @@ func TestE2ELockoutRightPasscodeFromANewAddress(t *testing.T) {
 // account+ip pair for wrong secrets, and her right passcode still logs
 // in there.
 func TestE2ELockoutRightPasscodeAtItsOwnAddress(t *testing.T) {
-	w := startWorld(t, kanmontest.Options{})
+	w, passcode := aliceKnownGood(t)
 	k := w.kanmon
-	passcode := k.Passcode("alice", "Thunderbird")
-	wantOK(t, "alice from her usual IP", loginFrom(t, k, "127.0.0.1", "alice", passcode))
 	for i := range 12 {
 		wantFailed(t, fmt.Sprintf("wrong passcode %d", i+1), loginFrom(t, k, "127.0.0.1", "alice", wrongPasscode(i)))
 	}
@@ -549,4 +545,14 @@ func TestE2ELockoutRightPasscodeAtItsOwnAddress(t *testing.T) {
 		t.Fatal("12 wrong passcodes did not lock alice at 127.0.0.1")
 	}
 	wantOK(t, "her right passcode at her own address", loginFrom(t, k, "127.0.0.1", "alice", passcode))
+}
+
+// aliceKnownGood starts a world in which alice has logged in once from
+// 127.0.0.1 (known-good for her), and returns it with her passcode.
+func aliceKnownGood(t *testing.T) (*world, string) {
+	t.Helper()
+	w := startWorld(t, kanmontest.Options{})
+	passcode := w.kanmon.Passcode("alice", "Thunderbird")
+	wantOK(t, "alice from her usual IP", loginFrom(t, w.kanmon, "127.0.0.1", "alice", passcode))
+	return w, passcode
 }
