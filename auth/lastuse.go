@@ -48,6 +48,26 @@ type LastUse struct {
 	Client string `json:"client,omitempty"`
 }
 
+// LastUseKeeper is where the server notes each passcode login and where
+// the admin socket and the portal read the passcodes' last use: a
+// LastUseStore (one node: bbolt in state_dir) or redisstate.LastUse
+// (several nodes sharing it in Redis). Record must never block a login on
+// a disk or the network: implementations buffer and write in batches.
+type LastUseKeeper interface {
+	// Record notes a use of the passcode with the given ID
+	// (AppPasscode.ID).
+	Record(id string, u LastUse)
+	// All returns every record known, the pending ones included, by
+	// passcode ID.
+	All() (map[string]LastUse, error)
+	// Retain drops the records of passcodes whose ID is not in keep
+	// (they were revoked), so the records do not grow with every
+	// passcode ever made.
+	Retain(keep map[string]bool) error
+}
+
+var _ LastUseKeeper = (*LastUseStore)(nil)
+
 // LastUseStore keeps the last use of every passcode (by AppPasscode.ID)
 // in a bbolt file that the server holds open exclusively. Record only
 // touches memory; the records are written in batches, at most one

@@ -121,7 +121,7 @@ func ServerTLSConfig(cert tls.Certificate) *tls.Config {
 type Server struct {
 	log      *slog.Logger
 	guard    *lockout.Guard
-	lastUse  *auth.LastUseStore
+	lastUse  auth.LastUseKeeper
 	current  atomic.Pointer[Generation]
 	buffers  *relay.BufferPool
 	parking  relay.Poller // the parked relay directions
@@ -137,8 +137,9 @@ type Server struct {
 type ServerOptions struct {
 	// Lockout guards every login; nil turns lockout off (tests only).
 	Lockout *lockout.Guard
-	// LastUse records each passcode login; nil records nothing.
-	LastUse *auth.LastUseStore
+	// LastUse records each passcode login: an *auth.LastUseStore on one
+	// node, a redisstate.LastUse in a cluster; nil records nothing.
+	LastUse auth.LastUseKeeper
 	// Metrics records logins, backend errors and refusals, and reads the
 	// server's connections, sessions and relayed bytes at each scrape;
 	// nil records nothing.
@@ -147,6 +148,9 @@ type ServerOptions struct {
 
 // NewServer returns a server that starts with rt.
 func NewServer(log *slog.Logger, rt *Generation, opts ServerOptions) *Server {
+	if l, ok := opts.LastUse.(*auth.LastUseStore); ok && l == nil {
+		opts.LastUse = nil // a nil *LastUseStore records nothing
+	}
 	s := &Server{log: log, guard: opts.Lockout, lastUse: opts.LastUse, buffers: relay.NewBufferPool(), metrics: opts.Metrics}
 	s.current.Store(rt)
 	if s.guard != nil {
