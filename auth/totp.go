@@ -142,7 +142,7 @@ func enrollmentKeys(a *Accounts, stateDir string) (key []byte, pepper Pepper, er
 
 // CheckSecondFactor verifies code for user, who must have an authenticator
 // registered: a TOTP code (6 digits, spaces allowed) of the current time
-// step ±otp.Skew that g has not seen for user at this or a later step, or
+// step ±otp.Skew that g has not claimed for user at this or a later step, or
 // an unused one-time code (hyphens, spaces and case do not matter), which
 // it consumes with a locked rewrite of the accounts file, so that it works
 // exactly once even with concurrent sign-ins.
@@ -150,8 +150,10 @@ func enrollmentKeys(a *Accounts, stateDir string) (key []byte, pepper Pepper, er
 // ok is false, with a nil error, for a wrong, replayed or malformed code and
 // for a user without an authenticator. err is for what is not the user's
 // doing: an unreadable accounts file, a missing pepper or TOTP key, or a
-// sealed secret that does not open (a wrong totp.key, an edited file).
-func CheckSecondFactor(s *Store, stateDir, user, code string, now time.Time, g *otp.ReplayGuard) (kind SecondFactor, ok bool, err error) {
+// sealed secret that does not open (a wrong totp.key, an edited file), and
+// a replay guard that could not decide (a shared one whose Redis is down):
+// the code is refused then, never accepted unchecked.
+func CheckSecondFactor(s *Store, stateDir, user, code string, now time.Time, g otp.Replay) (kind SecondFactor, ok bool, err error) {
 	if g == nil {
 		return SecondFactorNone, false, errors.New("check second factor: no replay guard")
 	}
@@ -177,7 +179,14 @@ func CheckSecondFactor(s *Store, stateDir, user, code string, now time.Time, g *
 		}
 		step, match := otp.Verify(secret, c, now)
 		clear(secret)
-		if !match || !g.Accept(acct.User, step) {
+		if !match {
+			return SecondFactorNone, false, nil
+		}
+		fresh, err := g.Claim(acct.User, step)
+		if err != nil {
+			return SecondFactorNone, false, fmt.Errorf("totp replay guard: %w", err)
+		}
+		if !fresh {
 			return SecondFactorNone, false, nil
 		}
 		return SecondFactorTOTP, true, nil
