@@ -206,6 +206,9 @@ type Config struct {
 	// Portal turns on the self-service 2FA web portal; see Portal.
 	// Default: none, no portal.
 	Portal *Portal `toml:"portal"`
+	// Redis shares the short-lived security state of several kanmon
+	// nodes; see Redis. Default: none, one node (bbolt and memory).
+	Redis *Redis `toml:"redis"`
 
 	// TrustedPrefixes is TrustedNetworks parsed.
 	TrustedPrefixes []netip.Prefix `toml:"-"`

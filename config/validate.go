@@ -65,6 +65,9 @@ func (c *Config) finish() error {
 	if err := c.finishUsers(); err != nil {
 		return err
 	}
+	if err := c.finishRedis(); err != nil {
+		return err
+	}
 	c.TLS.Cert = c.resolve(c.TLS.Cert)
 	c.TLS.Key = c.resolve(c.TLS.Key)
 	for _, proto := range []string{ProtocolIMAP, ProtocolPOP3, ProtocolSubmission} {

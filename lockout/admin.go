@@ -117,49 +117,7 @@ func (g *Guard) List() []Entry {
 // Known-good IPs are kept. A locked IP may also be inside a locked prefix:
 // List shows both, and each is cleared by name.
 func (g *Guard) Clear(target string) int {
-	var inScope func(s Scope, key string) bool
-	clearUser := ""
-	if ip, err := netip.ParseAddr(target); err == nil {
-		ipKey := normIP(ip).String()
-		inScope = func(s Scope, key string) bool {
-			switch s {
-			case ScopeIP:
-				return key == ipKey
-			case ScopeAccountIP:
-				return strings.HasSuffix(key, "\x00"+ipKey)
-			}
-			return false
-		}
-	} else if p, err := netip.ParsePrefix(target); err == nil {
-		p = p.Masked()
-		inScope = func(s Scope, key string) bool {
-			switch s {
-			case ScopePrefix:
-				q, err := netip.ParsePrefix(key)
-				return err == nil && q == p
-			case ScopeIP:
-				ip, err := netip.ParseAddr(key)
-				return err == nil && p.Contains(ip)
-			case ScopeAccountIP:
-				_, ipKey, _ := strings.Cut(key, "\x00")
-				ip, err := netip.ParseAddr(ipKey)
-				return err == nil && p.Contains(ip)
-			}
-			return false
-		}
-	} else {
-		user := normUser(target)
-		inScope = func(s Scope, key string) bool {
-			switch s {
-			case ScopeAccount:
-				return key == user
-			case ScopeAccountIP:
-				return strings.HasPrefix(key, user+"\x00")
-			}
-			return false
-		}
-		clearUser = user
-	}
+	inScope, clearUser := ClearMatcher(target)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	removed := 0

@@ -193,6 +193,8 @@ type Guard struct {
 	// exempt are the networks (the campus) whose addresses the IP and
 	// prefix scopes neither count nor lock; see SetExempt.
 	exempt atomic.Pointer[[]netip.Prefix]
+	// divisor divides the thresholds; see SetDivisor. 0 or 1: undivided.
+	divisor atomic.Int32
 
 	kick chan struct{} // a change waits to be written
 	stop chan struct{} // closed by Close
@@ -322,7 +324,7 @@ func (g *Guard) Failure(user string, ip netip.Addr, secret string) FailureInfo {
 			}
 			c.consec++
 			info.Consecutive = int(c.consec)
-			trip = trip || info.Consecutive >= g.opts.MaxAccountFailures
+			trip = trip || info.Consecutive >= g.divided(g.opts.MaxAccountFailures)
 		}
 		c.last = n
 		if trip && !c.locked(n) {

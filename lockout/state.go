@@ -216,18 +216,19 @@ func (k *keys) scopeKey(s Scope) string {
 	return ""
 }
 
-// threshold returns scope s's threshold and window.
+// threshold returns scope s's threshold (divided by SetDivisor's n) and
+// window.
 func (g *Guard) threshold(s Scope) (int, int64) {
 	o := &g.opts
 	switch s {
 	case ScopeAccountIP:
-		return o.AccountIPThreshold, int64(o.AccountIPWindow)
+		return g.divided(o.AccountIPThreshold), int64(o.AccountIPWindow)
 	case ScopeAccount:
-		return o.AccountThreshold, int64(o.AccountWindow)
+		return g.divided(o.AccountThreshold), int64(o.AccountWindow)
 	case ScopeIP:
-		return o.IPThreshold, int64(o.IPWindow)
+		return g.divided(o.IPThreshold), int64(o.IPWindow)
 	}
-	return o.PrefixThreshold, int64(o.PrefixWindow)
+	return g.divided(o.PrefixThreshold), int64(o.PrefixWindow)
 }
 
 // counterExpired reports whether a counter of scope s may be dropped.

@@ -48,6 +48,7 @@ type Metrics struct {
 	mu       sync.Mutex
 	server   func() ServerStats
 	lockouts func() map[string]int
+	redisUp  func() bool
 }
 
 // ServerStats is the proxy's state at a scrape, by protocol.
@@ -181,6 +182,18 @@ func (m *Metrics) WatchLockouts(f func() map[string]int) {
 	m.mu.Unlock()
 }
 
+// WatchRedis makes every scrape ask f whether Redis answers, for
+// kanmon_redis_up; without a call there is no such metric (one node, no
+// [redis]). The last call wins.
+func (m *Metrics) WatchRedis(f func() bool) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.redisUp = f
+	m.mu.Unlock()
+}
+
 // Descriptions of the metrics read at scrape time.
 var (
 	connectionsDesc = prometheus.NewDesc("kanmon_connections",
@@ -196,6 +209,8 @@ var (
 		"1 while stress mode is on: so many connections are not logged in yet that their timeouts are shortened.", nil, nil)
 	lockoutsDesc = prometheus.NewDesc("kanmon_lockouts_active",
 		"Locks in force, by scope (account+ip, account, ip, prefix).", []string{"scope"}, nil)
+	redisUpDesc = prometheus.NewDesc("kanmon_redis_up",
+		"1 while the Redis of [redis] answers; 0 while this node enforces on its own (on_failure = local) or refuses logins (closed).", nil, nil)
 )
 
 // stateCollector reads the proxy's and the lockout guard's state at each
@@ -210,13 +225,21 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- sessionsDesc
 	ch <- bytesDesc
 	ch <- lockoutsDesc
+	ch <- redisUpDesc
 }
 
 // Collect asks the watched functions for the current values.
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
-	server, lockouts := c.server, c.lockouts
+	server, lockouts, redisUp := c.server, c.lockouts, c.redisUp
 	c.mu.Unlock()
+	if redisUp != nil {
+		up := 0.0
+		if redisUp() {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(redisUpDesc, prometheus.GaugeValue, up)
+	}
 	if server != nil {
 		st := server()
 		ch <- prometheus.MustNewConstMetric(connectionsDesc, prometheus.GaugeValue, float64(st.Connections))

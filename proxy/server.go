@@ -120,7 +120,7 @@ func ServerTLSConfig(cert tls.Certificate) *tls.Config {
 // Server accepts client connections and runs their sessions.
 type Server struct {
 	log      *slog.Logger
-	guard    *lockout.Guard
+	guard    lockout.Enforcer
 	lastUse  auth.LastUseKeeper
 	current  atomic.Pointer[Generation]
 	buffers  *relay.BufferPool
@@ -136,7 +136,7 @@ type Server struct {
 // ServerOptions are a server's parts that outlive a reload.
 type ServerOptions struct {
 	// Lockout guards every login; nil turns lockout off (tests only).
-	Lockout *lockout.Guard
+	Lockout lockout.Enforcer
 	// LastUse records each passcode login: an *auth.LastUseStore on one
 	// node, a redisstate.LastUse in a cluster; nil records nothing.
 	LastUse auth.LastUseKeeper
@@ -148,6 +148,9 @@ type ServerOptions struct {
 
 // NewServer returns a server that starts with rt.
 func NewServer(log *slog.Logger, rt *Generation, opts ServerOptions) *Server {
+	if g, ok := opts.Lockout.(*lockout.Guard); ok && g == nil {
+		opts.Lockout = nil // a nil *Guard is no lockout, not a Guard to call
+	}
 	if l, ok := opts.LastUse.(*auth.LastUseStore); ok && l == nil {
 		opts.LastUse = nil // a nil *LastUseStore records nothing
 	}
