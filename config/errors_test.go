@@ -314,6 +314,46 @@ cert = "cert.pem"
 protocol = "imap"
 address = "127.0.0.1:993"
 ` + backendIMAP, want: "[tls] cert and key are required"},
+	{name: "redis without url or sentinels", doc: listener1 + backendIMAP + `
+[redis] # <-
+key_prefix = "k:"
+`, want: "redis: set url (one Redis) or sentinels (with master)"},
+
+	{name: "redis url with a password", doc: listener1 + backendIMAP + `
+[redis]
+url = "redis://:secret@127.0.0.1:6379/0" # <-
+`, want: "redis: url holds a password: put it in password_file instead"},
+
+	{name: "redis url and sentinels", doc: listener1 + backendIMAP + `
+[redis]
+url = "redis://127.0.0.1:6379/0"
+sentinels = ["127.0.0.1:26379"] # <-
+master = "kanmon"
+`, want: "redis: set url or sentinels, not both"},
+
+	{name: "redis sentinels without master", doc: listener1 + backendIMAP + `
+[redis] # <-
+sentinels = ["127.0.0.1:26379"]
+`, want: "redis: master (the Sentinel master name) is required with sentinels"},
+
+	{name: "redis on_failure", doc: listener1 + backendIMAP + `
+[redis]
+url = "redis://127.0.0.1:6379/0"
+on_failure = "open" # <-
+`, want: `redis: on_failure "open": want local or closed`},
+
+	{name: "redis key_prefix with a hash tag", doc: listener1 + backendIMAP + `
+[redis]
+url = "redis://127.0.0.1:6379/0"
+key_prefix = "{x}" # <-
+`, want: `redis: key_prefix "{x}": no braces`},
+
+	{name: "redis password_file missing", doc: listener1 + backendIMAP + `
+[redis]
+url = "redis://127.0.0.1:6379/0"
+password_file = "no-such-file" # <-
+`, want: "redis.password_file: open "},
+
 }
 
 func TestErrors(t *testing.T) {

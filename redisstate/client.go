@@ -280,3 +280,17 @@ func (c *Client) Close() error {
 	c.wg.Wait()
 	return c.rdb.Close()
 }
+
+// clientLog passes go-redis's own messages (a failed dial, a Sentinel
+// switch) to slog at debug level: Client already logs an outage once at
+// ERROR, and go-redis would print one line per failed dial on stderr.
+type clientLog struct{ log *slog.Logger }
+
+// Printf implements go-redis's logging interface.
+func (l clientLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "redis-client")
+}
+
+// RouteClientLogs sends go-redis's messages to log at debug level. The
+// go-redis logger is one per process: call this once, from main.
+func RouteClientLogs(log *slog.Logger) { redis.SetLogger(clientLog{log}) }

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/redisstate"
 	"github.com/kanmon-mail/kanmon/username"
 )
 
@@ -26,6 +29,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		}
 		warnUserNames(cfg, accts, stderr)
 		warnBackendClientIP(cfg, stderr)
+		warnRedis(cfg, stderr)
 		n := accts.NumPasscodes()
 		if _, err := os.Stat(auth.PepperPath(cfg.StateDir)); n > 0 && errors.Is(err, fs.ErrNotExist) {
 			fmt.Fprintf(stderr, "warning: %s is missing: the %d existing passcodes cannot match until it is restored\n",
@@ -86,5 +90,26 @@ func warnBackendClientIP(cfg *config.Config, stderr io.Writer) {
 		fmt.Fprintf(stderr, "warning: [backend.%s] forward_client_ip = %q: the backend sees every passthrough login as coming from kanmon, "+
 			"so its per-address penalty (Dovecot's auth penalty) slows all users after a spray; "+
 			"set forward_client_ip and the backend's trusted networks (README, \"Setting up the backend\")\n", proto, b.ForwardClientIP)
+	}
+}
+
+// warnRedis asks the Redis of [redis], if any, whether it answers and
+// whether it may evict kanmon's keys (maxmemory-policy).
+func warnRedis(cfg *config.Config, stderr io.Writer) {
+	if cfg.Redis == nil {
+		return
+	}
+	c, err := redisstate.Open(cfg.Redis, slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Fprintf(stderr, "warning: [redis]: %v\n", err)
+		return
+	}
+	defer c.Close()
+	if !c.Up() {
+		fmt.Fprintf(stderr, "warning: [redis] does not answer now: kanmon serve would start with on_failure = %q in force\n", cfg.Redis.OnFailure)
+		return
+	}
+	if w := c.EvictionWarning(context.Background()); w != "" {
+		fmt.Fprintln(stderr, "warning:", w)
 	}
 }
