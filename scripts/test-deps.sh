@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the real-server tests need: Dovecot (IMAP, POP3, submission)
-# for internal/dovecottest, curl as a real command-line mail client, oathtool
-# as an independent TOTP authenticator (otp), and Chromium for the portal's
-# browser end-to-end test (e2e).
+# for internal/dovecottest, Redis (redis-server, which also runs the
+# sentinels as redis-server --sentinel) for internal/redistest, curl as a
+# real command-line mail client, oathtool as an independent TOTP
+# authenticator (otp), and Chromium for the portal's browser end-to-end test
+# (e2e).
 #
 # As root with apt-get, missing packages are installed from Debian without
-# starting the system Dovecot (the tests start private instances of their
-# own). Otherwise it says which tests will be skipped, or, with CI=true, fail.
+# starting the system Dovecot or Redis (the tests start private instances of
+# their own, on their own ports). Otherwise it says which tests will be
+# skipped, or, with CI=true, fail.
 # Safe to run any number of times.
 set -euo pipefail
 
@@ -32,12 +35,32 @@ missing() {
 	for b in imap pop3 submission; do
 		[ -x "$LIBEXEC/$b" ] || echo "dovecot-$b"
 	done
+	find_redis >/dev/null || echo redis-server
 	command -v curl >/dev/null 2>&1 || echo curl
 	command -v swaks >/dev/null 2>&1 || echo swaks
 	perl -MNet::SSLeay -e1 >/dev/null 2>&1 || echo libnet-ssleay-perl # swaks's TLS
 	[ -s /etc/ssl/certs/ca-certificates.crt ] || echo ca-certificates
 	command -v oathtool >/dev/null 2>&1 || echo oathtool
 	find_chromium >/dev/null || echo chromium
+}
+
+# find_redis prints the path of redis-server (Debian's redis-server package
+# installs /usr/bin/redis-server).
+find_redis() {
+	command -v redis-server 2>/dev/null && return 0
+	local p
+	for p in /usr/bin/redis-server /usr/local/bin/redis-server; do
+		if [ -x "$p" ]; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# redis_version prints the version of redis-server, e.g. 7.0.15.
+redis_version() {
+	"$(find_redis)" --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'
 }
 
 # find_chromium prints the path of a Chromium binary (Debian's package
@@ -50,24 +73,38 @@ find_chromium() {
 	return 1
 }
 
-# stop_system_dovecot stops a system-wide Dovecot that a package install may
-# have started. It touches only the instance of the system pid file, never the
-# tests' private instances.
-stop_system_dovecot() {
-	local pidfile=/run/dovecot/master.pid
+# stop_system_service NAME PIDFILE SERVICE UNIT... stops a system-wide
+# service that a package install may have started (when a policy-rc.d
+# already present allowed it). It touches only the process of the system pid
+# file, never the tests' private instances.
+stop_system_service() {
+	local name=$1 pidfile=$2 service=$3
+	shift 3
 	[ -s "$pidfile" ] || return 0
 	local pid
 	pid=$(cat "$pidfile")
 	kill -0 "$pid" 2>/dev/null || return 0
-	echo "test-deps: stopping the system Dovecot (pid $pid) that the install started"
+	echo "test-deps: stopping the system $name (pid $pid) that the install started"
 	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-		systemctl stop dovecot.service dovecot.socket 2>/dev/null || true
+		systemctl stop "$@" 2>/dev/null || true
 	elif command -v service >/dev/null 2>&1; then
-		service dovecot stop >/dev/null 2>&1 || true
+		service "$service" stop >/dev/null 2>&1 || true
 	fi
 	if kill -0 "$pid" 2>/dev/null; then
 		kill "$pid" 2>/dev/null || true
 	fi
+}
+
+stop_system_dovecot() {
+	stop_system_service Dovecot /run/dovecot/master.pid dovecot dovecot.service dovecot.socket
+}
+
+# stop_system_redis stops the Debian package's Redis (port 6379) and, if the
+# redis-sentinel package is there too, its sentinel (port 26379). The tests
+# never use them.
+stop_system_redis() {
+	stop_system_service Redis /run/redis/redis-server.pid redis-server redis-server.service
+	stop_system_service "Redis Sentinel" /run/sentinel/redis-sentinel.pid redis-sentinel redis-sentinel.service
 }
 
 install_pkgs() {
@@ -102,6 +139,7 @@ install_pkgs() {
 		rm -f "$policy"
 	fi
 	stop_system_dovecot
+	stop_system_redis
 	return "$ok"
 }
 
@@ -110,7 +148,7 @@ case "${CI:-}" in true | TRUE | True | 1 | yes) ci=true ;; esac
 
 absent=$(missing | tr '\n' ' ')
 if [ -z "$absent" ]; then
-	echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1), $(curl --version | head -n1 | cut -d' ' -f1-2), $(oathtool --version | head -n1) and $("$(find_chromium)" --version 2>/dev/null | head -n1) present"
+	echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1), redis $(redis_version), $(curl --version | head -n1 | cut -d' ' -f1-2), $(oathtool --version | head -n1) and $("$(find_chromium)" --version 2>/dev/null | head -n1) present"
 	exit 0
 fi
 
@@ -129,7 +167,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
 	mapfile -t pkgs < <(printf '%s\n' "${pkgs[@]}" | sort -u)
 	echo "test-deps: apt-get install ${pkgs[*]}"
 	if install_pkgs "${pkgs[@]}" && [ -z "$(missing)" ]; then
-		echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1) installed (system service not started)"
+		echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1) and redis $(redis_version) installed (system services not started)"
 		exit 0
 	fi
 	echo "test-deps: could not install: $(missing | tr '\n' ' ')" >&2
@@ -144,9 +182,10 @@ why="not root"
 [ "$(id -u)" -eq 0 ] && why="no apt-get"
 cat >&2 <<EOF
 test-deps: cannot install ($why). Install as root:
-    apt-get install dovecot-imapd dovecot-pop3d dovecot-submissiond curl swaks libnet-ssleay-perl ca-certificates oathtool chromium
+    apt-get install dovecot-imapd dovecot-pop3d dovecot-submissiond redis-server curl swaks libnet-ssleay-perl ca-certificates oathtool chromium
 EOF
 what="tests that run curl, swaks, oathtool or chromium"
+case " $absent" in *" redis-server"*) what="real-Redis tests (internal/redistest and every test using it) and $what" ;; esac
 case " $absent" in *" dovecot"*) what="real-Dovecot tests (internal/dovecottest and every test using it) and $what" ;; esac
 if [ "$ci" = true ]; then
 	echo "test-deps: CI=true, so the $what will FAIL" >&2
