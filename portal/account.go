@@ -60,10 +60,13 @@ type settingsRow struct{ Protocol, Port, Security string }
 // passcode and an unfinished enrollment are forgotten.
 func (s *Server) getAccount(w http.ResponseWriter, r *http.Request, id string, sess session) {
 	var fl flash
-	s.sessions.update(id, func(p *session) {
+	if _, err := s.sessions.update(id, func(p *session) {
 		p.codes, p.shown, p.pending = nil, nil, nil
 		fl, p.flash = p.flash, flash{}
-	})
+	}); err != nil {
+		s.sessionsUnavailable(w, r, err)
+		return
+	}
 	lang := requestLang(r)
 	rt, _, st, ok := s.readAccount(w, r, sess)
 	if !ok {
@@ -181,9 +184,13 @@ func securityLabel(lang, mode string) string {
 // formatTime shows t in the server's time zone.
 func formatTime(t time.Time) string { return t.Local().Format(timeLayout) }
 
-// setFlash leaves a message for the next account page.
+// setFlash leaves a message for the next account page. A message that
+// cannot be kept (a shared store that does not answer) is logged and
+// lost: the change it reports is done or refused either way.
 func (s *Server) setFlash(id string, isErr bool, key, arg string) {
-	s.sessions.update(id, func(p *session) { p.flash = flash{key: key, arg: arg, err: isErr} })
+	if _, err := s.sessions.update(id, func(p *session) { p.flash = flash{key: key, arg: arg, err: isErr} }); err != nil {
+		s.log.Warn("a message for the account page was lost", "key", key, "err", err)
+	}
 }
 
 // reload runs the server's in-process reload after a change to the

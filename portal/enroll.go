@@ -28,7 +28,10 @@ func (s *Server) postStart(w http.ResponseWriter, r *http.Request, id string, se
 		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
 		return
 	}
-	s.sessions.update(id, func(p *session) { p.pending = secret })
+	if _, err := s.sessions.update(id, func(p *session) { p.pending = secret }); err != nil {
+		s.sessionsUnavailable(w, r, err)
+		return
+	}
 	http.Redirect(w, r, "/2fa/enroll", http.StatusSeeOther)
 }
 
@@ -70,7 +73,12 @@ func (s *Server) postEnroll(w http.ResponseWriter, r *http.Request, id string, s
 	}
 	step, ok := otp.Verify(sess.pending, r.PostForm.Get("code"), s.now())
 	if ok {
-		ok = s.replay.Accept(sess.user, step)
+		var err error
+		if ok, err = s.replay.Claim(sess.user, step); err != nil {
+			s.log.Error("TOTP replay guard unavailable; enrollment refused", "client", clientIP(r).String(), "user", sess.user, "err", err)
+			s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+			return
+		}
 	}
 	if !ok {
 		s.log.Info("enrollment code wrong", "client", clientIP(r).String(), "user", sess.user)
@@ -86,8 +94,7 @@ func (s *Server) postEnroll(w http.ResponseWriter, r *http.Request, id string, s
 	}
 	codes, err := auth.EnrollTOTP(store, rt.Config.StateDir, sess.user, sess.pending)
 	if errors.Is(err, auth.ErrTOTPEnrolled) {
-		s.sessions.update(id, func(p *session) { p.pending = nil })
-		s.setFlash(id, true, "enroll.already", "")
+		s.setFlash(id, true, "enroll.already", "") // and getAccount forgets the pending secret
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
 		return
 	}
@@ -99,11 +106,24 @@ func (s *Server) postEnroll(w http.ResponseWriter, r *http.Request, id string, s
 	// This session proved the new authenticator: it counts as signed in
 	// with a second factor. Every other session of the account signed in
 	// without one, so they end.
-	s.sessions.update(id, func(p *session) { p.pending, p.codes, p.secondFactor = nil, codes, true })
-	ended := s.sessions.removeOthers(sess.user, id)
+	_, uerr := s.sessions.update(id, func(p *session) { p.pending, p.codes, p.secondFactor = nil, codes, true })
+	ended, err := s.sessions.removeOthers(sess.user, id)
+	if err != nil {
+		// They signed in without a second factor, so they can change
+		// nothing now that 2FA is on (requireSecondFactor); they end
+		// at their next change or expiry.
+		s.log.Error("2FA turned on, but the account's other portal sessions could not be ended", "user", sess.user, "err", err)
+	}
 	s.log.Info("2FA turned on: authenticator registered", "client", clientIP(r).String(), "user", sess.user, "one_time_codes", len(codes),
 		"other_sessions_ended", ended)
 	s.reload(id, sess.user, "2FA on")
+	if uerr != nil {
+		// The codes exist only here now: show them on this answer
+		// rather than lose them with the session's change.
+		s.log.Error("portal session not updated after 2FA turned on; the one-time codes are shown at once", "user", sess.user, "err", uerr)
+		s.render(w, r, http.StatusOK, "codes", "codes.title", view{Path: "/2fa/codes", CSRF: sess.csrf, SignedIn: true, User: sess.user, Codes: codes})
+		return
+	}
 	http.Redirect(w, r, "/2fa/codes", http.StatusSeeOther)
 }
 
@@ -162,7 +182,7 @@ func (s *Server) postDisable(w http.ResponseWriter, r *http.Request, id string, 
 		refuse(v.String(), nil)
 		return
 	}
-	kind, ok, err := auth.CheckSecondFactor(store, rt.Config.StateDir, st.User, code, s.now(), &s.replay)
+	kind, ok, err := auth.CheckSecondFactor(store, rt.Config.StateDir, st.User, code, s.now(), s.replay)
 	if err != nil {
 		s.log.Error("checking a second factor", "user", st.User, "err", err)
 		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
@@ -180,7 +200,10 @@ func (s *Server) postDisable(w http.ResponseWriter, r *http.Request, id string, 
 		return
 	}
 	s.tarpit.reset(ip)
-	ended := s.sessions.removeOthers(name, id)
+	ended, err := s.sessions.removeOthers(name, id)
+	if err != nil {
+		s.log.Error("2FA turned off, but the account's other portal sessions could not be ended", "user", name, "err", err)
+	}
 	s.log.Info("2FA turned off", "client", ip.String(), "user", name, "second_factor", kind.String(), "passcodes_removed", removed,
 		"other_sessions_ended", ended)
 	s.setFlash(id, false, "off.done", "")

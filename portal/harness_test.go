@@ -74,6 +74,7 @@ type world struct {
 	rt      atomic.Pointer[proxy.Generation]
 	guard   *lockout.Guard
 	srv     *portal.Server
+	opts    portal.Options // srv's, for more nodes over the same files
 	logs    *syncbuf.Buffer
 	reloads atomic.Int32
 	checks  atomic.Int32 // backend contacts (password checks)
@@ -198,6 +199,7 @@ func newWorld(t *testing.T, options ...func(*portal.Options)) *world {
 	for _, o := range options {
 		o(&po)
 	}
+	w.opts = po
 	w.srv, err = portal.New(po)
 	if err != nil {
 		t.Fatal(err)
@@ -275,10 +277,11 @@ func (w *world) wantLog(fragments ...string) {
 	}
 }
 
-// client is one browser: its address, its cookies, its language and the
-// CSRF token of the last page it saw.
+// client is one browser: the portal node it talks to, its address, its
+// cookies, its language and the CSRF token of the last page it saw.
 type client struct {
 	w       *world
+	srv     http.Handler // the portal node it talks to; nil: w.srv
 	ip      string
 	lang    string // Accept-Language
 	cookies map[string]*http.Cookie
@@ -329,7 +332,11 @@ func (c *client) doCtx(ctx context.Context, method, path string, body io.Reader)
 		req.AddCookie(&http.Cookie{Name: k.Name, Value: k.Value})
 	}
 	rec := httptest.NewRecorder()
-	c.w.srv.ServeHTTP(rec, req)
+	var srv http.Handler = c.w.srv
+	if c.srv != nil {
+		srv = c.srv
+	}
+	srv.ServeHTTP(rec, req)
 	res := rec.Result()
 	b, _ := io.ReadAll(res.Body)
 	r := &response{t: c.w.t, req: method + " " + path, status: res.StatusCode, header: res.Header, body: string(b), set: res.Cookies()}

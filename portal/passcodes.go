@@ -59,8 +59,17 @@ func (s *Server) postAddPasscode(w http.ResponseWriter, r *http.Request, id stri
 		return
 	}
 	s.log.Info("passcode added", "client", clientIP(r).String(), "user", st.User, "app", app, "protocols", auth.FormatProtocols(protocols))
-	s.sessions.update(id, func(p *session) { p.shown = &shownPasscode{app: app, code: code} })
+	_, uerr := s.sessions.update(id, func(p *session) { p.shown = &shownPasscode{app: app, code: code} })
 	s.reload(id, st.User, "passcode added")
+	if uerr != nil {
+		// The passcode exists only here now: show it on this answer
+		// rather than lose it with the session's change.
+		s.log.Error("portal session not updated after a passcode was added; it is shown at once", "user", st.User, "app", app, "err", uerr)
+		s.render(w, r, http.StatusOK, "passcode", "passcode.title", view{
+			Path: "/passcodes/new", CSRF: sess.csrf, SignedIn: true, User: sess.user, App: app, Passcode: auth.FormatPasscode(code),
+		})
+		return
+	}
 	http.Redirect(w, r, "/passcodes/new", http.StatusSeeOther)
 }
 

@@ -11,10 +11,11 @@
 // auth's locked, atomic Store), then runs the server's in-process reload,
 // so a deleted passcode's live mail sessions end within a second.
 //
-// Web security: a server-side store of signed-in sessions in memory
-// (256-bit random ids; __Host-, HttpOnly, Secure, SameSite=Strict
-// cookies; idle and absolute expiry; capped per user and in all, least
-// recently used out first), a CSRF token on every POST (the sign-in
+// Web security: a server-side store of signed-in sessions, in memory or,
+// for several nodes, sealed in Redis (Options.Sessions) (256-bit random
+// ids; __Host-, HttpOnly, Secure, SameSite=Strict cookies; idle and
+// absolute expiry; capped per user, and in memory in all, least recently
+// used out first), a CSRF token on every POST (the sign-in
 // form's is stateless: no memory is spent before a sign-in), HSTS, a
 // strict CSP and no caching. Failed sign-ins count in the lockout
 // counters that mail logins use, wait out the same tarpit and at least
@@ -133,6 +134,17 @@ type Options struct {
 	// MinFailureDelay overrides minFailureDelay, the least time a failed
 	// sign-in takes (zero: minFailureDelay). For tests.
 	MinFailureDelay time.Duration
+	// Sessions, when set, keeps the signed-in sessions where several
+	// portal nodes share them (redisstate.PortalSessions: Redis), sealed
+	// (see SharedSessions). While it does not answer, sign-ins and
+	// signed-in pages get the "unavailable" page. Nil: this process's
+	// memory, for one node.
+	Sessions SharedSessions
+	// Replay, when set, is the TOTP replay guard, shared by several
+	// nodes so that a code used on one is refused on every other
+	// (redisstate.TOTPReplay). While it cannot decide, codes are
+	// refused. Nil: an otp.ReplayGuard in this process's memory.
+	Replay otp.Replay
 }
 
 // Server is the portal's http.Handler.
@@ -140,8 +152,8 @@ type Server struct {
 	opts     Options
 	log      *slog.Logger
 	now      func() time.Time
-	sessions *sessionStore
-	replay   otp.ReplayGuard
+	sessions sessionKeeper
+	replay   otp.Replay
 	tarpit   *tarpitCounter
 	pages    map[string]pageSet // by language
 	css      []byte
@@ -191,12 +203,19 @@ func New(opts Options) (*Server, error) {
 		opts:       opts,
 		log:        opts.Log.With("proto", "portal"),
 		now:        opts.Now,
-		sessions:   newSessionStore(opts.SessionIdle, opts.SessionMax, opts.Now),
+		sessions:   memorySessions{newSessionStore(opts.SessionIdle, opts.SessionMax, opts.Now)},
+		replay:     opts.Replay,
 		tarpit:     newTarpitCounter(),
 		pages:      pages,
 		css:        css,
 		minFailure: minFailureDelay,
 		checks:     make(chan struct{}, maxConcurrentChecks),
+	}
+	if opts.Sessions != nil {
+		s.sessions = &sharedSessions{kv: opts.Sessions, idle: opts.SessionIdle, max: opts.SessionMax, now: opts.Now}
+	}
+	if s.replay == nil {
+		s.replay = &otp.ReplayGuard{}
 	}
 	if opts.MinFailureDelay > 0 {
 		s.minFailure = opts.MinFailureDelay
@@ -257,11 +276,25 @@ func (s *Server) getCSS(w http.ResponseWriter, _ *http.Request) {
 // getRoot sends a signed-in user to the account page, anyone else to the
 // sign-in form.
 func (s *Server) getRoot(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.sessions.get(sessionID(r)); ok {
+	_, ok, err := s.sessions.get(sessionID(r))
+	if err != nil {
+		s.sessionsUnavailable(w, r, err)
+		return
+	}
+	if ok {
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
 		return
 	}
 	http.Redirect(w, r, "/signin", http.StatusSeeOther)
+}
+
+// sessionsUnavailable answers a request whose session could not be read
+// or written (a shared store that does not answer): the "unavailable"
+// page, 503. It fails closed: nothing of the session is served or
+// changed.
+func (s *Server) sessionsUnavailable(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Error("portal sessions unavailable; request refused", "client", clientIP(r).String(), "path", r.URL.Path, "err", err)
+	s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
 }
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {

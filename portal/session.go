@@ -71,6 +71,60 @@ type flash struct {
 	err      bool
 }
 
+// sessionKeeper is what the handlers need of the signed-in sessions. Two
+// keep them: memorySessions, this process's memory (one node, the
+// default), and sharedSessions, sealed records in a store several portal
+// nodes share (Options.Sessions: Redis in cluster mode). The memory one
+// never fails; a shared one fails when its store does not answer, and
+// the handlers then refuse, closed, with the "unavailable" page: no
+// request is served on a session that could not be read, and no sign-in
+// starts while sessions cannot be kept.
+type sessionKeeper interface {
+	// get returns a copy of the live session with id and marks it used;
+	// ok is false for an unknown or expired id.
+	get(id string) (sess session, ok bool, err error)
+	// update runs fn on the live session with id; false when there is
+	// none.
+	update(id string, fn func(*session)) (bool, error)
+	// create starts a signed-in session for user, with secondFactor as
+	// its proof, and returns its id.
+	create(user string, secondFactor bool) (string, session, error)
+	// remove ends the session with id.
+	remove(id string) error
+	// removeOthers ends every session of user (case-insensitive) but the
+	// one with id, and returns how many it ended.
+	removeOthers(user, id string) (int, error)
+	// ready reports whether sessions can be kept now: a sign-in checks
+	// it before the password, so that a store that is down gets the
+	// "unavailable" page and not a failure after a right password.
+	ready() error
+}
+
+// memorySessions is the sessionKeeper of one node: a sessionStore in
+// memory. None of its methods fails.
+type memorySessions struct{ st *sessionStore }
+
+func (m memorySessions) get(id string) (session, bool, error) {
+	sess, ok := m.st.get(id)
+	return sess, ok, nil
+}
+
+func (m memorySessions) update(id string, fn func(*session)) (bool, error) {
+	return m.st.update(id, fn), nil
+}
+
+func (m memorySessions) create(user string, secondFactor bool) (string, session, error) {
+	return m.st.create(user, secondFactor)
+}
+
+func (m memorySessions) remove(id string) error { m.st.remove(id); return nil }
+
+func (m memorySessions) removeOthers(user, id string) (int, error) {
+	return m.st.removeOthers(user, id), nil
+}
+
+func (m memorySessions) ready() error { return nil }
+
 // sessionEntry is a session in the store, with its places in the two
 // recency lists.
 type sessionEntry struct {

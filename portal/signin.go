@@ -71,7 +71,11 @@ func (s *Server) post(h handler) http.HandlerFunc {
 			return
 		}
 		id := sessionID(r)
-		sess, ok := s.sessions.get(id)
+		sess, ok, err := s.sessions.get(id)
+		if err != nil {
+			s.sessionsUnavailable(w, r, err)
+			return
+		}
 		if !ok || !validCSRF(sess.csrf, r.PostForm.Get("csrf")) {
 			s.refuseForm(w, r, ok)
 			return
@@ -100,7 +104,11 @@ func (s *Server) signinPost(h http.HandlerFunc) http.HandlerFunc {
 func (s *Server) signedIn(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := sessionID(r)
-		sess, ok := s.sessions.get(id)
+		sess, ok, err := s.sessions.get(id)
+		if err != nil {
+			s.sessionsUnavailable(w, r, err)
+			return
+		}
 		if !ok {
 			http.Redirect(w, r, "/signin", http.StatusSeeOther)
 			return
@@ -112,7 +120,12 @@ func (s *Server) signedIn(h handler) http.HandlerFunc {
 // getSignIn shows the sign-in form. It keeps nothing on the server: the
 // form's CSRF token is bound to a cookie (signinform.go).
 func (s *Server) getSignIn(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.sessions.get(sessionID(r)); ok {
+	_, ok, err := s.sessions.get(sessionID(r))
+	if err != nil {
+		s.sessionsUnavailable(w, r, err)
+		return
+	}
+	if ok {
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
 		return
 	}
@@ -199,7 +212,11 @@ func (s *Server) postSignIn(w http.ResponseWriter, r *http.Request) {
 	}
 	s.tarpit.reset(ip)
 	if old := sessionID(r); old != "" {
-		s.sessions.remove(old)
+		if err := s.sessions.remove(old); err != nil {
+			// The browser gets the new session's cookie in place of the
+			// old one, and the old one's record expires in its time.
+			s.log.Warn("the session replaced by a sign-in could not be ended", "client", ip.String(), "user", res.user, "err", err)
+		}
 	}
 	clearSigninCookie(w)
 	setSessionCookie(w, id)
@@ -223,22 +240,26 @@ func logUser(user string) string {
 //
 //  1. the lockout check, before anything else (a lock, or this very
 //     password and code already found wrong, fails here);
-//  2. the policy: an account without 2FA from outside trusted_networks
+//  2. the sessions: while they cannot be kept (a shared store that does
+//     not answer), the sign-in is refused as unavailable, before the
+//     password is checked;
+//  3. the policy: an account without 2FA from outside trusted_networks
 //     under require_2fa_outside is refused without asking the backend.
 //     Whether the account has 2FA comes from the accounts file (its
 //     cached parse), not the policy in force, which a failed reload may
 //     leave stale;
-//  3. the password, by an IMAP login at the backend with the user's own
+//  4. the password, by an IMAP login at the backend with the user's own
 //     credentials (never an app passcode: the backend knows none), at
 //     most maxConcurrentChecks at once: over the cap it waits for a
 //     place until queue closes (the client went away) or maxCheckWait;
-//  4. for a 2FA account: an authenticator must be registered, and code
+//  5. for a 2FA account: an authenticator must be registered, and code
 //     must be a fresh TOTP code or an unused one-time code (consumed);
-//  5. the lockout bookkeeping: definite failures count, a success clears.
+//  6. the lockout bookkeeping: definite failures count, a success clears.
 //
 // ctx must not end with the client (see postSignIn). A fault after the
 // password was accepted (the TOTP key unreadable, the accounts file
-// unwritable) is logged at ERROR and is an ordinary, uncounted failure:
+// unwritable, a shared replay guard or session store gone down since
+// step 2) is logged at ERROR and is an ordinary, uncounted failure:
 // a 503 there would tell that the password was right.
 func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, password, code string, client backend.ClientInfo) signInResult {
 	fail := func(reason string) signInResult { return signInResult{user: user, reason: reason} }
@@ -269,6 +290,10 @@ func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, p
 		return signInResult{unavailable: true}
 	case lockout.Locked, lockout.Stale:
 		return fail(v.String())
+	}
+	if err := s.sessions.ready(); err != nil {
+		s.log.Error("portal sessions unavailable; refusing sign-ins until they recover", "user", user, "err", err)
+		return signInResult{unavailable: true}
 	}
 	store := s.accounts(rt)
 	st, err := auth.Status(store, user)
@@ -303,7 +328,7 @@ func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, p
 		case code == "":
 			return counted(reasonNoCode)
 		}
-		kind, ok, err := auth.CheckSecondFactor(store, rt.Config.StateDir, st.User, code, s.now(), &s.replay)
+		kind, ok, err := auth.CheckSecondFactor(store, rt.Config.StateDir, st.User, code, s.now(), s.replay)
 		if err != nil {
 			s.log.Error("sign-in failed: the second factor could not be checked", "client", ip.String(), "user", st.User, "err", err)
 			return signInResult{user: user}
@@ -354,8 +379,16 @@ func (s *Server) acquireCheck(queue <-chan struct{}) (release func(), ok bool) {
 }
 
 // postSignOut ends the session.
+//
+// When the session cannot be ended (a shared store that does not answer),
+// the browser keeps its cookie and gets the "unavailable" page, so that
+// the user knows to sign out again, rather than believe a session ended
+// that still lives.
 func (s *Server) postSignOut(w http.ResponseWriter, r *http.Request, id string, sess session) {
-	s.sessions.remove(id)
+	if err := s.sessions.remove(id); err != nil {
+		s.sessionsUnavailable(w, r, err)
+		return
+	}
 	clearSessionCookie(w)
 	s.log.Info("signed out", "client", clientIP(r).String(), "user", sess.user)
 	http.Redirect(w, r, "/signin", http.StatusSeeOther)
@@ -397,7 +430,10 @@ func (s *Server) requireSecondFactor(w http.ResponseWriter, r *http.Request, id 
 	if !st.On || sess.secondFactor {
 		return true
 	}
-	s.sessions.remove(id)
+	if err := s.sessions.remove(id); err != nil {
+		// It can change nothing still: every change checks this again.
+		s.log.Warn("a session without a second factor could not be ended", "user", st.User, "err", err)
+	}
 	clearSessionCookie(w)
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "session ended: signed in without a second factor, and the account has 2FA on now",
 		slog.String("client", clientIP(r).String()), slog.String("user", st.User), slog.String("path", r.URL.Path))
