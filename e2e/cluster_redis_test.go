@@ -38,18 +38,34 @@ type clusterOptions struct {
 	nodes   int
 	redis   string // the body of [redis], without node
 	lockout string // appended to [lockout]
+	// lockoutBase starts [lockout]; default kanmontest.DefaultLockout.
+	lockoutBase string
 	// perProtocol gives each node POP3 and submission listeners too.
 	perProtocol bool
+	// plaintext gives each node a plaintext IMAP listener instead of an
+	// implicit-TLS one (the benchmarks').
+	plaintext bool
+	// extra is appended to the top level of each config.
+	extra string
+	// twoFA are more accounts to give 2FA (with no passcode).
+	twoFA []string
 }
 
 // startCluster writes the nodes' configs, gives alice 2FA with a
 // Thunderbird passcode (through node 1's CLI) and starts the nodes.
-func startCluster(t *testing.T, dc *dovecottest.Server, o clusterOptions) *cluster {
+func startCluster(t testing.TB, dc *dovecottest.Server, o clusterOptions) *cluster {
 	t.Helper()
 	c := &cluster{bin: buildKanmon(t)}
+	if o.lockoutBase == "" {
+		o.lockoutBase = kanmontest.DefaultLockout
+	}
 	opts := kanmontest.Options{
-		Lockout:         kanmontest.DefaultLockout + "account_ip_window = \"720h\"\n" + o.lockout,
+		Lockout:         o.lockoutBase + "account_ip_window = \"720h\"\n" + o.lockout,
 		TrustedNetworks: []string{"127.0.0.1/32"},
+		Extra:           o.extra,
+	}
+	if o.plaintext {
+		opts.Listeners = []string{config.TLSNone}
 	}
 	if o.perProtocol {
 		opts.POP3Backend, opts.SubmissionBackend = dc.POP3Addr, dc.SubmissionAddr
@@ -60,19 +76,25 @@ func startCluster(t *testing.T, dc *dovecottest.Server, o clusterOptions) *clust
 		appendConfig(t, f.ConfigPath, fmt.Sprintf("\n[redis]\n%snode = \"node%d\"\n", o.redis, i+1))
 	}
 	first := c.files[0]
-	mustRun(t, c.bin, "2fa", "enable", "-config", first.ConfigPath, "alice")
+	for _, u := range append([]string{"alice"}, o.twoFA...) {
+		mustRun(t, c.bin, "2fa", "enable", "-config", first.ConfigPath, u)
+	}
 	c.passcode = cliAddPasscode(t, c.bin, "-config", first.ConfigPath, "alice", "Thunderbird")
 	for _, f := range c.files[1:] {
 		shareAccounts(t, first, f)
 	}
 	for _, f := range c.files {
-		c.nodes = append(c.nodes, startServe(t, c.bin, f.ConfigPath, f.IMAPS))
+		addr := f.IMAPS
+		if o.plaintext {
+			addr = f.IMAPPlain
+		}
+		c.nodes = append(c.nodes, startServe(t, c.bin, f.ConfigPath, addr))
 	}
 	return c
 }
 
 // appendConfig appends text to the config file at path.
-func appendConfig(t *testing.T, path, text string) {
+func appendConfig(t testing.TB, path, text string) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
@@ -86,7 +108,7 @@ func appendConfig(t *testing.T, path, text string) {
 
 // shareAccounts points the config of to at from's accounts file, and
 // copies from's pepper into to's state_dir.
-func shareAccounts(t *testing.T, from, to *kanmontest.Files) {
+func shareAccounts(t testing.TB, from, to *kanmontest.Files) {
 	t.Helper()
 	fromCfg, err := config.Load(from.ConfigPath)
 	if err != nil {

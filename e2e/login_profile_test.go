@@ -25,6 +25,7 @@ import (
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/internal/dovecottest"
 	"github.com/kanmon-mail/kanmon/internal/kanmontest"
+	"github.com/kanmon-mail/kanmon/internal/redistest"
 	kmetrics "github.com/kanmon-mail/kanmon/metrics"
 	"github.com/kanmon-mail/kanmon/proxy"
 )
@@ -157,6 +158,35 @@ func BenchmarkLoginPath(b *testing.B) {
 		}
 	})
 
+	// serve-redis is serve with [redis]: the lockout shared through a
+	// private redis-server (issue 12), for CPU and latency side by side
+	// with serve's bbolt.
+	var redisFiles *kanmontest.Files
+	var redisProc *serveProcess
+	b.Run("serve-redis", func(b *testing.B) {
+		if redisProc == nil {
+			serveBin := os.Getenv("KANMON_LOGIN_BIN")
+			if serveBin == "" {
+				serveBin = buildKanmon(parent)
+			}
+			r := redistest.Start(parent, redistest.Options{})
+			redisFiles = kanmontest.WriteFiles(parent, opts(dc.IMAPAddr))
+			f, err := os.OpenFile(redisFiles.ConfigPath, os.O_APPEND|os.O_WRONLY, 0)
+			if err == nil {
+				_, err = fmt.Fprintf(f, "\n[redis]\nurl = %q\n", r.URL())
+				f.Close()
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			redisProc = startServe(parent, serveBin, redisFiles.ConfigPath, redisFiles.IMAPPlain)
+		}
+		pid := redisProc.cmd.Process.Pid
+		var cpu0 time.Duration
+		runLoginPath(b, redisFiles.IMAPPlain, users, secrets(redisFiles), conc, func() { cpu0 = procStatCPU(b, pid) })
+		b.ReportMetric(float64((procStatCPU(b, pid)-cpu0).Microseconds())/float64(b.N), "kanmon-cpu-us/op")
+	})
+
 	b.Run("wire", func(b *testing.B) {
 		if wired == nil {
 			rec = startRecorder(parent, dc.IMAPAddr)
@@ -183,6 +213,7 @@ func runLoginPath(b *testing.B, addr string, users, secrets []string, conc int, 
 	start := time.Now()
 	var next, failed atomic.Int64
 	var firstErr atomic.Pointer[error]
+	took := make([]time.Duration, b.N)
 	var wg sync.WaitGroup
 	for range conc {
 		wg.Add(1)
@@ -194,16 +225,20 @@ func runLoginPath(b *testing.B, addr string, users, secrets []string, conc int, 
 					return
 				}
 				u := int(i) % len(users)
+				t0 := time.Now()
 				if err := loginPathCycle(addr, users[u], secrets[u]); err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, &err)
 				}
+				took[i] = time.Since(t0)
 			}
 		})
 	}
 	wg.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "logins/s")
+	b.ReportMetric(float64(percentile(took, 50).Microseconds()), "p50-us")
+	b.ReportMetric(float64(percentile(took, 99).Microseconds()), "p99-us")
 	if e := firstErr.Load(); e != nil {
 		b.Fatalf("%d login cycles failed; first: %v", failed.Load(), *e)
 	}

@@ -62,7 +62,7 @@ func cliAddPasscode(t testing.TB, bin string, args ...string) string {
 	return strings.ReplaceAll(m[1], " ", "")
 }
 
-func writeFile(t *testing.T, path, text string) {
+func writeFile(t testing.TB, path, text string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func writeFile(t *testing.T, path, text string) {
 // serveFiles writes a config directory for `kanmon serve` in front of
 // dc's IMAP: opts with the master credentials, and one implicit-TLS
 // listener unless opts names others.
-func serveFiles(t *testing.T, dc *dovecottest.Server, opts kanmontest.Options) *kanmontest.Files {
+func serveFiles(t testing.TB, dc *dovecottest.Server, opts kanmontest.Options) *kanmontest.Files {
 	t.Helper()
 	opts.IMAPBackend = dc.IMAPAddr
 	opts.MasterUser, opts.MasterPassword = masterUser, masterPassword
