@@ -53,7 +53,7 @@ type Redis struct {
 	// replicas' password; see SentinelPasswordFile.
 	PasswordFile string `toml:"password_file"`
 	// SentinelPasswordFile holds the Sentinels' own password, if they
-	// have one (Sentinel's requirepass). Default: none.
+	// have one (Sentinel's requirepass).
 	SentinelPasswordFile string `toml:"sentinel_password_file"`
 	// TLS turns on TLS to the Sentinels and the master (with URL, use
 	// rediss:// instead). Default false.
@@ -63,7 +63,7 @@ type Redis struct {
 	// file.
 	CAFile string `toml:"ca_file"`
 	// KeyPrefix starts every key kanmon writes, so that kanmon can share
-	// a Redis with other programs. Default "kanmon:".
+	// a Redis with other programs. Default kanmon:.
 	KeyPrefix string `toml:"key_prefix"`
 	// OnFailure is what logins get while Redis can't be reached: local
 	// (each node enforces on its own counters, thresholds divided by the

@@ -307,6 +307,10 @@ func (g *generator) describe(f field, siblings []field) (desc, def string) {
 	return g.replaceNames(desc, f.goName), g.replaceNames(def, f.goName)
 }
 
+// proseNames are field names that are also names of things in the prose
+// ("Redis (or a Redis Sentinel set)"): never replaced.
+var proseNames = map[string]bool{"Redis": true}
+
 // replaceNames writes Go field names as their toml keys: "within
 // AccountIPWindow" becomes "within `account_ip_window`". A name without
 // lower-case letters (TLS, IMAP) is also a word of the prose ("dial, TLS
@@ -320,7 +324,7 @@ func (g *generator) replaceNames(s, own string) string {
 	}
 	var names []string
 	for n := range g.keys {
-		if strings.ToUpper(n) != n {
+		if strings.ToUpper(n) != n && !proseNames[n] {
 			names = append(names, regexp.QuoteMeta(n))
 		}
 	}

@@ -59,6 +59,13 @@ const minimalPortal = `
 address = "127.0.0.1:8443"
 `
 
+// minimalRedis turns [redis] on with one of its required keys, for the
+// defaults of the redis.* keys.
+const minimalRedis = `
+[redis]
+url = "redis://127.0.0.1:6379/0"
+`
+
 // noDefault lists the keys whose empty default cell is right: they have
 // no default because they are needed only with something else.
 var noDefault = map[string]string{
@@ -66,6 +73,13 @@ var noDefault = map[string]string{
 	"tls.key":                        "required by TLS listeners and the portal",
 	"backend.*.master_password":      "one of it or master_password_file is required",
 	"backend.*.master_password_file": "one of it or master_password is required",
+	"redis.url":                      "one of it or sentinels is required",
+	"redis.sentinels":                "one of it or url is required",
+	"redis.master":                   "required with sentinels",
+	"redis.username":                 "only for a Redis with ACL users",
+	"redis.password_file":            "only for a Redis with a password",
+	"redis.ca_file":                  "the system roots",
+	"redis.sentinel_password_file":   "only for Sentinels with a password",
 }
 
 // proseDefaults are the defaults written in words rather than as a value,
@@ -91,6 +105,13 @@ var proseDefaults = map[string]struct {
 		want: func(c *config.Config, _ reflect.Value) any {
 			r := c.MaxConnections / 10
 			return &r
+		},
+	},
+	"redis.node": {
+		doc: "the host name",
+		want: func(*config.Config, reflect.Value) any {
+			h, _ := os.Hostname()
+			return h
 		},
 	},
 	"portal.mail_host": {
@@ -119,6 +140,7 @@ func TestConfigDefaults(t *testing.T) {
 	dir := t.TempDir()
 	bare := loadConfig(t, filepath.Join(dir, "bare.toml"), minimalConfig)
 	withPortal := loadConfig(t, filepath.Join(dir, "portal.toml"), minimalConfig+minimalPortal)
+	withRedis := loadConfig(t, filepath.Join(dir, "redis.toml"), minimalConfig+minimalRedis)
 	guard, err := lockout.Open(filepath.Join(dir, "kanmon.db"), make([]byte, 32), lockout.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -142,6 +164,9 @@ func TestConfigDefaults(t *testing.T) {
 		c := bare
 		if strings.HasPrefix(r.key, "portal.") {
 			c = withPortal
+		}
+		if strings.HasPrefix(r.key, "redis.") {
+			c = withRedis
 		}
 		settings := lookup(reflect.ValueOf(c).Elem(), "", strings.Split(strings.Trim(r.key, "[]"), "."))
 		if len(settings) == 0 {
