@@ -7,9 +7,11 @@ import (
 
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/lockout"
+	"github.com/kanmon-mail/kanmon/otp"
 	"github.com/kanmon-mail/kanmon/portal"
 	"github.com/kanmon-mail/kanmon/proxy"
 	"github.com/kanmon-mail/kanmon/proxy/backend"
+	"github.com/kanmon-mail/kanmon/redisstate"
 )
 
 // startPortal starts the self-service portal when cfg has [portal] (nil,
@@ -18,10 +20,22 @@ import (
 // it), and runs reload, an in-process reload of the accounts file
 // (reloadAccounts), after each change it writes. It serves the [tls] certificate in force,
 // so a reload that renews the certificate renews it here too.
-func startPortal(cfg *config.Config, srv *proxy.Server, guard *lockout.Guard, reload func() error, log *slog.Logger) (*portal.HTTPServer, error) {
+//
+// rs is the [redis] client, nil without [redis]. With it, the portal's
+// sessions and its TOTP replay guard are kept in Redis, shared by every
+// node behind the load balancer (sealed: Redis holds no session token
+// and no secret of a session); while Redis does not answer, sign-ins
+// and signed-in pages get the "unavailable" page. Without it they are
+// kept in this process's memory.
+func startPortal(cfg *config.Config, srv *proxy.Server, guard *lockout.Guard, reload func() error, rs *redisstate.Client, log *slog.Logger) (*portal.HTTPServer, error) {
 	p := cfg.Portal
 	if p == nil {
 		return nil, nil
+	}
+	var sessions portal.SharedSessions
+	var replay otp.Replay
+	if rs != nil {
+		sessions, replay = rs.PortalSessions(), rs.TOTPReplay()
 	}
 	h, err := portal.New(portal.Options{
 		Log: log,
@@ -39,6 +53,8 @@ func startPortal(cfg *config.Config, srv *proxy.Server, guard *lockout.Guard, re
 		MailHost:    p.MailHost,
 		SessionIdle: p.SessionIdle.Duration,
 		SessionMax:  p.SessionMax.Duration,
+		Sessions:    sessions,
+		Replay:      replay,
 	})
 	if err != nil {
 		return nil, err
