@@ -40,7 +40,9 @@ type Handlers struct {
 	// LockoutClear clears the locks and counters of a user, an IP or a
 	// prefix and returns how many entries went.
 	LockoutClear func(target string) (int, error)
-	// Sessions lists the live authenticated sessions.
+	// Sessions lists the live authenticated sessions (of every node, in
+	// a cluster). An error that is a *PartialError does not fail the
+	// answer: the list is served with the error as a warning.
 	Sessions func() ([]Session, error)
 	// LastUse returns the passcodes' last use, by passcode ID
 	// (auth.AppPasscode.ID).
@@ -49,6 +51,9 @@ type Handlers struct {
 
 // Session is one live authenticated session.
 type Session struct {
+	// Node is the kanmon node that holds the session ([redis] node);
+	// empty on a single node without [redis].
+	Node string `json:"node,omitempty"`
 	// User is the account.
 	User string `json:"user"`
 	// Protocol is imap, pop3 or submission.
@@ -74,6 +79,9 @@ type Reply struct {
 	OK bool `json:"ok"`
 	// Error is the failure, for the CLI to print.
 	Error string `json:"error,omitempty"`
+	// Warning is what is missing from an answer that is served anyway
+	// (a *PartialError of the handler), for the CLI to print.
+	Warning string `json:"warning,omitempty"`
 	// Lines is the text answer, one entry a line.
 	Lines []string `json:"lines,omitempty"`
 	// Count is the number of entries affected.
@@ -155,11 +163,16 @@ func Listen(stateDir string, h Handlers) (*Server, error) {
 			return
 		}
 		list, err := h.Sessions()
-		if err != nil {
+		var partial *PartialError
+		var warning string
+		switch {
+		case errors.As(err, &partial):
+			warning = err.Error()
+		case err != nil:
 			reply(w, http.StatusInternalServerError, Reply{Error: err.Error()})
 			return
 		}
-		reply(w, http.StatusOK, Reply{OK: true, Sessions: list, Count: len(list)})
+		reply(w, http.StatusOK, Reply{OK: true, Sessions: list, Count: len(list), Warning: warning})
 	})
 	mux.HandleFunc("GET /passcodes/last-use", func(w http.ResponseWriter, r *http.Request) {
 		if h.LastUse == nil {
@@ -194,6 +207,16 @@ func reply(w http.ResponseWriter, status int, r Reply) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(r)
 }
+
+// PartialError is a handler's error that leaves its answer incomplete
+// but still worth serving: the answer goes out with Err as its Warning.
+type PartialError struct {
+	Err error
+}
+
+func (e *PartialError) Error() string { return e.Err.Error() }
+
+func (e *PartialError) Unwrap() error { return e.Err }
 
 // ErrNotRunning means no server answers on the socket.
 var ErrNotRunning = errors.New("no running kanmon server found (no admin socket in state_dir)")
@@ -238,8 +261,16 @@ func (c *Client) LockoutClear(target string) (int, error) {
 
 // Sessions lists the live authenticated sessions.
 func (c *Client) Sessions() ([]Session, error) {
+	list, _, err := c.SessionsWithWarning()
+	return list, err
+}
+
+// SessionsWithWarning lists the live authenticated sessions, with the
+// server's warning when the list is incomplete (in a cluster whose Redis
+// does not answer: this node's sessions only).
+func (c *Client) SessionsWithWarning() ([]Session, string, error) {
 	r, err := c.do(http.MethodGet, "/sessions")
-	return r.Sessions, err
+	return r.Sessions, r.Warning, err
 }
 
 // LastUse returns the passcodes' last use, by passcode ID.

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"errors"
 	"reflect"
 	"testing"
 	"time"
@@ -47,5 +48,42 @@ func TestSessionsEmptyAndMissing(t *testing.T) {
 	}
 	if _, err := c.LastUse(); err == nil {
 		t.Fatal("a server without last use should answer an error")
+	}
+}
+
+func TestSessionsOfNodesAndPartialAnswer(t *testing.T) {
+	dir := t.TempDir()
+	since := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	sessions := []Session{
+		{Node: "node-a", User: "alice", Protocol: "imap", ClientIP: "192.0.2.1", Method: "passcode", Since: since},
+	}
+	var fail error
+	srv, err := Listen(dir, Handlers{
+		Sessions: func() ([]Session, error) { return sessions, fail },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c := NewClient(dir)
+	got, warning, err := c.SessionsWithWarning()
+	if err != nil || warning != "" || !reflect.DeepEqual(got, sessions) {
+		t.Fatalf("sessions of nodes: %+v %q %v", got, warning, err)
+	}
+
+	// A partial answer is served, with its warning.
+	fail = &PartialError{Err: errors.New("the other nodes' sessions are missing")}
+	got, warning, err = c.SessionsWithWarning()
+	if err != nil || warning != "the other nodes' sessions are missing" || !reflect.DeepEqual(got, sessions) {
+		t.Fatalf("partial: %+v %q %v", got, warning, err)
+	}
+	if got, err := c.Sessions(); err != nil || len(got) != 1 {
+		t.Fatalf("Sessions of a partial answer: %+v %v", got, err)
+	}
+
+	// Any other error fails the answer.
+	fail = errors.New("registry on fire")
+	if _, _, err := c.SessionsWithWarning(); err == nil || err.Error() != "registry on fire" {
+		t.Fatalf("failure: %v", err)
 	}
 }
