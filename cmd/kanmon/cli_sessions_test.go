@@ -133,9 +133,15 @@ func TestCLISessions(t *testing.T) {
 	}
 	defer srv.Close()
 	out, _ := cliMust(t, 0, "sessions", "-config", cfg)
-	for _, want := range []string{"USER", "PROTOCOL", "BYTES IN", "alice", "imap", "192.0.2.7", "passcode Thunderbird", "1234", "56789", "(1m3", "carol", "passthrough", "2 live session(s)."} {
+	for _, want := range []string{"NODE", "USER", "PROTOCOL", "BYTES IN", "alice", "imap", "192.0.2.7", "passcode Thunderbird", "1234", "56789", "(1m3", "carol", "passthrough", "2 live session(s)."} {
 		if !strings.Contains(out, want) {
 			t.Errorf("sessions lacks %q:\n%s", want, out)
+		}
+	}
+	// One node without [redis]: the node column says "-".
+	for _, l := range strings.Split(out, "\n")[1:3] {
+		if !strings.HasPrefix(l, "-  ") {
+			t.Errorf("a session line without the node column %q:\n%s", "-", out)
 		}
 	}
 	out, _ = cliMust(t, 0, "sessions", "-config", cfg, "CAROL")
@@ -145,5 +151,42 @@ func TestCLISessions(t *testing.T) {
 	out, _ = cliMust(t, 0, "sessions", "-config", cfg, "bob")
 	if out != "No live sessions.\n" {
 		t.Errorf("sessions bob: %q", out)
+	}
+}
+
+func TestCLISessionsOfNodes(t *testing.T) {
+	dir, cfg := accountsTestDir(t)
+	if err := os.MkdirAll(filepath.Join(dir, "state"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	since := time.Now().Add(-time.Minute)
+	var partial error
+	srv, err := admin.Listen(filepath.Join(dir, "state"), admin.Handlers{
+		Sessions: func() ([]admin.Session, error) {
+			return []admin.Session{
+				{Node: "mx1", User: "alice", Protocol: "imap", ClientIP: "192.0.2.7", Method: "passcode", App: "Thunderbird", Since: since},
+				{Node: "mx2", User: "carol", Protocol: "pop3", ClientIP: "10.0.0.9", Method: "passthrough", Since: since},
+			}, partial
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	out, errOut := cliMust(t, 0, "sessions", "-config", cfg)
+	lines := strings.Split(out, "\n")
+	if !strings.HasPrefix(lines[0], "NODE  USER") || !strings.HasPrefix(lines[1], "mx1   alice") || !strings.HasPrefix(lines[2], "mx2   carol") || errOut != "" {
+		t.Errorf("sessions of two nodes:\n%s%s", out, errOut)
+	}
+	out, _ = cliMust(t, 0, "sessions", "-config", cfg, "carol")
+	if strings.Contains(out, "alice") || !strings.Contains(out, "mx2") {
+		t.Errorf("sessions carol:\n%s", out)
+	}
+
+	// Redis down: the node's own list, and a warning on stderr.
+	partial = &admin.PartialError{Err: errors.New("only this node's (mx1) sessions")}
+	out, errOut = cliMust(t, 0, "sessions", "-config", cfg)
+	if !strings.Contains(out, "2 live session(s).") || errOut != "kanmon sessions: warning: only this node's (mx1) sessions\n" {
+		t.Errorf("partial answer:\nstdout:\n%s\nstderr:\n%s", out, errOut)
 	}
 }
