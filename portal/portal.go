@@ -112,7 +112,7 @@ type Options struct {
 	// called once per request, since a reload swaps it. Required.
 	Generation func() Generation
 	// Guard is the lockout guard that mail logins use. Required.
-	Guard *lockout.Guard
+	Guard lockout.Enforcer
 	// CheckPassword checks account passwords at the backend. Required.
 	CheckPassword PasswordChecker
 	// LastUse returns the last use of every passcode, by passcode ID, as

@@ -27,7 +27,7 @@ import (
 // and no secret of a session); while Redis does not answer, sign-ins
 // and signed-in pages get the "unavailable" page. Without it they are
 // kept in this process's memory.
-func startPortal(cfg *config.Config, srv *proxy.Server, guard *lockout.Guard, reload func() error, rs *redisstate.Client, log *slog.Logger) (*portal.HTTPServer, error) {
+func startPortal(cfg *config.Config, srv *proxy.Server, guard lockout.Enforcer, reload func() error, rs *redisstate.Client, log *slog.Logger) (*portal.HTTPServer, error) {
 	p := cfg.Portal
 	if p == nil {
 		return nil, nil

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"github.com/kanmon-mail/kanmon/lockout"
 	"github.com/kanmon-mail/kanmon/metrics"
 	"github.com/kanmon-mail/kanmon/proxy"
+	"github.com/kanmon-mail/kanmon/redisstate"
 )
 
 func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
@@ -65,11 +67,28 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 	if err != nil {
 		return err
 	}
-	guard, err := proxy.OpenLockout(rt)
+	local, err := proxy.OpenLockout(rt)
 	if err != nil {
 		return err
 	}
-	defer guard.Close()
+	defer local.Close()
+	// With [redis], the lockout is shared by every node, this node's
+	// Guard kept alongside for an outage (redisstate.Lockout).
+	var guard lockout.Enforcer = local
+	var shared *redisstate.Client
+	if cfg.Redis != nil {
+		redisstate.RouteClientLogs(log)
+		if shared, err = redisstate.Open(cfg.Redis, log); err != nil {
+			return err
+		}
+		defer shared.Close()
+		if w := shared.EvictionWarning(ctx); w != "" {
+			log.Warn(w)
+		}
+		sharedGuard := redisstate.NewLockout(shared, local, cfg.Redis.OnFailure, func() int { return 1 }, log)
+		defer sharedGuard.Close()
+		guard = sharedGuard
+	}
 	lastUse, err := auth.OpenLastUse(filepath.Join(cfg.StateDir, auth.LastUseDBName), 0)
 	if err != nil {
 		return err
@@ -83,6 +102,9 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 	if cfg.MetricsAddress != "" {
 		m = metrics.New()
 		m.WatchLockouts(guard.LockCounts)
+		if shared != nil {
+			m.WatchRedis(shared.Up)
+		}
 		stopMetrics, err := serveMetrics(cfg.MetricsAddress, m, log)
 		if err != nil {
 			return err
@@ -130,7 +152,7 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 	// The self-service portal, when [portal] is set, shares the guard,
 	// the last-use store, the runtime and the reload; it stops with the
 	// listeners at SIGTERM.
-	portalSrv, err := startPortal(cfg, srv, guard, reloadAccountsOnly, log)
+	portalSrv, err := startPortal(cfg, srv, guard, reloadAccountsOnly, shared, log)
 	if err != nil {
 		return err
 	}
@@ -222,7 +244,7 @@ func adminSessions(list []proxy.SessionInfo) []admin.Session {
 // for `kanmon reload` to print. Accounts whose 2FA state changed lose their
 // remembered wrong secrets: the password that was wrong while 2FA was on
 // is the right one after `2fa disable`.
-func reload(srv *proxy.Server, guard *lockout.Guard, path string, log *slog.Logger) error {
+func reload(srv *proxy.Server, guard lockout.Enforcer, path string, log *slog.Logger) error {
 	cfg, err := config.Load(path)
 	if err == nil {
 		var rt *proxy.Generation
@@ -233,6 +255,9 @@ func reload(srv *proxy.Server, guard *lockout.Guard, path string, log *slog.Logg
 			}
 			if !samePortal(old.Config.Portal, cfg.Portal) {
 				log.Warn("reload: [portal] changes take effect only after a restart")
+			}
+			if !reflect.DeepEqual(old.Config.Redis, cfg.Redis) {
+				log.Warn("reload: [redis] changes take effect only after a restart")
 			}
 			closing := swapGeneration(srv, guard, rt)
 			log.Info("reloaded", "config", cfg.File, "sessions_revoked", closing)
@@ -246,7 +271,7 @@ func reload(srv *proxy.Server, guard *lockout.Guard, path string, log *slog.Logg
 // reloadAccounts is the portal's reload after a change it wrote: the
 // accounts file only, under the configuration in force. A config file
 // that an admin is halfway through editing does not hold it up.
-func reloadAccounts(srv *proxy.Server, guard *lockout.Guard, log *slog.Logger) error {
+func reloadAccounts(srv *proxy.Server, guard lockout.Enforcer, log *slog.Logger) error {
 	rt, err := srv.Generation().WithAccounts()
 	if err != nil {
 		log.Error("reloading the accounts file failed; the previous accounts stay in force", "err", err)
@@ -260,7 +285,7 @@ func reloadAccounts(srv *proxy.Server, guard *lockout.Guard, log *slog.Logger) e
 // swapGeneration puts rt in force: the lockout forgets the stale secrets of
 // accounts whose 2FA changed, and the sessions whose credential no longer
 // stands are closed (their number is returned).
-func swapGeneration(srv *proxy.Server, guard *lockout.Guard, rt *proxy.Generation) int {
+func swapGeneration(srv *proxy.Server, guard lockout.Enforcer, rt *proxy.Generation) int {
 	for _, user := range srv.Generation().Policy.TwoFAChanges(rt.Policy) {
 		guard.ResetAccount(user)
 	}
