@@ -171,6 +171,21 @@ func TestE2EClusterSharedLockout(t *testing.T) {
 		t.Fatalf("lockout clear: %s", out)
 	}
 	wantOK(t, "alice's passcode on node 2 after the clear on node 1", c.login(t, 1, "127.0.0.2", "alice", c.passcode))
+
+	// A session open on node 1 is listed by kanmon sessions on node 2,
+	// with its node, within a heartbeat or two.
+	open := dialIMAPSFrom(t, c.files[0].IMAPS, c.files[0].ClientTLS, "127.0.0.4")
+	defer open.conn.Close()
+	wantOK(t, "alice's session on node 1", open.cmd(fmt.Sprintf("a1 LOGIN alice %q", c.passcode)))
+	waitFor(t, 10*time.Second, "node 2's kanmon sessions to list node 1's session", func() bool {
+		out := mustRun(t, c.bin, "sessions", "-config", c.files[1].ConfigPath)
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) > 3 && f[0] == "node1" && strings.Contains(line, "alice") && strings.Contains(line, "127.0.0.4") {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // A stale password that node 1 saw rejected is refused by node 2 with no

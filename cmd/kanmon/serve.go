@@ -76,6 +76,7 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 	// Guard kept alongside for an outage (redisstate.Lockout).
 	var guard lockout.Enforcer = local
 	var shared *redisstate.Client
+	var heartbeat *redisstate.Heartbeat
 	if cfg.Redis != nil {
 		redisstate.RouteClientLogs(log)
 		if shared, err = redisstate.Open(cfg.Redis, log); err != nil {
@@ -85,19 +86,34 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 		if w := shared.EvictionWarning(ctx); w != "" {
 			log.Warn(w)
 		}
-		sharedGuard := redisstate.NewLockout(shared, local, cfg.Redis.OnFailure, func() int { return 1 }, log)
+		heartbeat = redisstate.NewHeartbeat(shared, redisstate.HeartbeatOptions{}, log)
+		defer heartbeat.Close()
+		sharedGuard := redisstate.NewLockout(shared, local, cfg.Redis.OnFailure, heartbeat.NodesAlive, log)
 		defer sharedGuard.Close()
 		guard = sharedGuard
 	}
-	lastUse, err := auth.OpenLastUse(filepath.Join(cfg.StateDir, auth.LastUseDBName), 0)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := lastUse.Close(); err != nil {
-			log.Error("closing the last-use database", "err", err)
+	// With [redis], passcode last use is shared in Redis; else bbolt.
+	var lastUse auth.LastUseKeeper
+	if shared != nil {
+		redisLastUse := redisstate.NewLastUse(shared, log)
+		defer func() {
+			if err := redisLastUse.Close(); err != nil {
+				log.Error("closing the shared last use", "err", err)
+			}
+		}()
+		lastUse = redisLastUse
+	} else {
+		boltLastUse, err := auth.OpenLastUse(filepath.Join(cfg.StateDir, auth.LastUseDBName), 0)
+		if err != nil {
+			return err
 		}
-	}()
+		defer func() {
+			if err := boltLastUse.Close(); err != nil {
+				log.Error("closing the last-use database", "err", err)
+			}
+		}()
+		lastUse = boltLastUse
+	}
 	var m *metrics.Metrics
 	if cfg.MetricsAddress != "" {
 		m = metrics.New()
@@ -112,6 +128,9 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 		defer stopMetrics()
 	}
 	srv := proxy.NewServer(log, rt, proxy.ServerOptions{Lockout: guard, LastUse: lastUse, Metrics: m})
+	if heartbeat != nil {
+		heartbeat.Start(func() []admin.Session { return adminSessions(srv.Sessions()) })
+	}
 	var reloadMu sync.Mutex
 	doReload := func() error {
 		reloadMu.Lock()
@@ -142,8 +161,13 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 			log.Info("lockout cleared by admin", "target", target, "entries", n)
 			return n, nil
 		},
-		Sessions: func() ([]admin.Session, error) { return adminSessions(srv.Sessions()), nil },
-		LastUse:  srv.LastUse,
+		Sessions: func() ([]admin.Session, error) {
+			if heartbeat != nil {
+				return heartbeat.Sessions(context.Background())
+			}
+			return adminSessions(srv.Sessions()), nil
+		},
+		LastUse: srv.LastUse,
 	})
 	if err != nil {
 		return err
