@@ -142,20 +142,7 @@ func BenchmarkLoginPath(b *testing.B) {
 			serveFiles = kanmontest.WriteFiles(parent, opts(dc.IMAPAddr))
 			serveProc = startServe(parent, serveBin, serveFiles.ConfigPath, serveFiles.IMAPPlain)
 		}
-		files, pid := serveFiles, serveProc.cmd.Process.Pid
-		var cpu0 time.Duration
-		var stopAttached func() string
-		runLoginPath(b, files.IMAPPlain, users, secrets(files), conc, func() {
-			if cmd := os.Getenv("KANMON_LOGIN_ATTACH"); cmd != "" {
-				stopAttached = attach(b, cmd, pid)
-			}
-			cpu0 = procStatCPU(b, pid)
-		})
-		cpu := procStatCPU(b, pid) - cpu0
-		b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "kanmon-cpu-us/op")
-		if stopAttached != nil {
-			b.Logf("KANMON_LOGIN_ATTACH on pid %d over %d logins:\n%s", pid, b.N, stopAttached())
-		}
+		measureServe(b, serveFiles, serveProc.cmd.Process.Pid, users, secrets(serveFiles), conc)
 	})
 
 	// serve-redis is serve with [redis]: the lockout shared through a
@@ -163,6 +150,7 @@ func BenchmarkLoginPath(b *testing.B) {
 	// with serve's bbolt.
 	var redisFiles *kanmontest.Files
 	var redisProc *serveProcess
+	var redisSrv *redistest.Server
 	b.Run("serve-redis", func(b *testing.B) {
 		if redisProc == nil {
 			serveBin := os.Getenv("KANMON_LOGIN_BIN")
@@ -170,6 +158,7 @@ func BenchmarkLoginPath(b *testing.B) {
 				serveBin = buildKanmon(parent)
 			}
 			r := redistest.Start(parent, redistest.Options{})
+			redisSrv = r
 			redisFiles = kanmontest.WriteFiles(parent, opts(dc.IMAPAddr))
 			f, err := os.OpenFile(redisFiles.ConfigPath, os.O_APPEND|os.O_WRONLY, 0)
 			if err == nil {
@@ -181,10 +170,27 @@ func BenchmarkLoginPath(b *testing.B) {
 			}
 			redisProc = startServe(parent, serveBin, redisFiles.ConfigPath, redisFiles.IMAPPlain)
 		}
-		pid := redisProc.cmd.Process.Pid
-		var cpu0 time.Duration
-		runLoginPath(b, redisFiles.IMAPPlain, users, secrets(redisFiles), conc, func() { cpu0 = procStatCPU(b, pid) })
-		b.ReportMetric(float64((procStatCPU(b, pid)-cpu0).Microseconds())/float64(b.N), "kanmon-cpu-us/op")
+		rc := redisSrv.Client(b)
+		_ = rc.ConfigResetStat(b.Context()).Err()
+		measureServe(b, redisFiles, redisProc.cmd.Process.Pid, users, secrets(redisFiles), conc)
+		// Redis's commands per login (the heartbeat's and the last-use
+		// flushes' included), by name, from INFO commandstats.
+		stats, err := rc.Info(b.Context(), "commandstats").Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		calls, byName := 0, []string{}
+		for _, line := range strings.Split(stats, "\n") {
+			name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+			if !ok {
+				continue
+			}
+			n, _ := strconv.Atoi(strings.SplitN(rest, ",", 2)[0])
+			calls += n
+			byName = append(byName, fmt.Sprintf("%s=%.3f", strings.TrimPrefix(name, "cmdstat_"), float64(n)/float64(b.N)))
+		}
+		b.ReportMetric(float64(calls)/float64(b.N), "redis-calls/op")
+		b.Logf("Redis commands per login: %s", strings.Join(byName, " "))
 	})
 
 	b.Run("wire", func(b *testing.B) {
@@ -196,6 +202,25 @@ func BenchmarkLoginPath(b *testing.B) {
 		runLoginPath(b, k.addr, users, secrets(k.files), conc, func() { rec.reset() })
 		rec.report(b)
 	})
+}
+
+// measureServe runs the login cycles against a `kanmon serve` (pid) and
+// reports its CPU per login from /proc, with KANMON_LOGIN_ATTACH run on
+// it meanwhile.
+func measureServe(b *testing.B, files *kanmontest.Files, pid int, users, secrets []string, conc int) {
+	var cpu0 time.Duration
+	var stopAttached func() string
+	runLoginPath(b, files.IMAPPlain, users, secrets, conc, func() {
+		if cmd := os.Getenv("KANMON_LOGIN_ATTACH"); cmd != "" {
+			stopAttached = attach(b, cmd, pid)
+		}
+		cpu0 = procStatCPU(b, pid)
+	})
+	cpu := procStatCPU(b, pid) - cpu0
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "kanmon-cpu-us/op")
+	if stopAttached != nil {
+		b.Logf("KANMON_LOGIN_ATTACH on pid %d over %d logins:\n%s", pid, b.N, stopAttached())
+	}
 }
 
 // runLoginPath runs a warm-up of 2 × conc login cycles, calls started,

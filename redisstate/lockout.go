@@ -293,14 +293,21 @@ func (l *Lockout) Success(user string, ip netip.Addr) {
 	}
 }
 
-// writeSuccesses writes queued successes, as many as are waiting (up to
-// successBatch) in one pipeline.
+// writeSuccesses writes queued successes in batches: from the first one
+// queued it gathers for BatchDelay (or until successBatch are waiting),
+// then writes them in one pipeline, so that logins arriving together
+// share a round trip to Redis. A success reaches the other nodes at most
+// BatchDelay (100 ms by default) plus a round trip late; this node's
+// Guard has it at once.
 func (l *Lockout) writeSuccesses() {
 	defer close(l.done)
 	batch := make([]lockout.Keys, 0, successBatch)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for {
 		select {
 		case <-l.stop:
+			timer.Stop()
 			for {
 				select {
 				case k := <-l.successes:
@@ -315,17 +322,18 @@ func (l *Lockout) writeSuccesses() {
 				}
 			}
 		case k := <-l.successes:
-			batch = append(batch[:0], k)
-		more:
-			for len(batch) < successBatch {
-				select {
-				case k := <-l.successes:
-					batch = append(batch, k)
-				default:
-					break more
-				}
+			batch = append(batch, k)
+			switch {
+			case len(batch) == successBatch:
+				timer.Stop()
+				l.writeBatch(batch)
+				batch = batch[:0]
+			case len(batch) == 1:
+				timer.Reset(l.opts.BatchDelay)
 			}
+		case <-timer.C:
 			l.writeBatch(batch)
+			batch = batch[:0]
 		}
 	}
 }
