@@ -353,7 +353,6 @@ key_prefix = "{x}" # <-
 url = "redis://127.0.0.1:6379/0"
 password_file = "no-such-file" # <-
 `, want: "redis.password_file: open "},
-
 }
 
 func TestErrors(t *testing.T) {

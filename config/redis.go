@@ -29,7 +29,7 @@ const DefaultRedisKeyPrefix = "kanmon:"
 // guard and the nodes' heartbeats (docs/cluster.md). Without [redis]
 // that state stays in state_dir (bbolt) and memory, for one node. Redis
 // holds no secret: user names, keyed fingerprints, addresses and hashes
-// of portal session tokens. Changes take effect at the next restart, not
+// of portal session tokens with sealed session records. Changes take effect at the next restart, not
 // on reload.
 type Redis struct {
 	// URL is one Redis server: redis://[user@]host:port/db, or rediss://

@@ -5,7 +5,7 @@
 // nodes' heartbeats. See docs/cluster.md.
 //
 // Redis holds no secret: user names, keyed fingerprints (HMAC with the
-// pepper), client addresses and hashes of portal session tokens. Keys
+// pepper), client addresses and hashes of portal session tokens with sealed session records. Keys
 // carry TTLs, so nothing grows without bound, and all of a feature's keys
 // share one hash tag ({l} for the lockout, {p} for the portal, {n} for
 // nodes, {u} for last use), so that each multi-key script touches one
