@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/internal/redistest"
 	"github.com/kanmon-mail/kanmon/lockout"
@@ -298,4 +300,26 @@ func equalFold(a, b string) bool {
 		}
 	}
 	return true
+}
+
+// The shared lockout leaves no goroutine behind: its success writer and
+// the client's watcher (started by an outage) end with Close. Not
+// parallel, so that no other test's goroutines are running.
+func TestLockoutNoLeak(t *testing.T) {
+	leaks := []goleak.Option{
+		goleak.IgnoreCurrent(),
+		goleak.IgnoreAnyFunction("github.com/kanmon-mail/kanmon/internal/redistest.(*Server).launch.func1"),
+	}
+	r := redistest.Start(t, redistest.Options{})
+	t.Run("node", func(t *testing.T) {
+		n := newNode(t, r.URL(), nodeOptions{})
+		n.Failure("ivan", ip("192.0.2.40"), "x")
+		n.Success("ivan", ip("192.0.2.41"))
+		r.Kill()
+		n.Check("ivan", ip("192.0.2.40"), "x") // starts the watcher
+		r.Start(t)
+		waitUntil(t, "Redis to be seen again", n.client.Up)
+		n.Success("ivan", ip("192.0.2.42"))
+	})
+	goleak.VerifyNone(t, leaks...)
 }
