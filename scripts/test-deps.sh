@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the real-server tests need: Dovecot (IMAP, POP3, submission)
 # for internal/dovecottest, Redis (redis-server, which also runs the
-# sentinels as redis-server --sentinel) for internal/redistest, curl as a
-# real command-line mail client, oathtool as an independent TOTP
-# authenticator (otp), and Chromium for the portal's browser end-to-end test
-# (e2e).
+# sentinels as redis-server --sentinel) for internal/redistest, PostgreSQL
+# (initdb and postgres) for internal/pgtest, curl as a real command-line mail
+# client, oathtool as an independent TOTP authenticator (otp), and Chromium
+# for the portal's browser end-to-end test (e2e).
 #
 # As root with apt-get, missing packages are installed from Debian without
-# starting the system Dovecot or Redis (the tests start private instances of
-# their own, on their own ports). Otherwise it says which tests will be
-# skipped, or, with CI=true, fail.
+# starting the system Dovecot, Redis or PostgreSQL (the tests start private
+# instances of their own, on their own ports). Otherwise it says which tests
+# will be skipped, or, with CI=true, fail.
 # Safe to run any number of times.
 set -euo pipefail
 
@@ -36,6 +36,7 @@ missing() {
 		[ -x "$LIBEXEC/$b" ] || echo "dovecot-$b"
 	done
 	find_redis >/dev/null || echo redis-server
+	find_postgres >/dev/null || echo postgresql
 	command -v curl >/dev/null 2>&1 || echo curl
 	command -v swaks >/dev/null 2>&1 || echo swaks
 	perl -MNet::SSLeay -e1 >/dev/null 2>&1 || echo libnet-ssleay-perl # swaks's TLS
@@ -61,6 +62,29 @@ find_redis() {
 # redis_version prints the version of redis-server, e.g. 7.0.15.
 redis_version() {
 	"$(find_redis)" --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'
+}
+
+# find_postgres prints the directory of PostgreSQL's initdb and postgres, as
+# internal/pgtest looks for them: the highest version's
+# /usr/lib/postgresql/VERSION/bin (where Debian's postgresql package puts
+# them), else the directory of the initdb in PATH.
+find_postgres() {
+	local d p
+	for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -t/ -k5,5 -V -r); do
+		if [ -x "$d/initdb" ] && [ -x "$d/postgres" ]; then
+			echo "$d"
+			return 0
+		fi
+	done
+	p=$(command -v initdb 2>/dev/null) || return 1
+	d=$(dirname "$(readlink -f "$p")")
+	[ -x "$d/postgres" ] || return 1
+	echo "$d"
+}
+
+# postgres_version prints the version of PostgreSQL, e.g. 15.18.
+postgres_version() {
+	"$(find_postgres)/postgres" --version | cut -d' ' -f3
 }
 
 # find_chromium prints the path of a Chromium binary (Debian's package
@@ -107,6 +131,18 @@ stop_system_redis() {
 	stop_system_service "Redis Sentinel" /run/sentinel/redis-sentinel.pid redis-sentinel redis-sentinel.service
 }
 
+# stop_system_postgres stops the clusters of Debian's postgresql package
+# (15/main on port 5432, created by the install), each of which writes
+# /run/postgresql/VERSION-CLUSTER.pid. The tests never use them.
+stop_system_postgres() {
+	local pidfile name
+	for pidfile in /run/postgresql/*-*.pid; do
+		[ -e "$pidfile" ] || continue
+		name=$(basename "$pidfile" .pid)
+		stop_system_service "PostgreSQL $name" "$pidfile" postgresql "postgresql@$name.service" postgresql.service
+	done
+}
+
 install_pkgs() {
 	local policy=/usr/sbin/policy-rc.d made_policy=
 	# Forbid service starts during the install unless a policy already
@@ -140,6 +176,7 @@ install_pkgs() {
 	fi
 	stop_system_dovecot
 	stop_system_redis
+	stop_system_postgres
 	return "$ok"
 }
 
@@ -148,7 +185,7 @@ case "${CI:-}" in true | TRUE | True | 1 | yes) ci=true ;; esac
 
 absent=$(missing | tr '\n' ' ')
 if [ -z "$absent" ]; then
-	echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1), redis $(redis_version), $(curl --version | head -n1 | cut -d' ' -f1-2), $(oathtool --version | head -n1) and $("$(find_chromium)" --version 2>/dev/null | head -n1) present"
+	echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1), redis $(redis_version), postgresql $(postgres_version), $(curl --version | head -n1 | cut -d' ' -f1-2), $(oathtool --version | head -n1) and $("$(find_chromium)" --version 2>/dev/null | head -n1) present"
 	exit 0
 fi
 
@@ -167,7 +204,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
 	mapfile -t pkgs < <(printf '%s\n' "${pkgs[@]}" | sort -u)
 	echo "test-deps: apt-get install ${pkgs[*]}"
 	if install_pkgs "${pkgs[@]}" && [ -z "$(missing)" ]; then
-		echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1) and redis $(redis_version) installed (system services not started)"
+		echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1), redis $(redis_version) and postgresql $(postgres_version) installed (system services not started)"
 		exit 0
 	fi
 	echo "test-deps: could not install: $(missing | tr '\n' ' ')" >&2
@@ -182,10 +219,11 @@ why="not root"
 [ "$(id -u)" -eq 0 ] && why="no apt-get"
 cat >&2 <<EOF
 test-deps: cannot install ($why). Install as root:
-    apt-get install dovecot-imapd dovecot-pop3d dovecot-submissiond redis-server curl swaks libnet-ssleay-perl ca-certificates oathtool chromium
+    apt-get install dovecot-imapd dovecot-pop3d dovecot-submissiond redis-server postgresql curl swaks libnet-ssleay-perl ca-certificates oathtool chromium
 EOF
 what="tests that run curl, swaks, oathtool or chromium"
 case " $absent" in *" redis-server"*) what="real-Redis tests (internal/redistest and every test using it) and $what" ;; esac
+case " $absent" in *" postgresql"*) what="real-PostgreSQL tests (internal/pgtest and every test using it) and $what" ;; esac
 case " $absent" in *" dovecot"*) what="real-Dovecot tests (internal/dovecottest and every test using it) and $what" ;; esac
 if [ "$ci" = true ]; then
 	echo "test-deps: CI=true, so the $what will FAIL" >&2
