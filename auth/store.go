@@ -31,6 +31,9 @@ type Store struct {
 	cache *accountsCache
 	// names, set by WithNames, folds user names to canonical accounts.
 	names *username.Policy
+	// shared, set by OpenSharedStore, keeps the accounts in a database
+	// instead of the file at path (then path names the database).
+	shared SharedAccounts
 }
 
 // WithNames returns a store for the same file (sharing its cache) that
@@ -61,12 +64,16 @@ func (s *Store) Canonical(user string) (string, error) {
 // until Read or Update.
 func OpenStore(path string) *Store { return &Store{path: path} }
 
-// Path returns the accounts file's path.
+// Path returns the accounts file's path (a shared store: the database's
+// name, for messages).
 func (s *Store) Path() string { return s.path }
 
 // Read loads the accounts file, as LoadAccounts; from a cached store
 // (OpenCachedStore), a shared parse that must not be modified.
 func (s *Store) Read() (*Accounts, error) {
+	if s.shared != nil {
+		return s.readShared()
+	}
 	if s.cache != nil {
 		return s.cache.read(s.path, s.names)
 	}
@@ -84,6 +91,9 @@ func (s *Store) Read() (*Accounts, error) {
 // block and its owner. If fn returns an error nothing is written and the
 // error is returned, except ErrNoChange, for which Update returns nil.
 func (s *Store) Update(fn func(*Accounts) error) error {
+	if s.shared != nil {
+		return s.updateShared(fn)
+	}
 	unlock, err := lockFile(s.path + ".lock")
 	if err != nil {
 		return err

@@ -98,7 +98,12 @@ type Config struct {
 	// StateDir holds kanmon.db (lockout state) and the passcode pepper.
 	// Default "state", relative to the config file.
 	StateDir string `toml:"state_dir"`
-	// Accounts is the TOML file listing 2FA accounts and passcode hashes.
+	// Accounts is the TOML file listing 2FA accounts and passcode hashes,
+	// or, for several nodes, a PostgreSQL URL
+	// ("postgres://kanmon@db.example.edu:5432/kanmon?sslmode=verify-full&passfile=pgpass",
+	// docs/cluster.md): the database holds the same accounts, and every
+	// change reaches every node's sessions without a reload. A password
+	// in the URL is refused; use passfile (relative to the config file).
 	// Default "accounts.toml", relative to the config file.
 	Accounts string `toml:"accounts"`
 	// TrustedNetworks are CIDR prefixes (the campus) from which accounts
@@ -210,6 +215,9 @@ type Config struct {
 	// nodes; see Redis. Default: none, one node (bbolt and memory).
 	Redis *Redis `toml:"redis"`
 
+	// AccountsURL is Accounts when it is a PostgreSQL URL, with its
+	// passfile made absolute; empty for an accounts file.
+	AccountsURL string `toml:"-"`
 	// TrustedPrefixes is TrustedNetworks parsed.
 	TrustedPrefixes []netip.Prefix `toml:"-"`
 	// ProxyTrustedPrefixes is ProxyTrustedNetworks parsed.

@@ -18,7 +18,15 @@ func (c *Config) finish() error {
 		c.Accounts = "accounts.toml"
 	}
 	c.StateDir = c.resolve(c.StateDir)
-	c.Accounts = c.resolve(c.Accounts)
+	if IsDatabaseURL(c.Accounts) {
+		u, err := c.databaseURL(c.Accounts)
+		if err != nil {
+			return c.errorf("accounts", "accounts: %v", err)
+		}
+		c.AccountsURL = u
+	} else {
+		c.Accounts = c.resolve(c.Accounts)
+	}
 	if c.Require2FAOutside == nil {
 		t := true
 		c.Require2FAOutside = &t

@@ -49,6 +49,7 @@ type Metrics struct {
 	server   func() ServerStats
 	lockouts func() map[string]int
 	redisUp  func() bool
+	dbUp     func() bool
 }
 
 // ServerStats is the proxy's state at a scrape, by protocol.
@@ -194,6 +195,18 @@ func (m *Metrics) WatchRedis(f func() bool) {
 	m.mu.Unlock()
 }
 
+// WatchAccountsDB makes every scrape ask f whether the accounts
+// database answers, for kanmon_accounts_db_up; without a call (accounts
+// in a file) there is no such metric. The last call wins.
+func (m *Metrics) WatchAccountsDB(f func() bool) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.dbUp = f
+	m.mu.Unlock()
+}
+
 // Descriptions of the metrics read at scrape time.
 var (
 	connectionsDesc = prometheus.NewDesc("kanmon_connections",
@@ -209,6 +222,8 @@ var (
 		"1 while stress mode is on: so many connections are not logged in yet that their timeouts are shortened.", nil, nil)
 	lockoutsDesc = prometheus.NewDesc("kanmon_lockouts_active",
 		"Locks in force, by scope (account+ip, account, ip, prefix).", []string{"scope"}, nil)
+	dbUpDesc = prometheus.NewDesc("kanmon_accounts_db_up",
+		"1 while the accounts database (PostgreSQL) answers; 0 while this node serves logins from its snapshot and refuses changes.", nil, nil)
 	redisUpDesc = prometheus.NewDesc("kanmon_redis_up",
 		"1 while the Redis of [redis] answers; 0 while this node enforces on its own (on_failure = local) or refuses logins (closed).", nil, nil)
 )
@@ -226,19 +241,24 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- bytesDesc
 	ch <- lockoutsDesc
 	ch <- redisUpDesc
+	ch <- dbUpDesc
 }
 
 // Collect asks the watched functions for the current values.
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
-	server, lockouts, redisUp := c.server, c.lockouts, c.redisUp
+	server, lockouts := c.server, c.lockouts
+	ups := map[*prometheus.Desc]func() bool{redisUpDesc: c.redisUp, dbUpDesc: c.dbUp}
 	c.mu.Unlock()
-	if redisUp != nil {
+	for desc, f := range ups {
+		if f == nil {
+			continue
+		}
 		up := 0.0
-		if redisUp() {
+		if f() {
 			up = 1
 		}
-		ch <- prometheus.MustNewConstMetric(redisUpDesc, prometheus.GaugeValue, up)
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, up)
 	}
 	if server != nil {
 		st := server()

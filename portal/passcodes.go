@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -53,6 +54,11 @@ func (s *Server) postAddPasscode(w http.ResponseWriter, r *http.Request, id stri
 		}
 	}
 	code, err := auth.AddScopedPasscode(store, rt.Config.StateDir, st.User, app, protocols)
+	if errors.Is(err, auth.ErrUnavailable) {
+		s.log.Error("adding a passcode: the accounts database does not answer", "user", st.User, "app", app, "err", err)
+		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+		return
+	}
 	if err != nil {
 		s.log.Warn("adding a passcode failed", "user", st.User, "app", app, "err", err)
 		refuse("passcodes.add_failed", "")
@@ -95,6 +101,11 @@ func (s *Server) postDeletePasscode(w http.ResponseWriter, r *http.Request, id s
 		return
 	}
 	owner, revoked, err := auth.RevokePasscode(store, sess.user, app)
+	if errors.Is(err, auth.ErrUnavailable) {
+		s.log.Error("deleting a passcode: the accounts database does not answer", "user", sess.user, "app", app, "err", err)
+		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+		return
+	}
 	if err != nil {
 		s.log.Info("deleting a passcode failed", "user", sess.user, "app", app, "err", err)
 		s.setFlash(id, true, "passcodes.not_found", "")

@@ -145,6 +145,11 @@ type Options struct {
 	// (redisstate.TOTPReplay). While it cannot decide, codes are
 	// refused. Nil: an otp.ReplayGuard in this process's memory.
 	Replay otp.Replay
+	// Accounts, when set, is the store of the accounts database
+	// (auth.OpenSharedStore) that the portal reads and changes instead of
+	// the accounts file. While the database does not answer, a change is
+	// refused with the unavailable page.
+	Accounts *auth.Store
 }
 
 // Server is the portal's http.Handler.
@@ -301,11 +306,14 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
 	s.message(w, r, http.StatusNotFound, "notfound.title", "notfound.text")
 }
 
-// accounts returns the long-lived cached store of the accounts file in
-// force in rt: it parses the file again only when the file changed, so a
+// accounts returns Options.Accounts when set (the accounts database), or
+// else the long-lived cached store of the accounts file in force in rt: it parses the file again only when the file changed, so a
 // request costs a stat, not a parse. A reload that names another file
 // gets a new store.
 func (s *Server) accounts(rt Generation) *auth.Store {
+	if s.opts.Accounts != nil {
+		return s.opts.Accounts.WithNames(rt.Config.Users.Names)
+	}
 	path := rt.Config.Accounts
 	s.storeMu.Lock()
 	defer s.storeMu.Unlock()

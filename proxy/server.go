@@ -42,6 +42,17 @@ func LoadGeneration(cfg *config.Config) (*Generation, error) {
 	if err != nil {
 		return nil, err
 	}
+	return LoadGenerationWith(cfg, accounts)
+}
+
+// LoadGenerationWith is LoadGeneration with the accounts given, not read
+// from cfg's file: a node whose accounts live in PostgreSQL passes its
+// snapshot. The accounts get their canonical names ([users]).
+func LoadGenerationWith(cfg *config.Config, accounts *auth.Accounts) (*Generation, error) {
+	accounts, err := accounts.UnderNames(cfg.Users.Names, cfg.Accounts)
+	if err != nil {
+		return nil, err
+	}
 	pepper, err := auth.LoadOrCreatePepper(cfg.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("state_dir: %w", err)
@@ -83,19 +94,28 @@ func (rt *Generation) WithAccounts() (*Generation, error) {
 	if err != nil {
 		return nil, err
 	}
+	return rt.WithAccountsFrom(accounts)
+}
+
+// WithAccountsFrom is WithAccounts with the accounts given (a snapshot of
+// the accounts database).
+func (rt *Generation) WithAccountsFrom(accounts *auth.Accounts) (*Generation, error) {
+	accounts, err := accounts.UnderNames(rt.Config.Users.Names, rt.Config.Accounts)
+	if err != nil {
+		return nil, err
+	}
 	next := *rt
 	next.Policy = auth.NewPolicy(accounts, rt.Pepper, rt.Config.TrustedPrefixes, *rt.Config.Require2FAOutside)
 	return &next, nil
 }
 
-// loadAccounts reads cfg's accounts file with every account under its
-// canonical name ([users]).
+// loadAccounts reads cfg's accounts file. Accounts in PostgreSQL come
+// from the node's snapshot instead (LoadGenerationWith).
 func loadAccounts(cfg *config.Config) (*auth.Accounts, error) {
-	accounts, err := auth.LoadAccounts(cfg.Accounts)
-	if err != nil {
-		return nil, err
+	if cfg.AccountsURL != "" {
+		return nil, errors.New("accounts: the accounts are in PostgreSQL: load them from the node's snapshot")
 	}
-	return accounts.UnderNames(cfg.Users.Names, cfg.Accounts)
+	return auth.LoadAccounts(cfg.Accounts)
 }
 
 // CheckPassword checks user's password at the IMAP backend in force; see

@@ -20,12 +20,20 @@ import (
 // it warns when either key file is missing while the accounts need it.
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	return adminCommand("check", "", 0, 0, args, stderr, func(cfg *config.Config, _ string, _ []string) error {
-		accts, err := auth.LoadAccounts(cfg.Accounts)
-		if err != nil {
-			return err
-		}
-		if _, err := accts.UnderNames(cfg.Users.Names, cfg.Accounts); err != nil {
-			return err
+		var accts *auth.Accounts
+		var err error
+		if cfg.AccountsURL != "" {
+			// the database: its accounts, under their canonical names
+			if accts, err = accountsStore(cfg).Read(); err != nil {
+				return err
+			}
+		} else {
+			if accts, err = auth.LoadAccounts(cfg.Accounts); err != nil {
+				return err
+			}
+			if _, err := accts.UnderNames(cfg.Users.Names, cfg.Accounts); err != nil {
+				return err
+			}
 		}
 		warnUserNames(cfg, accts, stderr)
 		warnBackendClientIP(cfg, stderr)

@@ -16,6 +16,8 @@
 //	kanmon sessions        -config FILE [USER]
 //	kanmon lockout list    -config FILE
 //	kanmon lockout clear   -config FILE USER|IP|PREFIX
+//	kanmon accounts import -config FILE ACCOUNTS.toml
+//	kanmon accounts export -config FILE
 package main
 
 import (
@@ -45,6 +47,8 @@ commands:
   sessions        -config FILE [USER]     list the live sessions (asks the running server)
   lockout list    -config FILE            list the locks in force (asks the running server)
   lockout clear   -config FILE USER|IP|PREFIX   lift locks and counters
+  accounts import -config FILE ACCOUNTS.toml   copy an accounts file into the accounts database
+  accounts export -config FILE            write the accounts as an accounts file
 `
 
 func main() {
@@ -78,6 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runSessions(rest, stdout, stderr)
 	case "lockout":
 		return runLockout(rest, stdout, stderr)
+	case "accounts":
+		return runAccounts(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 
+	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/lockout"
 	"github.com/kanmon-mail/kanmon/otp"
@@ -27,7 +28,7 @@ import (
 // and no secret of a session); while Redis does not answer, sign-ins
 // and signed-in pages get the "unavailable" page. Without it they are
 // kept in this process's memory.
-func startPortal(cfg *config.Config, srv *proxy.Server, guard lockout.Enforcer, reload func() error, rs *redisstate.Client, log *slog.Logger) (*portal.HTTPServer, error) {
+func startPortal(cfg *config.Config, srv *proxy.Server, guard lockout.Enforcer, reload func() error, rs *redisstate.Client, accounts *auth.Store, log *slog.Logger) (*portal.HTTPServer, error) {
 	p := cfg.Portal
 	if p == nil {
 		return nil, nil
@@ -55,6 +56,7 @@ func startPortal(cfg *config.Config, srv *proxy.Server, guard lockout.Enforcer, 
 		SessionMax:  p.SessionMax.Duration,
 		Sessions:    sessions,
 		Replay:      replay,
+		Accounts:    accounts,
 	})
 	if err != nil {
 		return nil, err

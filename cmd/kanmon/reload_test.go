@@ -54,13 +54,13 @@ func TestReloadAccountsIgnoresABrokenConfig(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte("bogus_key = 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := reload(srv, guard, cfgPath, log); err == nil {
+	if err := reload(srv, guard, &accountsSource{}, cfgPath, log); err == nil {
 		t.Fatal("the full reload accepted a broken config")
 	}
 	if d := srv.Generation().Policy.Decide(attempt); d.Kind != auth.Passcode {
 		t.Fatalf("a failed full reload changed the policy: %v", d.Kind)
 	}
-	if err := reloadAccounts(srv, guard, log); err != nil {
+	if err := reloadAccounts(srv, guard, &accountsSource{}, log); err != nil {
 		t.Fatalf("reloadAccounts: %v", err)
 	}
 	if d := srv.Generation().Policy.Decide(attempt); d.Kind == auth.Passcode {

@@ -63,7 +63,14 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 		return err
 	}
 	log := newLogger(logOut, cfg.LogLevel, cfg.LogFormat)
-	rt, err := proxy.LoadGeneration(cfg)
+	// With accounts in PostgreSQL, the node serves logins from a snapshot
+	// that the watcher below keeps current (accountsdb).
+	accts, accountsGen, err := openAccountsSource(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer accts.close()
+	rt, err := accts.generation(cfg)
 	if err != nil {
 		return err
 	}
@@ -135,17 +142,35 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 	doReload := func() error {
 		reloadMu.Lock()
 		defer reloadMu.Unlock()
-		err := reload(srv, guard, path, log)
+		err := reload(srv, guard, accts, path, log)
 		m.Reload(err == nil)
 		return err
 	}
-	// The portal's writes touch only the accounts file.
+	// The portal's writes touch only the accounts.
 	reloadAccountsOnly := func() error {
 		reloadMu.Lock()
 		defer reloadMu.Unlock()
-		err := reloadAccounts(srv, guard, log)
+		err := reloadAccounts(srv, guard, accts, log)
 		m.Reload(err == nil)
 		return err
+	}
+	if accts.db != nil {
+		// Every change on any node reaches this node's sessions through
+		// the watcher: a revoked passcode's sessions are closed.
+		watcher := accts.db.Watch(accts.snapshot(), accountsGen, func(a *auth.Accounts) {
+			reloadMu.Lock()
+			defer reloadMu.Unlock()
+			accts.set(a)
+			next, err := srv.Generation().WithAccountsFrom(a)
+			if err != nil {
+				log.Error("the accounts database holds accounts kanmon refuses; the previous snapshot stays in force", "err", err)
+				return
+			}
+			closing := swapGeneration(srv, guard, next)
+			log.Info("accounts changed in the database", "sessions_revoked", closing)
+		})
+		defer watcher.Close()
+		m.WatchAccountsDB(watcher.Up)
 	}
 	adminSrv, err := admin.Listen(cfg.StateDir, admin.Handlers{
 		Reload: doReload,
@@ -176,7 +201,7 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 	// The self-service portal, when [portal] is set, shares the guard,
 	// the last-use store, the runtime and the reload; it stops with the
 	// listeners at SIGTERM.
-	portalSrv, err := startPortal(cfg, srv, guard, reloadAccountsOnly, shared, log)
+	portalSrv, err := startPortal(cfg, srv, guard, reloadAccountsOnly, shared, accts.store(), log)
 	if err != nil {
 		return err
 	}
@@ -268,12 +293,15 @@ func adminSessions(list []proxy.SessionInfo) []admin.Session {
 // for `kanmon reload` to print. Accounts whose 2FA state changed lose their
 // remembered wrong secrets: the password that was wrong while 2FA was on
 // is the right one after `2fa disable`.
-func reload(srv *proxy.Server, guard lockout.Enforcer, path string, log *slog.Logger) error {
+func reload(srv *proxy.Server, guard lockout.Enforcer, accts *accountsSource, path string, log *slog.Logger) error {
 	cfg, err := config.Load(path)
 	if err == nil {
 		var rt *proxy.Generation
-		if rt, err = proxy.LoadGeneration(cfg); err == nil {
+		if rt, err = accts.generation(cfg); err == nil {
 			old := srv.Generation()
+			if old.Config.AccountsURL != cfg.AccountsURL {
+				log.Warn("reload: a change between an accounts file and a database, or to the database URL, takes effect only after a restart")
+			}
 			if !slices.EqualFunc(old.Config.Listeners, cfg.Listeners, sameListener) {
 				log.Warn("reload: listener changes take effect only after a restart")
 			}
@@ -295,8 +323,8 @@ func reload(srv *proxy.Server, guard lockout.Enforcer, path string, log *slog.Lo
 // reloadAccounts is the portal's reload after a change it wrote: the
 // accounts file only, under the configuration in force. A config file
 // that an admin is halfway through editing does not hold it up.
-func reloadAccounts(srv *proxy.Server, guard lockout.Enforcer, log *slog.Logger) error {
-	rt, err := srv.Generation().WithAccounts()
+func reloadAccounts(srv *proxy.Server, guard lockout.Enforcer, accts *accountsSource, log *slog.Logger) error {
+	rt, err := accts.withAccounts(srv.Generation())
 	if err != nil {
 		log.Error("reloading the accounts file failed; the previous accounts stay in force", "err", err)
 		return err

@@ -3,9 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"text/tabwriter"
 	"time"
 
+	"github.com/kanmon-mail/kanmon/accountsdb"
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
 )
@@ -117,6 +119,9 @@ func cmdTwoFAStatus(cfg *config.Config, user string, stdout io.Writer) error {
 // accountsStore is cfg's accounts file, keyed on canonical names
 // ([users]): any spelling of a user names the one account.
 func accountsStore(cfg *config.Config) *auth.Store {
+	if cfg.AccountsURL != "" {
+		return auth.OpenSharedStore(accountsdb.NewLazy(cfg.AccountsURL, slog.New(slog.DiscardHandler))).WithNames(cfg.Users.Names)
+	}
 	return auth.OpenStore(cfg.Accounts).WithNames(cfg.Users.Names)
 }
 
