@@ -32,8 +32,8 @@ type Watcher struct {
 	db    *DB
 	apply func(*auth.Accounts)
 
-	gen  atomic.Int64 // generation of the snapshot applied last
-	up   atomic.Bool
+	gen atomic.Int64 // generation of the snapshot applied last
+	up  atomic.Bool
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
