@@ -2,13 +2,14 @@
 # Installs what the real-server tests need: Dovecot (IMAP, POP3, submission)
 # for internal/dovecottest, Redis (redis-server, which also runs the
 # sentinels as redis-server --sentinel) for internal/redistest, PostgreSQL
-# (initdb and postgres) for internal/pgtest, curl as a real command-line mail
+# (initdb and postgres) for internal/pgtest, HAProxy for internal/haproxytest
+# (which runs contrib/haproxy/haproxy.cfg), curl as a real command-line mail
 # client, oathtool as an independent TOTP authenticator (otp), and Chromium
 # for the portal's browser end-to-end test (e2e).
 #
 # As root with apt-get, missing packages are installed from Debian without
-# starting the system Dovecot, Redis or PostgreSQL (the tests start private
-# instances of their own, on their own ports). Otherwise it says which tests
+# starting the system Dovecot, Redis, PostgreSQL or HAProxy (the tests start
+# private instances of their own, on their own ports). Otherwise it says which tests
 # will be skipped, or, with CI=true, fail.
 # Safe to run any number of times.
 set -euo pipefail
@@ -37,6 +38,7 @@ missing() {
 	done
 	find_redis >/dev/null || echo redis-server
 	find_postgres >/dev/null || echo postgresql
+	find_haproxy >/dev/null || echo haproxy
 	command -v curl >/dev/null 2>&1 || echo curl
 	command -v swaks >/dev/null 2>&1 || echo swaks
 	perl -MNet::SSLeay -e1 >/dev/null 2>&1 || echo libnet-ssleay-perl # swaks's TLS
@@ -85,6 +87,25 @@ find_postgres() {
 # postgres_version prints the version of PostgreSQL, e.g. 15.18.
 postgres_version() {
 	"$(find_postgres)/postgres" --version | cut -d' ' -f3
+}
+
+# find_haproxy prints the path of haproxy (Debian's haproxy package installs
+# /usr/sbin/haproxy, often missing from an ordinary user's PATH).
+find_haproxy() {
+	command -v haproxy 2>/dev/null && return 0
+	local p
+	for p in /usr/sbin/haproxy /usr/local/sbin/haproxy; do
+		if [ -x "$p" ]; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# haproxy_version prints the version of haproxy, e.g. 2.6.12.
+haproxy_version() {
+	"$(find_haproxy)" -v | sed -n 's/^HA-*Proxy version \([0-9.]*\).*/\1/p'
 }
 
 # find_chromium prints the path of a Chromium binary (Debian's package
@@ -143,6 +164,12 @@ stop_system_postgres() {
 	done
 }
 
+# stop_system_haproxy stops the Debian package's HAProxy (its unit writes
+# /run/haproxy.pid). The tests never use it.
+stop_system_haproxy() {
+	stop_system_service HAProxy /run/haproxy.pid haproxy haproxy.service
+}
+
 install_pkgs() {
 	local policy=/usr/sbin/policy-rc.d made_policy=
 	# Forbid service starts during the install unless a policy already
@@ -177,6 +204,7 @@ install_pkgs() {
 	stop_system_dovecot
 	stop_system_redis
 	stop_system_postgres
+	stop_system_haproxy
 	return "$ok"
 }
 
@@ -185,7 +213,7 @@ case "${CI:-}" in true | TRUE | True | 1 | yes) ci=true ;; esac
 
 absent=$(missing | tr '\n' ' ')
 if [ -z "$absent" ]; then
-	echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1), redis $(redis_version), postgresql $(postgres_version), $(curl --version | head -n1 | cut -d' ' -f1-2), $(oathtool --version | head -n1) and $("$(find_chromium)" --version 2>/dev/null | head -n1) present"
+	echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1), redis $(redis_version), postgresql $(postgres_version), haproxy $(haproxy_version), $(curl --version | head -n1 | cut -d' ' -f1-2), $(oathtool --version | head -n1) and $("$(find_chromium)" --version 2>/dev/null | head -n1) present"
 	exit 0
 fi
 
@@ -204,7 +232,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
 	mapfile -t pkgs < <(printf '%s\n' "${pkgs[@]}" | sort -u)
 	echo "test-deps: apt-get install ${pkgs[*]}"
 	if install_pkgs "${pkgs[@]}" && [ -z "$(missing)" ]; then
-		echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1), redis $(redis_version) and postgresql $(postgres_version) installed (system services not started)"
+		echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1), redis $(redis_version), postgresql $(postgres_version) and haproxy $(haproxy_version) installed (system services not started)"
 		exit 0
 	fi
 	echo "test-deps: could not install: $(missing | tr '\n' ' ')" >&2
@@ -219,11 +247,12 @@ why="not root"
 [ "$(id -u)" -eq 0 ] && why="no apt-get"
 cat >&2 <<EOF
 test-deps: cannot install ($why). Install as root:
-    apt-get install dovecot-imapd dovecot-pop3d dovecot-submissiond redis-server postgresql curl swaks libnet-ssleay-perl ca-certificates oathtool chromium
+    apt-get install dovecot-imapd dovecot-pop3d dovecot-submissiond redis-server postgresql haproxy curl swaks libnet-ssleay-perl ca-certificates oathtool chromium
 EOF
 what="tests that run curl, swaks, oathtool or chromium"
 case " $absent" in *" redis-server"*) what="real-Redis tests (internal/redistest and every test using it) and $what" ;; esac
 case " $absent" in *" postgresql"*) what="real-PostgreSQL tests (internal/pgtest and every test using it) and $what" ;; esac
+case " $absent" in *" haproxy"*) what="real-HAProxy tests (internal/haproxytest and every test using it) and $what" ;; esac
 case " $absent" in *" dovecot"*) what="real-Dovecot tests (internal/dovecottest and every test using it) and $what" ;; esac
 if [ "$ci" = true ]; then
 	echo "test-deps: CI=true, so the $what will FAIL" >&2
