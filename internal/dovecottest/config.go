@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+
+	"github.com/kanmon-mail/kanmon/internal/testenv"
 )
 
 // identity says which users Dovecot's processes and its mail run as.
@@ -209,9 +211,8 @@ func (s *Server) writeFiles() error {
 	return nil
 }
 
-// pickPorts chooses free loopback ports by binding port 0 for every listener
-// at once, then closing them all. Dovecot may lose a race for one of them;
-// Start then retries with new ports.
+// pickPorts chooses a free loopback port for every listener. Dovecot may
+// lose a race for one of them; Start then retries with new ports.
 func (s *Server) pickPorts() error {
 	targets := []*string{&s.IMAPAddr, &s.POP3Addr}
 	if s.opts.SubmissionRelay != "" {
@@ -229,19 +230,12 @@ func (s *Server) pickPorts() error {
 			targets = append(targets, &s.SubmissionHAProxyAddr)
 		}
 	}
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for _, addr := range targets {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		ls = append(ls, l)
-		*addr = l.Addr().String()
+	ports, err := testenv.FreePorts(len(targets))
+	if err != nil {
+		return err
+	}
+	for i, addr := range targets {
+		*addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[i]))
 	}
 	return nil
 }

@@ -29,34 +29,21 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kanmon-mail/kanmon/internal/testenv"
 )
 
 // InstallHint is the command that installs what this package needs.
 const InstallHint = "apt-get install dovecot-imapd dovecot-pop3d dovecot-submissiond"
-
-const (
-	// startTimeout bounds how long Start waits for the IMAP greeting.
-	startTimeout = 10 * time.Second
-	// stopGrace bounds how long Stop waits for the master to exit after
-	// SIGTERM before it kills the process group. The master usually exits
-	// within milliseconds, but now and then takes seconds.
-	stopGrace = 300 * time.Millisecond
-	// bindAttempts is how often Start retries when a chosen port was taken
-	// between choosing it and Dovecot binding it.
-	bindAttempts = 5
-)
 
 // User is one account of the passwd-file passdb and userdb.
 type User struct {
@@ -146,64 +133,45 @@ type Server struct {
 	id       identity
 	users    map[string]bool
 	tlsPool  *x509.CertPool
+	logs     testenv.Logs
+	master   testenv.Runner
 	mu       sync.Mutex
-	proc     *process
 	stopOnce sync.Once
 	seq      int // Deliver's file counter
 	attempts int // launches so far, for the bind-race test
+}
+
+// dovecot is the binary Start runs: a Dovecot 2.3.
+var dovecot = &testenv.Binary{
+	Name:        "dovecot",
+	Dirs:        []string{"/usr/sbin", "/usr/local/sbin"},
+	Package:     "dovecottest",
+	Skipping:    "real-Dovecot",
+	InstallHint: InstallHint,
+	Supported: func(v string) error {
+		if !strings.HasPrefix(v, "2.3.") {
+			return fmt.Errorf("found Dovecot %s, but this package writes a Dovecot 2.3 configuration", v)
+		}
+		return nil
+	},
 }
 
 // Available reports the path of the dovecot binary and whether it exists.
 // It looks in PATH and then in /usr/sbin and /usr/local/sbin, which are often
 // missing from an ordinary user's PATH.
 func Available() (path string, ok bool) {
-	if p, err := exec.LookPath("dovecot"); err == nil {
-		return p, true
-	}
-	for _, p := range []string{"/usr/sbin/dovecot", "/usr/local/sbin/dovecot"} {
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p, true
-		}
-	}
-	return "", false
-}
-
-// inCI reports whether the environment says this is a CI run.
-func inCI() bool {
-	switch strings.ToLower(os.Getenv("CI")) {
-	case "true", "1", "yes":
-		return true
-	}
-	return false
-}
-
-// unavailable skips the test, or fails it under CI.
-func unavailable(t testing.TB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if inCI() {
-		t.Fatalf("dovecottest: %s (CI=true, so this is a failure, not a skip)", msg)
-		return
-	}
-	t.Skipf("dovecottest: %s; skipping real-Dovecot test", msg)
+	return dovecot.Find()
 }
 
 // Start starts a private Dovecot configured by opts and stops it when the
-// test ends. It fails the test when Dovecot does not come up within 10
-// seconds; whenever the test has failed, the cleanup prints the Dovecot log.
-// Set DOVECOTTEST_KEEP=1 to keep the instance directory for inspection.
+// test ends. It fails the test when Dovecot does not greet within 10 seconds
+// (testenv.StartTimeout); whenever the test has failed, the cleanup prints
+// the Dovecot log. Set DOVECOTTEST_KEEP=1 to keep the instance directory for
+// inspection.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	bin, ok := Available()
+	bin, ok := dovecot.Require(t)
 	if !ok {
-		unavailable(t, "dovecot binary not found in PATH, /usr/sbin or /usr/local/sbin; install it with: %s", InstallHint)
-		return nil
-	}
-	if v, err := dovecotVersion(bin); err != nil {
-		unavailable(t, "%s --version: %v", bin, err)
-		return nil
-	} else if !strings.HasPrefix(v, "2.3.") {
-		unavailable(t, "found Dovecot %s, but this package writes a Dovecot 2.3 configuration", v)
 		return nil
 	}
 	if opts.MaxUserConnections <= 0 {
@@ -217,14 +185,15 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	id, err := currentIdentity()
 	if err != nil {
-		unavailable(t, "%v", err)
+		dovecot.Unavailable(t, "%v", err)
 		return nil
 	}
 	dir, err := makeDir(id)
 	if err != nil {
 		t.Fatalf("dovecottest: %v", err)
 	}
-	s := &Server{Dir: dir, opts: opts, id: id, users: map[string]bool{}}
+	s := &Server{Dir: dir, opts: opts, id: id, users: map[string]bool{},
+		logs: testenv.Logs{Dir: dir, Output: "dovecot.stderr", File: "dovecot.log", Perm: 0o644}}
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
@@ -239,52 +208,15 @@ func Start(t testing.TB, opts Options) *Server {
 	if err := s.writeFiles(); err != nil {
 		t.Fatalf("dovecottest: %v", err)
 	}
-	for attempt := 1; ; attempt++ {
-		err := s.launch(bin)
-		if err == nil {
-			break
-		}
-		if errors.Is(err, errAddrInUse) && attempt < bindAttempts {
-			continue
-		}
+	if err := testenv.RetryBind(func() error { return s.launch(bin) }); err != nil {
 		// The cleanup prints the log, since the test has failed.
 		t.Fatalf("dovecottest: starting %s -F -c %s: %v", bin, filepath.Join(dir, "dovecot.conf"), err)
 	}
 	return s
 }
 
-// dovecotVersion runs "dovecot --version" once per binary.
-var dovecotVersion = func() func(bin string) (string, error) {
-	var mu sync.Mutex
-	cache := map[string]string{}
-	return func(bin string) (string, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if v, ok := cache[bin]; ok {
-			return v, nil
-		}
-		out, err := exec.Command(bin, "--version").Output()
-		if err != nil {
-			return "", err
-		}
-		v := strings.TrimSpace(string(out))
-		cache[bin] = v
-		return v, nil
-	}
-}()
-
 // testHookPortsPicked, when set by a test, runs after each choice of ports.
 var testHookPortsPicked func(*Server)
-
-// errAddrInUse marks a start that failed because a chosen port was taken.
-var errAddrInUse = errors.New("a listener port was already in use")
-
-// process is one run of the dovecot master.
-type process struct {
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd.Wait returned
-	err    error         // cmd.Wait's result, valid after exited
-}
 
 // launch picks ports, writes the configuration and starts Dovecot, then waits
 // until IMAP greets.
@@ -305,62 +237,22 @@ func (s *Server) launch(bin string) error {
 		return err
 	}
 	// Each attempt starts with an empty log, so a retry's log is its own.
-	for _, name := range []string{"dovecot.log", "dovecot.stderr"} {
-		if err := os.WriteFile(filepath.Join(s.Dir, name), nil, 0o644); err != nil {
-			return err
-		}
-	}
-	out, err := os.OpenFile(filepath.Join(s.Dir, "dovecot.stderr"), os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	cmd := exec.Command(bin, "-F", "-c", confPath)
-	cmd.Dir = s.Dir
-	cmd.Stdout = out
-	cmd.Stderr = out
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	p := &process{cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	s.mu.Lock()
-	s.proc = p
-	s.mu.Unlock()
-	if err := s.waitReady(p); err != nil {
-		stopProcess(p)
-		if strings.Contains(s.Log(), "Address already in use") {
-			return fmt.Errorf("%w: %v", errAddrInUse, err)
-		}
-		return err
-	}
-	return nil
+	// The master gets SIGTERM if the test binary dies without cleaning up.
+	return s.master.Launch([]string{bin, "-F", "-c", confPath}, s.logs, syscall.SIGTERM, s.greets, nil)
 }
 
-// waitReady waits for a real IMAP greeting. While the auth process is still
-// starting, imap-login greets with "* OK Waiting for authentication process
-// to respond.."; that does not count.
-func (s *Server) waitReady(p *process) error {
-	deadline := time.Now().Add(startTimeout)
-	for {
-		select {
-		case <-p.exited:
-			return fmt.Errorf("dovecot exited before it was ready: %v", p.err)
-		default:
-		}
-		if line, err := greeting(s.IMAPAddr); err == nil &&
-			strings.HasPrefix(line, "* OK") && !strings.Contains(line, "Waiting for auth") {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no IMAP greeting at %s within %v", s.IMAPAddr, startTimeout)
-		}
-		time.Sleep(50 * time.Millisecond)
+// greets reports whether IMAP answers with a real greeting. While the auth
+// process is still starting, imap-login greets with "* OK Waiting for
+// authentication process to respond.."; that does not count.
+func (s *Server) greets() error {
+	line, err := greeting(s.IMAPAddr)
+	if err != nil {
+		return fmt.Errorf("no IMAP greeting at %s: %w", s.IMAPAddr, err)
 	}
+	if !strings.HasPrefix(line, "* OK") || strings.Contains(line, "Waiting for auth") {
+		return fmt.Errorf("IMAP at %s greets with %q", s.IMAPAddr, line)
+	}
+	return nil
 }
 
 // greeting dials addr and returns the first line it sends.
@@ -379,6 +271,11 @@ func greeting(addr string) (string, error) {
 	return strings.TrimRight(line, "\r\n"), nil
 }
 
+// stopGrace bounds how long Stop waits for the master to exit after SIGTERM
+// before it kills the process group. The master usually exits within
+// milliseconds, but now and then takes seconds.
+const stopGrace = 300 * time.Millisecond
+
 // Stop shuts Dovecot down: SIGTERM to its whole process group, then, if the
 // master has not exited within 300 ms, SIGKILL to the group, and SIGKILL to
 // any process of the group still alive. (A SIGTERM to the master alone stops
@@ -388,79 +285,17 @@ func greeting(addr string) (string, error) {
 // goes away; it is safe to call more than once.
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
-		s.mu.Lock()
-		p := s.proc
-		s.mu.Unlock()
-		if p != nil {
-			stopProcess(p)
+		if p := s.master.Process(); p != nil {
+			p.Stop(stopGrace)
 		}
 	})
-}
-
-// stopProcess stops one dovecot master and its process group.
-func stopProcess(p *process) {
-	pgid := p.cmd.Process.Pid
-	syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(stopGrace):
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		<-p.exited
-	}
-	// The master normally takes its children with it; make sure no
-	// stray process of the group survives.
-	deadline := time.Now().Add(5 * time.Second)
-	for groupAlive(pgid) && time.Now().Before(deadline) {
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// groupAlive reports whether any live (non-zombie) process of group pgid
-// exists. It reads /proc where there is one, since a zombie that nobody reaps
-// would keep kill(-pgid, 0) succeeding.
-func groupAlive(pgid int) bool {
-	if syscall.Kill(-pgid, 0) != nil {
-		return false
-	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return true
-	}
-	for _, e := range entries {
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// Fields after the parenthesised command: state ppid pgrp ...
-		i := strings.LastIndexByte(string(stat), ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) >= 3 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" && f[0] != "X" {
-			return true
-		}
-	}
-	return false
 }
 
 // Log returns the Dovecot log (and anything the master wrote to stderr), for
 // printing when a test fails. Start's cleanup prints it by itself when the
 // test has failed.
 func (s *Server) Log() string {
-	var b strings.Builder
-	for _, name := range []string{"dovecot.stderr", "dovecot.log"} {
-		data, err := os.ReadFile(filepath.Join(s.Dir, name))
-		if err != nil || len(data) == 0 {
-			continue
-		}
-		b.Write(data)
-		if data[len(data)-1] != '\n' {
-			b.WriteByte('\n')
-		}
-	}
-	return b.String()
+	return s.logs.String()
 }
 
 // TLSConfig returns a client configuration that trusts the server's

@@ -16,6 +16,8 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/kanmon-mail/kanmon/internal/testenv"
 )
 
 const (
@@ -453,13 +455,13 @@ func TestStopLeavesNoProcesses(t *testing.T) {
 	if err := c.Login("alice", "alice-pw").Wait(); err != nil {
 		t.Fatal(err)
 	}
-	pgid := s.proc.cmd.Process.Pid
-	if !groupAlive(pgid) {
+	pgid := s.master.Process().Pid()
+	if !testenv.GroupAlive(pgid) {
 		t.Fatal("no Dovecot process group while running")
 	}
 	s.Stop()
 	s.Stop() // idempotent
-	if groupAlive(pgid) {
+	if testenv.GroupAlive(pgid) {
 		t.Fatalf("processes of group %d survived Stop", pgid)
 	}
 	if _, err := net.DialTimeout("tcp", s.IMAPAddr, time.Second); err == nil {
@@ -538,36 +540,6 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// recorder stands in for a test to see whether unavailable skips or fails.
-type recorder struct {
-	testing.TB
-	fatal, skip string
-}
-
-func (r *recorder) Helper()                        {}
-func (r *recorder) Fatalf(format string, a ...any) { r.fatal = fmt.Sprintf(format, a...) }
-func (r *recorder) Skipf(format string, a ...any)  { r.skip = fmt.Sprintf(format, a...) }
-
 func TestMissingDovecotSkipsUnlessCI(t *testing.T) {
-	t.Setenv("CI", "")
-	r := &recorder{TB: t}
-	unavailable(r, "dovecot binary not found; install it with: %s", InstallHint)
-	if r.fatal != "" || !strings.Contains(r.skip, InstallHint) {
-		t.Errorf("without CI: fatal %q, skip %q; want a skip naming %q", r.fatal, r.skip, InstallHint)
-	}
-	t.Setenv("CI", "true")
-	r = &recorder{TB: t}
-	unavailable(r, "dovecot binary not found; install it with: %s", InstallHint)
-	if r.skip != "" || !strings.Contains(r.fatal, InstallHint) {
-		t.Errorf("with CI=true: fatal %q, skip %q; want a failure", r.fatal, r.skip)
-	}
-}
-
-func TestInCI(t *testing.T) {
-	for v, want := range map[string]bool{"true": true, "1": true, "": false, "false": false} {
-		t.Setenv("CI", v)
-		if got := inCI(); got != want {
-			t.Errorf("CI=%q: inCI() = %v", v, got)
-		}
-	}
+	testenv.CheckUnavailable(t, dovecot)
 }

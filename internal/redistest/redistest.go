@@ -20,29 +20,21 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/kanmon-mail/kanmon/internal/testenv"
 )
 
 // InstallHint is the command that installs what this package needs. The
 // package's redis-server also runs the sentinels (redis-server --sentinel).
 const InstallHint = "apt-get install redis-server"
-
-const (
-	// startTimeout bounds how long a start waits for PING to answer.
-	startTimeout = 10 * time.Second
-	// bindAttempts is how often a first start retries with a new port when
-	// the chosen one was taken between choosing and binding it.
-	bindAttempts = 5
-)
 
 // Options configures one Redis server. The zero value is a server without a
 // password and with Redis's default eviction policy.
@@ -72,98 +64,44 @@ type Server struct {
 	sentinel bool     // run with --sentinel
 	config   []string // the configuration lines after the common ones
 	port     int
+	logs     testenv.Logs
+	runner   testenv.Runner
 
 	mu     sync.Mutex
-	proc   *process // nil before the first start
-	logged bool     // a failure message has shown the log already
+	logged bool // a failure message has shown the log already
 }
 
-// process is one run of redis-server.
-type process struct {
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd.Wait returned
-	err    error         // cmd.Wait's result, valid after exited
+// redisServer is the binary Start and StartSentinel run: a Redis 7 or
+// later.
+var redisServer = &testenv.Binary{
+	Name:        "redis-server",
+	Dirs:        []string{"/usr/bin", "/usr/local/bin"},
+	Package:     "redistest",
+	Skipping:    "real-Redis",
+	InstallHint: InstallHint,
+	// "Redis server v=7.0.15 sha=..."
+	Version: func(out string) (string, error) {
+		for _, f := range strings.Fields(out) {
+			if v, ok := strings.CutPrefix(f, "v="); ok {
+				return v, nil
+			}
+		}
+		return "", fmt.Errorf("no version in %q", strings.TrimSpace(out))
+	},
+	Supported: func(v string) error {
+		major, _, _ := strings.Cut(v, ".")
+		if n, err := strconv.Atoi(major); err != nil || n < 7 {
+			return fmt.Errorf("found Redis %s, but this package writes a Redis 7 configuration", v)
+		}
+		return nil
+	},
 }
 
 // Available reports the path of the redis-server binary and whether it
 // exists. It looks in PATH and then in /usr/bin and /usr/local/bin.
 func Available() (path string, ok bool) {
-	if p, err := exec.LookPath("redis-server"); err == nil {
-		return p, true
-	}
-	for _, p := range []string{"/usr/bin/redis-server", "/usr/local/bin/redis-server"} {
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p, true
-		}
-	}
-	return "", false
+	return redisServer.Find()
 }
-
-// inCI reports whether the environment says this is a CI run.
-func inCI() bool {
-	switch strings.ToLower(os.Getenv("CI")) {
-	case "true", "1", "yes":
-		return true
-	}
-	return false
-}
-
-// unavailable skips the test, or fails it under CI.
-func unavailable(t testing.TB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if inCI() {
-		t.Fatalf("redistest: %s (CI=true, so this is a failure, not a skip)", msg)
-		return
-	}
-	t.Skipf("redistest: %s; skipping real-Redis test", msg)
-}
-
-// binary returns the redis-server to run, or skips (fails under CI) the test
-// when there is none or it is older than Redis 7.
-func binary(t testing.TB) (string, bool) {
-	t.Helper()
-	bin, ok := Available()
-	if !ok {
-		unavailable(t, "redis-server not found in PATH, /usr/bin or /usr/local/bin; install it with: %s", InstallHint)
-		return "", false
-	}
-	v, err := redisVersion(bin)
-	if err != nil {
-		unavailable(t, "%s --version: %v", bin, err)
-		return "", false
-	}
-	major, _, _ := strings.Cut(v, ".")
-	if n, err := strconv.Atoi(major); err != nil || n < 7 {
-		unavailable(t, "found Redis %s, but this package writes a Redis 7 configuration", v)
-		return "", false
-	}
-	return bin, true
-}
-
-// redisVersion returns the "v=" of "redis-server --version", once per binary.
-var redisVersion = func() func(bin string) (string, error) {
-	var mu sync.Mutex
-	cache := map[string]string{}
-	return func(bin string) (string, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if v, ok := cache[bin]; ok {
-			return v, nil
-		}
-		out, err := exec.Command(bin, "--version").Output()
-		if err != nil {
-			return "", err
-		}
-		for _, f := range strings.Fields(string(out)) {
-			if v, ok := strings.CutPrefix(f, "v="); ok {
-				cache[bin] = v
-				return v, nil
-			}
-		}
-		return "", fmt.Errorf("no version in %q", strings.TrimSpace(string(out)))
-	}
-}()
 
 // validate checks opts for what the configuration file cannot express.
 func validate(opts Options) error {
@@ -181,7 +119,7 @@ func validate(opts Options) error {
 // seconds, with the server's log.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	bin, ok := binary(t)
+	bin, ok := redisServer.Require(t)
 	if !ok {
 		return nil
 	}
@@ -198,7 +136,8 @@ func Start(t testing.TB, opts Options) *Server {
 // comes from t.TempDir, called earlier, the cleanup runs before dir is
 // removed.
 func newServer(t testing.TB, bin, dir, name, password string, config []string) *Server {
-	s := &Server{name: name, dir: dir, bin: bin, password: password, config: config}
+	s := &Server{name: name, dir: dir, bin: bin, password: password, config: config,
+		logs: testenv.Logs{Dir: dir, Output: name + ".stderr", File: name + ".log", Perm: 0o600}}
 	t.Cleanup(func() {
 		s.Kill()
 		s.mu.Lock()
@@ -253,13 +192,9 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 // data is gone: nothing is saved. It does nothing when the server is not
 // running. Start starts it again.
 func (s *Server) Kill() {
-	s.mu.Lock()
-	p := s.proc
-	s.mu.Unlock()
-	if p == nil {
-		return
+	if p := s.runner.Process(); p != nil {
+		p.Kill()
 	}
-	killProcess(p)
 }
 
 // Start starts the server again after Kill, on the same port and with the
@@ -268,12 +203,9 @@ func (s *Server) Kill() {
 // when the server is running already or does not come up within 10 seconds.
 func (s *Server) Start(t testing.TB) {
 	t.Helper()
-	s.mu.Lock()
-	p := s.proc
-	s.mu.Unlock()
-	if p != nil {
+	if p := s.runner.Process(); p != nil {
 		select {
-		case <-p.exited:
+		case <-p.Exited():
 		default:
 			t.Fatalf("redistest: Start: %s is running", s.describe())
 		}
@@ -287,34 +219,20 @@ func (s *Server) Start(t testing.TB) {
 // server, trying new ports when the chosen one was taken in the meantime.
 func (s *Server) firstStart(t testing.TB) {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
-		port, err := freePort()
+	err := testenv.RetryBind(func() error {
+		ports, err := testenv.FreePorts(1)
 		if err != nil {
-			t.Fatalf("redistest: %v", err)
+			return err
 		}
-		s.port = port
+		s.port = ports[0]
 		if err := s.writeConfig(); err != nil {
-			t.Fatalf("redistest: %v", err)
+			return err
 		}
-		err = s.launch()
-		if err == nil {
-			return
-		}
-		if errors.Is(err, errAddrInUse) && attempt < bindAttempts {
-			continue
-		}
+		return s.launch()
+	})
+	if err != nil {
 		t.Fatalf("redistest: starting %s %s: %v\nlog of %s:\n%s", s.bin, s.confPath(), err, s.describe(), s.logOnce())
 	}
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func (s *Server) confPath() string { return filepath.Join(s.dir, s.name+".conf") }
@@ -344,76 +262,31 @@ func (s *Server) writeConfig() error {
 	return os.WriteFile(s.confPath(), []byte(b.String()), 0o600)
 }
 
-// errAddrInUse marks a start that failed because the port was taken.
-var errAddrInUse = errors.New("the port was already in use")
-
 // launch runs redis-server on the configuration file and waits until PING
 // answers. On failure the process is gone.
 func (s *Server) launch() error {
-	// Each run starts with empty logs, so the log shown is this run's.
-	for _, name := range []string{s.name + ".log", s.name + ".stderr"} {
-		if err := os.WriteFile(filepath.Join(s.dir, name), nil, 0o600); err != nil {
-			return err
-		}
-	}
-	out, err := os.OpenFile(filepath.Join(s.dir, s.name+".stderr"), os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	args := []string{s.confPath()}
+	argv := []string{s.bin, s.confPath()}
 	if s.sentinel {
-		args = append(args, "--sentinel")
+		argv = append(argv, "--sentinel")
 	}
-	cmd := exec.Command(s.bin, args...)
-	cmd.Dir = s.dir
-	cmd.Stdout = out
-	cmd.Stderr = out
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	p := &process{cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	s.mu.Lock()
-	s.proc = p
-	s.mu.Unlock()
-	if err := s.waitReady(p); err != nil {
-		killProcess(p)
-		if strings.Contains(s.Log(), "Address already in use") {
-			return fmt.Errorf("%w: %v", errAddrInUse, err)
-		}
-		return err
-	}
-	return nil
+	// Each run starts with empty logs, so the log shown is this run's. The
+	// kernel kills redis-server if the test binary dies without cleaning
+	// up; Kill reaches a child it forked (to stream a snapshot to a
+	// replica) too. The goroutine waiting for it runs launch.func1, a name
+	// that goleak filters in other packages' tests ignore.
+	return s.runner.Launch(argv, s.logs, syscall.SIGKILL, s.pong, func(wait func()) { wait() })
 }
 
-// waitReady waits until PING answers PONG.
-func (s *Server) waitReady(p *process) error {
-	deadline := time.Now().Add(startTimeout)
-	var last error
-	for {
-		select {
-		case <-p.exited:
-			return fmt.Errorf("redis-server exited before it was ready: %v", p.err)
-		default:
-		}
-		r, err := s.do("PING")
-		if err == nil && r == "PONG" {
-			return nil
-		}
-		if err == nil {
-			err = fmt.Errorf("PING answered %v", r)
-		}
-		last = err
-		if time.Now().After(deadline) {
-			return fmt.Errorf("PING at %s did not answer within %v: %v", s.Addr(), startTimeout, last)
-		}
-		time.Sleep(20 * time.Millisecond)
+// pong reports whether PING answers PONG.
+func (s *Server) pong() error {
+	r, err := s.do("PING")
+	if err != nil {
+		return fmt.Errorf("PING at %s: %w", s.Addr(), err)
 	}
+	if r != "PONG" {
+		return fmt.Errorf("PING at %s answered %v", s.Addr(), r)
+	}
+	return nil
 }
 
 // do runs one command on the server, authenticated with its password.
@@ -421,28 +294,11 @@ func (s *Server) do(args ...string) (any, error) {
 	return command(s.Addr(), s.password, args...)
 }
 
-// killProcess sends SIGKILL to the process group of p and waits for p.
-func killProcess(p *process) {
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.exited
-}
-
 // Log returns the server's log file and anything it wrote to stdout or
 // stderr in its latest run. The cleanup prints it by itself when the test
 // has failed.
 func (s *Server) Log() string {
-	var b strings.Builder
-	for _, name := range []string{s.name + ".stderr", s.name + ".log"} {
-		data, err := os.ReadFile(filepath.Join(s.dir, name))
-		if err != nil || len(data) == 0 {
-			continue
-		}
-		b.Write(data)
-		if data[len(data)-1] != '\n' {
-			b.WriteByte('\n')
-		}
-	}
-	return b.String()
+	return s.logs.String()
 }
 
 // logOnce returns the log for a failure message and spares the cleanup

@@ -4,13 +4,14 @@ package redistest
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
+
+	"github.com/kanmon-mail/kanmon/internal/testenv"
 )
 
 // TestMain fails the package when a goroutine (a go-redis client's, or a
@@ -135,27 +136,6 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// recorder stands in for a test to see whether unavailable skips or fails.
-type recorder struct {
-	testing.TB
-	fatal, skip string
-}
-
-func (r *recorder) Helper()                        {}
-func (r *recorder) Fatalf(format string, a ...any) { r.fatal = fmt.Sprintf(format, a...) }
-func (r *recorder) Skipf(format string, a ...any)  { r.skip = fmt.Sprintf(format, a...) }
-
 func TestMissingRedisSkipsUnlessCI(t *testing.T) {
-	t.Setenv("CI", "")
-	r := &recorder{TB: t}
-	unavailable(r, "redis-server not found; install it with: %s", InstallHint)
-	if r.fatal != "" || !strings.Contains(r.skip, InstallHint) {
-		t.Errorf("without CI: fatal %q, skip %q; want a skip naming %q", r.fatal, r.skip, InstallHint)
-	}
-	t.Setenv("CI", "true")
-	r = &recorder{TB: t}
-	unavailable(r, "redis-server not found; install it with: %s", InstallHint)
-	if r.skip != "" || !strings.Contains(r.fatal, InstallHint) {
-		t.Errorf("with CI=true: fatal %q, skip %q; want a failure", r.fatal, r.skip)
-	}
+	testenv.CheckUnavailable(t, redisServer)
 }

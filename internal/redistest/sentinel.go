@@ -64,7 +64,7 @@ var masterNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 // takes more than 30 seconds.
 func StartSentinel(t testing.TB, opts SentinelOptions) *SentinelSet {
 	t.Helper()
-	bin, ok := binary(t)
+	bin, ok := redisServer.Require(t)
 	if !ok {
 		return nil
 	}
