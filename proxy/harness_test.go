@@ -165,12 +165,14 @@ func forwardTo(target string) func(net.Conn) {
 
 // deadAddr is a loopback address where nothing listens.
 func deadAddr(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Port 1 (tcpmux) is below the ephemeral range, so no listener of a
+	// test can take it, as one could take a free port closed again.
+	const addr = "127.0.0.1:1"
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err == nil {
+		c.Close()
+		t.Fatalf("something listens on %s; the tests need it refused", addr)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	return addr
 }
 
