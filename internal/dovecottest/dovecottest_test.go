@@ -96,12 +96,12 @@ func TestIMAPLoginAndDeliver(t *testing.T) {
 // waitLog waits up to 5 s for Dovecot's log process to write substr.
 func waitLog(t *testing.T, s *Server, substr string) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(s.Log(), substr); {
-		if time.Now().After(deadline) {
-			t.Fatalf("%q is not in the Dovecot log", substr)
+	testenv.WaitFor(t, 5*time.Second, "the Dovecot log", func() error {
+		if !strings.Contains(s.Log(), substr) {
+			return fmt.Errorf("%q is not in it", substr)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // logClean fails the test if Dovecot logged a warning or an error, as it does

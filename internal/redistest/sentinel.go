@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kanmon-mail/kanmon/internal/testenv"
 )
 
 const (
@@ -99,7 +101,7 @@ func StartSentinel(t testing.TB, opts SentinelOptions) *SentinelSet {
 	// A sentinel learns of replicas from the master's INFO, which it asks
 	// at once on connecting and then only every 10 s: the replica must be
 	// connected before the sentinels start.
-	waitFor(t, sentinelReadyTimeout, "replica "+replica.Addr()+" in sync with master "+master.Addr(), func() error {
+	testenv.WaitFor(t, sentinelReadyTimeout, "replica "+replica.Addr()+" in sync with master "+master.Addr(), func() error {
 		return replicationUp(master, replica)
 	})
 
@@ -109,7 +111,7 @@ func StartSentinel(t testing.TB, opts SentinelOptions) *SentinelSet {
 		s.firstStart(t)
 		set.sentinels = append(set.sentinels, s)
 	}
-	waitFor(t, sentinelReadyTimeout, "sentinels to see the master, the replica and each other", func() error {
+	testenv.WaitFor(t, sentinelReadyTimeout, "sentinels to see the master, the replica and each other", func() error {
 		for _, s := range set.sentinels {
 			if err := set.sentinelReady(s, master.Addr(), replica.Addr()); err != nil {
 				return err
@@ -188,23 +190,6 @@ func (set *SentinelSet) sentinelReady(s *Server, masterAddr, replicaAddr string)
 	return fmt.Errorf("%s does not see replica %s with its link up: %v", s.describe(), replicaAddr, r)
 }
 
-// waitFor calls check every 50 ms until it returns nil, and fails the test
-// with its last error after timeout. The cleanups print the logs.
-func waitFor(t testing.TB, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redistest: waited %v for %s: %v", timeout, what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // SentinelAddrs returns the sentinels' "127.0.0.1:port" addresses, for
 // redis.FailoverOptions.SentinelAddrs.
 func (set *SentinelSet) SentinelAddrs() []string {
@@ -264,7 +249,7 @@ func (set *SentinelSet) KillMaster(t testing.TB) (newMaster string) {
 		t.Fatalf("redistest: the sentinels name %s as the master, which is none of this set's servers", old)
 	}
 	srv.Kill()
-	waitFor(t, failoverTimeout, "the sentinels to promote a new master after killing "+old, func() error {
+	testenv.WaitFor(t, failoverTimeout, "the sentinels to promote a new master after killing "+old, func() error {
 		var addr string
 		for _, s := range set.sentinels {
 			a, err := set.masterAddrFrom(s)

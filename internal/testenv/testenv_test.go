@@ -266,3 +266,21 @@ func TestWaitReadyTimesOut(t *testing.T) {
 		t.Errorf("waitReady of a process never ready: %v", err)
 	}
 }
+
+func TestWaitFor(t *testing.T) {
+	calls := 0
+	WaitFor(t, 5*time.Second, "the third call", func() error {
+		if calls++; calls < 3 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if calls != 3 {
+		t.Errorf("check called %d times, want 3", calls)
+	}
+	r := &recorder{TB: t}
+	WaitFor(r, 50*time.Millisecond, "never", func() error { return errors.New("still not") })
+	if !strings.Contains(r.fatal, "waited 50ms for never: still not") {
+		t.Errorf("WaitFor of a check that never succeeds: fatal %q", r.fatal)
+	}
+}
