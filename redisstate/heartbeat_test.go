@@ -12,10 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/kanmon-mail/kanmon/admin"
-	"github.com/kanmon-mail/kanmon/internal/redistest"
 	"github.com/kanmon-mail/kanmon/internal/syncbuf"
 )
 
@@ -47,17 +44,30 @@ type beatingNode struct {
 	reg *fakeRegistry
 }
 
+// startBeating starts node name on the Redis at url, beating every
+// beatInterval and rewriting an unchanged list every 3 beats. The test's
+// end closes it (close) if the test has not.
 func startBeating(t testing.TB, url, name string, log *slog.Logger) *beatingNode {
+	t.Helper()
+	return startBeatingWith(t, url, name, log, HeartbeatOptions{Interval: beatInterval, SessionsRefresh: 3})
+}
+
+// startBeatingWith is startBeating with opts; a nil log discards.
+func startBeatingWith(t testing.TB, url, name string, log *slog.Logger, opts HeartbeatOptions) *beatingNode {
 	t.Helper()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &beatingNode{c: stateClient(t, url, name), reg: &fakeRegistry{}}
-	n.hb = NewHeartbeat(n.c, HeartbeatOptions{Interval: beatInterval, SessionsRefresh: 3}, log)
+	n.hb = NewHeartbeat(n.c, opts, log)
 	n.hb.Start(n.reg.sessions)
+	t.Cleanup(func() { n.close(t) })
 	return n
 }
 
+// close closes the node's Heartbeat, which must leave without an error
+// (but for Redis being down), and its Client. Calling it again does
+// nothing more.
 func (n *beatingNode) close(t testing.TB) {
 	t.Helper()
 	if err := n.hb.Close(); err != nil && !errors.Is(err, ErrDown) {
@@ -90,8 +100,7 @@ func sessionsOf(t testing.TB, n *beatingNode) string {
 }
 
 func TestHeartbeatTwoNodesSeeEachOther(t *testing.T) {
-	leaks := leakOptions()
-	srv := redistest.Start(t, redistest.Options{})
+	srv := startRedis(t)
 	since := time.Now().Add(-time.Minute)
 	a, b := startBeating(t, srv.URL(), "node-a", nil), startBeating(t, srv.URL(), "node-b", nil)
 	a.reg.set(session("alice", "192.0.2.1", since, 10))
@@ -126,13 +135,10 @@ func TestHeartbeatTwoNodesSeeEachOther(t *testing.T) {
 		t.Errorf("after node b's Close, node a lists %q", got)
 	}
 	eventually(t, "NodesAlive 1", func() bool { return a.hb.NodesAlive() == 1 })
-	a.close(t)
-	goleak.VerifyNone(t, leaks...)
 }
 
 func TestHeartbeatDeadNodeDisappears(t *testing.T) {
-	leaks := leakOptions()
-	srv := redistest.Start(t, redistest.Options{})
+	srv := startRedis(t)
 	a, b := startBeating(t, srv.URL(), "node-a", nil), startBeating(t, srv.URL(), "node-b", nil)
 	b.reg.set(session("bob", "192.0.2.2", time.Now(), 1))
 	eventually(t, "node a to see node b", func() bool { return a.hb.NodesAlive() == 2 && sessionsOf(t, a) == "node-b/bob/1" })
@@ -148,19 +154,13 @@ func TestHeartbeatDeadNodeDisappears(t *testing.T) {
 	if err != nil || len(nodes) != 1 || nodes[0].Name != "node-a" {
 		t.Errorf("Nodes after node b died: %+v %v", nodes, err)
 	}
-	raw := rawClient(t, srv)
-	if n, err := raw.Exists(context.Background(), "kanmon:{n}:info:node-b", "kanmon:{n}:sess:node-b").Result(); err != nil || n != 0 {
+	if n, err := rawClient(t, srv).Exists(context.Background(), "kanmon:{n}:info:node-b", "kanmon:{n}:sess:node-b").Result(); err != nil || n != 0 {
 		t.Errorf("node b's keys: %d %v", n, err)
 	}
-	raw.Close()
-	b.close(t)
-	a.close(t)
-	goleak.VerifyNone(t, leaks...)
 }
 
 func TestHeartbeatRedisRestart(t *testing.T) {
-	leaks := leakOptions()
-	srv := redistest.Start(t, redistest.Options{})
+	srv := startRedis(t)
 	a, b := startBeating(t, srv.URL(), "node-a", nil), startBeating(t, srv.URL(), "node-b", nil)
 	a.reg.set(session("alice", "192.0.2.1", time.Now(), 1))
 	b.reg.set(session("bob", "192.0.2.2", time.Now(), 2))
@@ -189,35 +189,23 @@ func TestHeartbeatRedisRestart(t *testing.T) {
 	if a.hb.NodesAlive() != 2 {
 		t.Errorf("NodesAlive after the restart: %d", a.hb.NodesAlive())
 	}
-	a.close(t)
-	b.close(t)
-	goleak.VerifyNone(t, leaks...)
 }
 
 func TestHeartbeatRewritesALostList(t *testing.T) {
-	leaks := leakOptions()
-	srv := redistest.Start(t, redistest.Options{})
+	srv := startRedis(t)
 	a := startBeating(t, srv.URL(), "node-a", nil)
-	b := &beatingNode{c: stateClient(t, srv.URL(), "node-b"), reg: &fakeRegistry{}}
 	// Node b rewrites an unchanged list only every 1000 beats.
-	b.hb = NewHeartbeat(b.c, HeartbeatOptions{Interval: beatInterval, SessionsRefresh: 1000}, slog.New(slog.DiscardHandler))
-	b.hb.Start(b.reg.sessions)
+	b := startBeatingWith(t, srv.URL(), "node-b", nil, HeartbeatOptions{Interval: beatInterval, SessionsRefresh: 1000})
 	b.reg.set(session("bob", "192.0.2.2", time.Now(), 2))
 	eventually(t, "node a to see bob", func() bool { return sessionsOf(t, a) == "node-b/bob/2" })
-	raw := rawClient(t, srv)
-	if err := raw.Del(context.Background(), "kanmon:{n}:sess:node-b").Err(); err != nil {
+	if err := rawClient(t, srv).Del(context.Background(), "kanmon:{n}:sess:node-b").Err(); err != nil {
 		t.Fatal(err)
 	}
-	raw.Close()
 	eventually(t, "node b to rewrite its lost list", func() bool { return sessionsOf(t, a) == "node-b/bob/2" })
-	a.close(t)
-	b.close(t)
-	goleak.VerifyNone(t, leaks...)
 }
 
 func TestHeartbeatBeforeStart(t *testing.T) {
-	leaks := leakOptions()
-	srv := redistest.Start(t, redistest.Options{})
+	srv := startRedis(t)
 	a := startBeating(t, srv.URL(), "node-a", nil)
 	a.reg.set(session("alice", "192.0.2.1", time.Now(), 1))
 	c := stateClient(t, srv.URL(), "node-c")
@@ -233,23 +221,17 @@ func TestHeartbeatBeforeStart(t *testing.T) {
 		t.Errorf("Close before Start: %v", err)
 	}
 	hb.Start(func() []admin.Session { panic("Start after Close beats") })
-	c.Close()
-	a.close(t)
-	goleak.VerifyNone(t, leaks...)
 }
 
 func TestHeartbeatWarnsOfTwoNodesWithOneName(t *testing.T) {
-	leaks := leakOptions()
-	srv := redistest.Start(t, redistest.Options{})
+	srv := startRedis(t)
 	var logs syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	a, twin := startBeating(t, srv.URL(), "node-a", log), startBeating(t, srv.URL(), "node-a", log)
+	startBeating(t, srv.URL(), "node-a", log)
+	startBeating(t, srv.URL(), "node-a", log) // a twin
 	eventually(t, "the warning", func() bool {
 		return strings.Contains(logs.String(), "another kanmon node beats under this node's name")
 	})
-	a.close(t)
-	twin.close(t)
-	goleak.VerifyNone(t, leaks...)
 }
 
 func TestSessionsEncoding(t *testing.T) {

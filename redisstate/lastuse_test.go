@@ -15,45 +15,78 @@ import (
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/internal/redistest"
+	"github.com/kanmon-mail/kanmon/internal/testenv"
 )
 
-// stateClient opens a redisstate Client of the Redis at url, named node.
-// The caller closes it (before its goleak check).
+// startRedis starts a Redis for one test and checks, when the test ends,
+// that the test left no goroutine behind: none beyond those running now and
+// redistest's waiters on the redis-server processes. The check runs after
+// the cleanups registered later, which close the test's clients and nodes.
+func startRedis(t *testing.T) *redistest.Server {
+	t.Helper()
+	leaks := []goleak.Option{
+		goleak.IgnoreCurrent(),
+		goleak.IgnoreAnyFunction("github.com/kanmon-mail/kanmon/internal/redistest.(*Server).launch.func1"),
+	}
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks...) })
+	return redistest.Start(t, redistest.Options{})
+}
+
+// stateClient opens a redisstate Client of the Redis at url, named node,
+// and closes it when the test ends.
 func stateClient(t testing.TB, url, node string) *Client {
 	t.Helper()
 	c, err := Open(&config.Redis{URL: url, KeyPrefix: config.DefaultRedisKeyPrefix, Node: node}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { c.Close() })
 	return c
 }
 
-// rawClient is a plain go-redis client of srv, for looking at the keys.
+// rawClient is a plain go-redis client of srv, for looking at the keys,
+// closed when the test ends.
 func rawClient(t testing.TB, srv *redistest.Server) *redis.Client {
 	t.Helper()
-	return redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
-// leakOptions are the goleak options of a test that starts here: the
-// goroutines running now, and redistest's waiters on the redis-server
-// processes it (re)starts, which the test's cleanup kills.
-func leakOptions() []goleak.Option {
-	return []goleak.Option{
-		goleak.IgnoreCurrent(),
-		goleak.IgnoreAnyFunction("github.com/kanmon-mail/kanmon/internal/redistest.(*Server).launch.func1"),
-	}
+// lastUseNode opens node's Client of srv and its LastUse, which writes
+// what it gathered once every period. The test's end closes the LastUse
+// (which must close without an error, unless the test has closed it
+// itself), then the Client.
+func lastUseNode(t *testing.T, srv *redistest.Server, node string, period time.Duration) (*Client, *LastUse) {
+	t.Helper()
+	c := stateClient(t, srv.URL(), node)
+	l := newLastUse(c, slog.New(slog.DiscardHandler), period)
+	t.Cleanup(func() {
+		l.mu.Lock()
+		closed := l.closed
+		l.mu.Unlock()
+		if err := l.Close(); err != nil && !closed {
+			t.Errorf("closing node %s's LastUse: %v", node, err)
+		}
+	})
+	return c, l
 }
 
-// eventually polls cond every 10 ms for up to 10 s.
+// waitDown waits until c, asked by l, knows that Redis is down.
+func waitDown(t testing.TB, c *Client, l *LastUse) {
+	t.Helper()
+	eventually(t, "node "+c.Node()+" to see Redis down", func() bool { _, _ = l.All(); return !c.Up() })
+}
+
+// eventually waits up to 10 s for cond to hold.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testenv.WaitFor(t, 10*time.Second, what, func() error {
+		if !cond() {
+			return errors.New("not yet")
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func use(user, app, ip string, at time.Time) auth.LastUse {
@@ -61,10 +94,9 @@ func use(user, app, ip string, at time.Time) auth.LastUse {
 }
 
 func TestLastUseSharedAcrossNodes(t *testing.T) {
-	leaks := leakOptions()
-	srv := redistest.Start(t, redistest.Options{})
-	ca, cb := stateClient(t, srv.URL(), "a"), stateClient(t, srv.URL(), "b")
-	a, b := newLastUse(ca, slog.New(slog.DiscardHandler), 20*time.Millisecond), newLastUse(cb, slog.New(slog.DiscardHandler), 20*time.Millisecond)
+	srv := startRedis(t)
+	_, a := lastUseNode(t, srv, "a", 20*time.Millisecond)
+	_, b := lastUseNode(t, srv, "b", 20*time.Millisecond)
 
 	now := time.Now()
 	a.Record("id-1", use("alice", "Thunderbird", "192.0.2.1", now))
@@ -100,28 +132,15 @@ func TestLastUseSharedAcrossNodes(t *testing.T) {
 	}
 
 	// The hash carries a TTL of about LastUseTTL.
-	raw := rawClient(t, srv)
-	ttl, err := raw.PTTL(context.Background(), "kanmon:{u}:last").Result()
+	ttl, err := rawClient(t, srv).PTTL(context.Background(), "kanmon:{u}:last").Result()
 	if err != nil || ttl < LastUseTTL-time.Hour || ttl > LastUseTTL {
 		t.Errorf("TTL of the hash: %v %v", ttl, err)
 	}
-	raw.Close()
-
-	for _, x := range []*LastUse{a, b} {
-		if err := x.Close(); err != nil {
-			t.Error(err)
-		}
-	}
-	ca.Close()
-	cb.Close()
-	goleak.VerifyNone(t, leaks...)
 }
 
 func TestLastUseRetain(t *testing.T) {
-	leaks := leakOptions()
-	srv := redistest.Start(t, redistest.Options{})
-	c := stateClient(t, srv.URL(), "a")
-	l := newLastUse(c, slog.New(slog.DiscardHandler), time.Hour)
+	srv := startRedis(t)
+	_, l := lastUseNode(t, srv, "a", time.Hour)
 	now := time.Now()
 	l.Record("kept", use("alice", "Thunderbird", "192.0.2.1", now.Add(-48*time.Hour)))
 	l.Record("revoked", use("alice", "Old", "192.0.2.1", now.Add(-2*time.Hour)))
@@ -131,7 +150,6 @@ func TestLastUseRetain(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := rawClient(t, srv)
-	defer raw.Close()
 	if err := raw.HSet(context.Background(), "kanmon:{u}:last", "garbage", "not a record").Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -153,24 +171,16 @@ func TestLastUseRetain(t *testing.T) {
 	if l.Pending() != 0 {
 		t.Errorf("Retain kept the pending record of a revoked passcode")
 	}
-	if err := l.Close(); err != nil {
-		t.Error(err)
-	}
-	c.Close()
-	raw.Close()
-	goleak.VerifyNone(t, leaks...)
 }
 
 func TestLastUseRedisDown(t *testing.T) {
-	leaks := leakOptions()
-	srv := redistest.Start(t, redistest.Options{})
-	ca, cb := stateClient(t, srv.URL(), "a"), stateClient(t, srv.URL(), "b")
-	a := newLastUse(ca, slog.New(slog.DiscardHandler), 20*time.Millisecond)
-	b := newLastUse(cb, slog.New(slog.DiscardHandler), time.Hour)
+	srv := startRedis(t)
+	ca, a := lastUseNode(t, srv, "a", 20*time.Millisecond)
+	_, b := lastUseNode(t, srv, "b", time.Hour)
 	a.max = 3
 
 	srv.Kill()
-	eventually(t, "node a to see Redis down", func() bool { _, _ = a.All(); return !ca.Up() })
+	waitDown(t, ca, a)
 	now := time.Now()
 	start := time.Now()
 	for i, id := range []string{"id-1", "id-2", "id-3", "id-4", "id-5"} {
@@ -198,23 +208,13 @@ func TestLastUseRedisDown(t *testing.T) {
 		all, err := b.All()
 		return err == nil && len(all) == 3 && all["id-1"].ClientIP == "192.0.2.99"
 	})
-	for _, x := range []*LastUse{a, b} {
-		if err := x.Close(); err != nil {
-			t.Error(err)
-		}
-	}
-	ca.Close()
-	cb.Close()
-	goleak.VerifyNone(t, leaks...)
 }
 
 func TestLastUseCloseCountsUnwritten(t *testing.T) {
-	leaks := leakOptions()
-	srv := redistest.Start(t, redistest.Options{})
-	c := stateClient(t, srv.URL(), "a")
-	l := newLastUse(c, slog.New(slog.DiscardHandler), time.Hour)
+	srv := startRedis(t)
+	c, l := lastUseNode(t, srv, "a", time.Hour)
 	srv.Kill()
-	eventually(t, "Redis down", func() bool { _, _ = l.All(); return !c.Up() })
+	waitDown(t, c, l)
 	l.Record("id-1", use("alice", "App", "192.0.2.1", time.Now()))
 	if err := l.Close(); err == nil || !strings.Contains(err.Error(), "1 record(s) not written") {
 		t.Errorf("Close with Redis down: %v", err)
@@ -226,6 +226,4 @@ func TestLastUseCloseCountsUnwritten(t *testing.T) {
 	if l.Pending() != 0 {
 		t.Error("Record after Close kept a record")
 	}
-	c.Close()
-	goleak.VerifyNone(t, leaks...)
 }
