@@ -7,15 +7,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"net/http"
-	"net/http/cookiejar"
-	"net/url"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/kanmon-mail/kanmon/internal/kanmontest"
 	"github.com/kanmon-mail/kanmon/internal/redistest"
 	"github.com/kanmon-mail/kanmon/otp"
 )
@@ -27,37 +22,12 @@ import (
 // holds the cookie or the TOTP key.
 func TestServePortalRedis(t *testing.T) {
 	r := redistest.Start(t, redistest.Options{})
-	s := startServeFiles(t, startMemIMAP(t, "carol", carolPortalPW), kanmontest.Options{
-		Portal: &kanmontest.Portal{Issuer: "Kanmon Test"},
-		Extra:  fmt.Sprintf("[redis]\nurl = %q\nnode = \"portal-test\"\n", r.URL()),
-	})
-	jar, _ := cookiejar.New(nil)
-	b := &portalBrowser{t: t, base: "https://" + s.PortalAddr, c: &http.Client{
-		Jar:       jar,
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: s.ClientTLS},
-	}}
-	b.get("/signin")
-	b.post("/signin", "user", "carol", "password", carolPortalPW)
-	base, _ := url.Parse(b.base)
-	var token string
-	for _, c := range jar.Cookies(base) {
-		if c.Name == "__Host-kanmon_portal" {
-			token = c.Value
-		}
-	}
+	_, b, _ := signInPortal(t, fmt.Sprintf("[redis]\nurl = %q\nnode = \"portal-test\"\n", r.URL()))
+	token := b.cookie("__Host-kanmon_portal")
 	if token == "" {
 		t.Fatal("no session cookie after sign-in")
 	}
-	page := b.post("/2fa/start")
-	key := regexp.MustCompile(`id="totp-key"[^>]*>([^<]+)<`).FindStringSubmatch(page)
-	if key == nil {
-		t.Fatalf("enrollment page:\n%s", page)
-	}
-	secret, err := otp.ParseKey(key[1])
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, secret := startEnrollment(t, b)
 	b.post("/2fa/enroll", "code", otp.Code(secret, time.Now()))
 
 	ctx := context.Background()
@@ -75,7 +45,7 @@ func TestServePortalRedis(t *testing.T) {
 	}
 	for _, k := range keys {
 		v, _ := rc.Dump(ctx, k).Result()
-		for _, secret := range []string{token, strings.ReplaceAll(key[1], " ", ""), carolPortalPW} {
+		for _, secret := range []string{token, strings.ReplaceAll(key, " ", ""), carolPortalPW} {
 			if strings.Contains(k+v, secret) {
 				t.Errorf("Redis key %s holds a secret", k)
 			}

@@ -62,29 +62,42 @@ func (b *portalBrowser) post(path string, kv ...string) string {
 	return b.do(req)
 }
 
-// `kanmon serve` with [portal]: the portal answers over HTTPS with the
-// [tls] certificate, checks the password at the real (in-process)
-// backend, and its changes go through serve's reload: a passcode made in
-// the portal logs into IMAP at once, and deleting it closes that session.
-// SIGTERM (the context's end) stops the portal.
-func TestServePortal(t *testing.T) {
+// cookie returns the value of the browser's cookie name, "" without one.
+func (b *portalBrowser) cookie(name string) string {
+	base, _ := url.Parse(b.base)
+	for _, c := range b.c.Jar.Cookies(base) {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+// signInPortal runs `kanmon serve` with [portal] (and extra, more
+// configuration) in front of an in-process backend where carol's password
+// is carolPortalPW, and signs carol in with a new browser. It returns the
+// page after the sign-in.
+func signInPortal(t *testing.T, extra string) (*opsServe, *portalBrowser, string) {
+	t.Helper()
 	s := startServeFiles(t, startMemIMAP(t, "carol", carolPortalPW), kanmontest.Options{
 		Portal: &kanmontest.Portal{Issuer: "Kanmon Test"},
+		Extra:  extra,
 	})
-	imapAddr, portalAddr, logs := s.IMAPPlain, s.PortalAddr, s.log
-
 	jar, _ := cookiejar.New(nil)
-	b := &portalBrowser{t: t, base: "https://" + portalAddr, c: &http.Client{
+	b := &portalBrowser{t: t, base: "https://" + s.PortalAddr, c: &http.Client{
 		Jar:       jar,
 		Timeout:   30 * time.Second,
 		Transport: &http.Transport{TLSClientConfig: s.ClientTLS},
 	}}
 	b.get("/signin")
-	page := b.post("/signin", "user", "carol", "password", carolPortalPW)
-	if !strings.Contains(page, `id="twofa-status" data-on="false"`) {
-		t.Fatalf("after sign-in:\n%s", page)
-	}
-	page = b.post("/2fa/start")
+	return s, b, b.post("/signin", "user", "carol", "password", carolPortalPW)
+}
+
+// startEnrollment asks for two-step verification and returns the TOTP key
+// that the enrollment page shows, as shown and decoded.
+func startEnrollment(t *testing.T, b *portalBrowser) (shown string, secret []byte) {
+	t.Helper()
+	page := b.post("/2fa/start")
 	key := regexp.MustCompile(`id="totp-key"[^>]*>([^<]+)<`).FindStringSubmatch(page)
 	if key == nil {
 		t.Fatalf("enrollment page:\n%s", page)
@@ -93,6 +106,21 @@ func TestServePortal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return key[1], secret
+}
+
+// `kanmon serve` with [portal]: the portal answers over HTTPS with the
+// [tls] certificate, checks the password at the real (in-process)
+// backend, and its changes go through serve's reload: a passcode made in
+// the portal logs into IMAP at once, and deleting it closes that session.
+// SIGTERM (the context's end) stops the portal.
+func TestServePortal(t *testing.T) {
+	s, b, page := signInPortal(t, "")
+	imapAddr, portalAddr, logs := s.IMAPPlain, s.PortalAddr, s.log
+	if !strings.Contains(page, `id="twofa-status" data-on="false"`) {
+		t.Fatalf("after sign-in:\n%s", page)
+	}
+	_, secret := startEnrollment(t, b)
 	if page = b.post("/2fa/enroll", "code", otp.Code(secret, time.Now())); strings.Count(page, `class="one-time-code"`) != 10 {
 		t.Fatalf("one-time codes page:\n%s", page)
 	}
