@@ -24,7 +24,7 @@ SKIP_REASONS = '/^=== (RUN|CONT|NAME) / { cur = $$3; next } \
 
 all: vet build test
 
-# Installs Dovecot, Redis, PostgreSQL, curl, swaks, oathtool and Chromium for the real-server
+# Installs Dovecot, Redis, PostgreSQL, HAProxy, curl, swaks, oathtool and Chromium for the real-server
 # and browser tests when run as root, or says which tests will be skipped.
 test-deps:
 	@bash scripts/test-deps.sh
