@@ -203,7 +203,7 @@ func TestWatcher(t *testing.T) {
 		t.Fatal(err)
 	}
 	applied := make(chan *auth.Accounts, 16)
-	w := a.Watch(snap, g, func(x *auth.Accounts) { applied <- x })
+	w := a.Watch(snap, g, func(x *auth.Accounts, _ int64) { applied <- x })
 	defer w.Close()
 	wait := func(what string, within time.Duration, want func(*auth.Accounts) bool) time.Duration {
 		t.Helper()

@@ -30,7 +30,7 @@ const (
 // retryInterval; once back it reconciles and logs one INFO line.
 type Watcher struct {
 	db    *DB
-	apply func(*auth.Accounts)
+	apply func(a *auth.Accounts, generation int64)
 
 	gen atomic.Int64 // generation of the snapshot applied last
 	up  atomic.Bool
@@ -40,8 +40,9 @@ type Watcher struct {
 }
 
 // Watch starts a Watcher from the snapshot a read at generation g.
-// apply gets each newer snapshot, from one goroutine at a time.
-func (d *DB) Watch(a *auth.Accounts, g int64, apply func(*auth.Accounts)) *Watcher {
+// apply gets each newer snapshot with its generation, from one goroutine
+// at a time.
+func (d *DB) Watch(a *auth.Accounts, g int64, apply func(a *auth.Accounts, generation int64)) *Watcher {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Watcher{db: d, apply: apply, cancel: cancel}
 	w.gen.Store(g)
@@ -138,7 +139,7 @@ func (w *Watcher) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.apply(a)
+	w.apply(a, g)
 	w.gen.Store(g)
 	return nil
 }

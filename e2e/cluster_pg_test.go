@@ -1,16 +1,20 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
@@ -35,13 +39,14 @@ type pgCluster struct {
 	nodes   []*serveProcess
 	pg      *pgtest.Server
 	haproxy *haproxytest.Server
-	front   string // HAProxy's IMAPS frontend
-	port    int    // the nodes' shared IMAPS port
+	conn    *pgx.Conn // the test's own queries
+	front   string    // HAProxy's IMAPS frontend
+	port    int       // the nodes' shared IMAPS port
 }
 
 // startPGCluster starts PostgreSQL, Redis, three nodes and HAProxy, and
 // gives alice 2FA through node 1's CLI.
-func startPGCluster(t *testing.T, dc *dovecottest.Server) *pgCluster {
+func startPGCluster(t testing.TB, dc *dovecottest.Server) *pgCluster {
 	t.Helper()
 	c := &pgCluster{bin: buildKanmon(t), pg: pgtest.Start(t, pgtest.Options{})}
 	r := redistest.Start(t, redistest.Options{})
@@ -94,12 +99,12 @@ func startPGCluster(t *testing.T, dc *dovecottest.Server) *pgCluster {
 	c.haproxy.WaitStatus(t, 20*time.Second, haproxytest.ContribStatus("UP", 3, "imaps"))
 	c.front = c.haproxy.Addr(haproxytest.ListenVar("imaps"))
 	mustRun(t, c.bin, "2fa", "enable", "-config", c.files[0].ConfigPath, "alice")
-	waitFor(t, 2*time.Second, "every node to apply alice's 2FA", func() bool { return c.applied() >= 1 })
+	c.waitApplied(t, "every node to apply alice's 2FA")
 	return c
 }
 
 // copyFile copies a file (mode 0600), making its directory.
-func copyFile(t *testing.T, from, to string) {
+func copyFile(t testing.TB, from, to string) {
 	t.Helper()
 	b, err := os.ReadFile(from)
 	if err != nil {
@@ -111,22 +116,50 @@ func copyFile(t *testing.T, from, to string) {
 	writeFile(t, to, string(b))
 }
 
-// applied returns the fewest accounts changes any live node has applied
-// from the database.
-func (c *pgCluster) applied() int {
-	least := -1
+// generationRE finds the generations a node logged applying.
+var generationRE = regexp.MustCompile(`msg="accounts changed in the database" generation=(\d+) `)
+
+// applied returns the lowest generation of the accounts that every live
+// node has applied from the database (0 before any change).
+func (c *pgCluster) applied() int64 {
+	least := int64(-1)
 	for _, p := range c.nodes {
 		select {
 		case <-p.done:
 			continue
 		default:
 		}
-		n := strings.Count(p.log.String(), `msg="accounts changed in the database"`)
-		if least < 0 || n < least {
-			least = n
+		var g int64
+		for _, m := range generationRE.FindAllStringSubmatch(p.log.String(), -1) {
+			n, _ := strconv.ParseInt(m[1], 10, 64)
+			g = max(g, n)
+		}
+		if least < 0 || g < least {
+			least = g
 		}
 	}
 	return least
+}
+
+// generation is the database's generation: the count of changes.
+func (c *pgCluster) generation(t testing.TB) int64 {
+	t.Helper()
+	if c.conn == nil || c.conn.IsClosed() {
+		c.conn = c.pg.Conn(t)
+	}
+	var g int64
+	if err := c.conn.QueryRow(context.Background(), "SELECT generation FROM kanmon_meta").Scan(&g); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// waitApplied waits until every live node has applied the database's
+// last change.
+func (c *pgCluster) waitApplied(t testing.TB, what string) {
+	t.Helper()
+	g := c.generation(t)
+	waitFor(t, 2*time.Second, what, func() bool { return c.applied() >= g })
 }
 
 // loginsOn returns, per node, how many of the node's log lines show a
@@ -146,9 +179,8 @@ func TestE2EClusterThreeNodesBehindHAProxy(t *testing.T) {
 
 	// 1. A passcode made with node 1's CLI works on every node at once,
 	// with no reload: IDLE sessions through HAProxy land on all three.
-	before := c.applied()
 	code := cliAddPasscode(t, c.bin, "-config", c.files[0].ConfigPath, "alice", "Thunderbird")
-	waitFor(t, time.Second, "every node to apply the new passcode", func() bool { return c.applied() > before })
+	c.waitApplied(t, "every node to apply the new passcode")
 	var idle []*revokeIdle
 	deadline := time.Now().Add(20 * time.Second)
 	for {

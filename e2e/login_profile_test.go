@@ -135,12 +135,8 @@ func BenchmarkLoginPath(b *testing.B) {
 
 	b.Run("serve", func(b *testing.B) {
 		if serveProc == nil {
-			serveBin := os.Getenv("KANMON_LOGIN_BIN")
-			if serveBin == "" {
-				serveBin = buildKanmon(parent)
-			}
 			serveFiles = kanmontest.WriteFiles(parent, opts(dc.IMAPAddr))
-			serveProc = startServe(parent, serveBin, serveFiles.ConfigPath, serveFiles.IMAPPlain)
+			serveProc = startServe(parent, serveBinary(parent), serveFiles.ConfigPath, serveFiles.IMAPPlain)
 		}
 		measureServe(b, serveFiles, serveProc.cmd.Process.Pid, users, secrets(serveFiles), conc)
 	})
@@ -153,44 +149,24 @@ func BenchmarkLoginPath(b *testing.B) {
 	var redisSrv *redistest.Server
 	b.Run("serve-redis", func(b *testing.B) {
 		if redisProc == nil {
-			serveBin := os.Getenv("KANMON_LOGIN_BIN")
-			if serveBin == "" {
-				serveBin = buildKanmon(parent)
-			}
-			r := redistest.Start(parent, redistest.Options{})
-			redisSrv = r
-			redisFiles = kanmontest.WriteFiles(parent, opts(dc.IMAPAddr))
-			f, err := os.OpenFile(redisFiles.ConfigPath, os.O_APPEND|os.O_WRONLY, 0)
-			if err == nil {
-				_, err = fmt.Fprintf(f, "\n[redis]\nurl = %q\n", r.URL())
-				f.Close()
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-			redisProc = startServe(parent, serveBin, redisFiles.ConfigPath, redisFiles.IMAPPlain)
+			redisFiles, redisProc, redisSrv = startRedisServe(parent, opts(dc.IMAPAddr))
 		}
 		rc := redisSrv.Client(b)
 		_ = rc.ConfigResetStat(b.Context()).Err()
 		measureServe(b, redisFiles, redisProc.cmd.Process.Pid, users, secrets(redisFiles), conc)
-		// Redis's commands per login (the heartbeat's and the last-use
-		// flushes' included), by name, from INFO commandstats.
-		stats, err := rc.Info(b.Context(), "commandstats").Result()
-		if err != nil {
-			b.Fatal(err)
+		reportRedisCommands(b, rc)
+	})
+
+	// serve-pg is serve with the accounts in PostgreSQL (issue 13): the
+	// same accounts file imported, so the node serves the same logins
+	// from its snapshot.
+	var pgFiles *kanmontest.Files
+	var pgProc *serveProcess
+	b.Run("serve-pg", func(b *testing.B) {
+		if pgProc == nil {
+			pgFiles, pgProc = startPGServe(parent, opts(dc.IMAPAddr))
 		}
-		calls, byName := 0, []string{}
-		for _, line := range strings.Split(stats, "\n") {
-			name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
-			if !ok {
-				continue
-			}
-			n, _ := strconv.Atoi(strings.SplitN(rest, ",", 2)[0])
-			calls += n
-			byName = append(byName, fmt.Sprintf("%s=%.3f", strings.TrimPrefix(name, "cmdstat_"), float64(n)/float64(b.N)))
-		}
-		b.ReportMetric(float64(calls)/float64(b.N), "redis-calls/op")
-		b.Logf("Redis commands per login: %s", strings.Join(byName, " "))
+		measureServe(b, pgFiles, pgProc.cmd.Process.Pid, users, secrets(pgFiles), conc)
 	})
 
 	b.Run("wire", func(b *testing.B) {

@@ -157,7 +157,7 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 	if accts.db != nil {
 		// Every change on any node reaches this node's sessions through
 		// the watcher: a revoked passcode's sessions are closed.
-		watcher := accts.db.Watch(accts.snapshot(), accountsGen, func(a *auth.Accounts) {
+		watcher := accts.db.Watch(accts.snapshot(), accountsGen, func(a *auth.Accounts, generation int64) {
 			reloadMu.Lock()
 			defer reloadMu.Unlock()
 			accts.set(a)
@@ -167,7 +167,7 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 				return
 			}
 			closing := swapGeneration(srv, guard, next)
-			log.Info("accounts changed in the database", "sessions_revoked", closing)
+			log.Info("accounts changed in the database", "generation", generation, "sessions_revoked", closing)
 		})
 		defer watcher.Close()
 		m.WatchAccountsDB(watcher.Up)
