@@ -298,7 +298,7 @@ func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, p
 	store := s.accounts(rt)
 	st, err := auth.Status(store, user)
 	if err != nil {
-		s.log.Error("reading the accounts file", "user", user, "err", err)
+		s.log.Error("reading the accounts", "accounts", store.Path(), "user", user, "err", err)
 		return signInResult{unavailable: true}
 	}
 	if !st.On && *rt.Config.Require2FAOutside && !rt.Policy.Trusted(ip) {
@@ -414,7 +414,7 @@ func (s *Server) readAccount(w http.ResponseWriter, r *http.Request, sess sessio
 	store = s.accounts(rt)
 	st, err := auth.Status(store, sess.user)
 	if err != nil {
-		s.log.Error("reading the accounts file", "user", sess.user, "err", err)
+		s.log.Error("reading the accounts", "accounts", store.Path(), "user", sess.user, "err", err)
 		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
 		return Generation{}, nil, st, false
 	}
