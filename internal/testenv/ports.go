@@ -59,3 +59,16 @@ func RetryBind(start func() error) error {
 		}
 	}
 }
+
+// RetryPorts calls start with n ports from FreePorts, under RetryBind: again
+// with new ports when start failed because one was taken in the meantime.
+// It returns the last error.
+func RetryPorts(n int, start func(ports []int) error) error {
+	return RetryBind(func() error {
+		ports, err := FreePorts(n)
+		if err != nil {
+			return err
+		}
+		return start(ports)
+	})
+}

@@ -12,11 +12,12 @@ import (
 	"time"
 )
 
-// StartTimeout bounds how long Runner.Launch waits for a server to be ready.
+// StartTimeout bounds how long Runner.Launch waits for a server to be
+// ready, and Runner.Start unless Launch.Timeout says otherwise.
 const StartTimeout = 10 * time.Second
 
-// Process is one run of a server, started by Runner.Launch in a process
-// group of its own.
+// Process is one run of a server, started by Runner.Start (or Launch) in a
+// process group of its own.
 type Process struct {
 	name   string // the binary's file name, for messages
 	cmd    *exec.Cmd
@@ -32,51 +33,81 @@ type Runner struct {
 	proc *Process
 }
 
-// Process returns the process of the latest Launch, nil before the first
-// one and after one that failed.
+// Process returns the process of the latest Start (or Launch), nil before
+// the first one and after one that failed.
 func (r *Runner) Process() *Process {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.proc
 }
 
-// Launch runs a server and waits until it is ready. It empties logs, then
-// runs argv (the binary, then its arguments) in logs.Dir with its stdout and
-// stderr appended to logs.Output, in a process group of its own, so that
-// Kill and Stop reach every process it forks; on Linux the kernel sends it
-// deathSig if the test binary dies without cleaning up. It calls ready every
-// 20 ms until it returns nil, for up to StartTimeout. When the server exits
-// first or does not get ready, Launch kills it and returns the error
-// (ErrAddrInUse when logs say a port was taken).
-//
-// A goroutine waits for the server. When waiting is not nil, that goroutine
-// calls waiting(wait) rather than wait(): a package whose tests tell goleak
-// to ignore the goroutine by a function's name passes a function literal
-// that calls wait, so that the goroutine runs that literal
-// (redisstate's tests ignore "internal/redistest.(*Server).launch.func1").
+// Launch runs a server and waits until it is ready: Start with a Launch of
+// exec.Command(argv[0], argv[1:]...) and the other arguments.
 func (r *Runner) Launch(argv []string, logs Logs, deathSig syscall.Signal, ready func() error, waiting func(wait func())) error {
-	p, err := launch(argv, logs, deathSig, ready, waiting)
+	return r.Start(Launch{Cmd: exec.Command(argv[0], argv[1:]...), Logs: logs, DeathSig: deathSig, Ready: ready, Waiting: waiting})
+}
+
+// Launch is one start of a server by Runner.Start.
+type Launch struct {
+	// Cmd is the server's command: the binary and its arguments, and
+	// what else the caller sets, such as Env or, in SysProcAttr, a
+	// Credential to run it as another user. Start sets Dir, Stdout and
+	// Stderr, and the process group and parent-death signal (GroupAttr).
+	Cmd *exec.Cmd
+	// Logs are the server's files; it runs in Logs.Dir.
+	Logs Logs
+	// DeathSig is the signal that the kernel sends the server on Linux if
+	// the test binary dies without cleaning up.
+	DeathSig syscall.Signal
+	// Ready returns nil once the server is ready.
+	Ready func() error
+	// Timeout bounds how long Start waits for Ready. Default:
+	// StartTimeout.
+	Timeout time.Duration
+	// Waiting, when not nil, is what the goroutine that waits for the
+	// server runs (see Runner.Start).
+	Waiting func(wait func())
+}
+
+// Start runs a server and waits until it is ready. It empties l.Logs
+// (unless Keep), then starts l.Cmd in l.Logs.Dir with its stdout and stderr
+// appended to l.Logs.Output, in a process group of its own, so that Kill
+// and Stop reach every process it forks; on Linux the kernel sends it
+// l.DeathSig if the test binary dies without cleaning up. It calls l.Ready
+// every 20 ms until it returns nil, for up to l.Timeout. When the server
+// exits first or does not get ready, Start kills it and returns the error
+// (ErrAddrInUse when this run's logs say a port was taken).
+//
+// A goroutine waits for the server. When l.Waiting is not nil, that
+// goroutine calls Waiting(wait) rather than wait(): a package whose tests
+// tell goleak to ignore the goroutine by a function's name passes a
+// function literal that calls wait, so that the goroutine runs that literal
+// (redisstate's tests ignore "internal/redistest.(*Server).launch.func1").
+func (r *Runner) Start(l Launch) error {
+	p, err := start(l)
 	r.mu.Lock()
 	r.proc = p
 	r.mu.Unlock()
 	return err
 }
 
-// launch is Runner.Launch, which keeps what it returns.
-func launch(argv []string, logs Logs, deathSig syscall.Signal, ready func() error, waiting func(wait func())) (*Process, error) {
+// start is Runner.Start, which keeps what it returns.
+func start(l Launch) (*Process, error) {
+	logs := l.Logs
 	if err := logs.reset(); err != nil {
 		return nil, err
 	}
+	offsets := logs.sizes()
 	out, err := os.OpenFile(filepath.Join(logs.Dir, logs.Output), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer out.Close()
-	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd := l.Cmd
 	cmd.Dir = logs.Dir
 	cmd.Stdout = out
 	cmd.Stderr = out
-	cmd.SysProcAttr = sysProcAttr(deathSig)
+	GroupAttr(cmd, l.DeathSig)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -85,16 +116,51 @@ func launch(argv []string, logs Logs, deathSig syscall.Signal, ready func() erro
 		p.err = cmd.Wait()
 		close(p.exited)
 	}
-	if waiting == nil {
+	if l.Waiting == nil {
 		go wait()
 	} else {
-		go waiting(wait)
+		go l.Waiting(wait)
 	}
-	if err := p.waitReady(StartTimeout, 20*time.Millisecond, ready); err != nil {
+	timeout := l.Timeout
+	if timeout <= 0 {
+		timeout = StartTimeout
+	}
+	if err := p.waitReady(timeout, 20*time.Millisecond, l.Ready); err != nil {
 		p.Kill()
-		return nil, markAddrInUse(err, logs.String())
+		return nil, markAddrInUse(err, logs.since(offsets))
 	}
 	return p, nil
+}
+
+// GroupAttr puts cmd in a process group of its own and, on Linux, asks the
+// kernel to send it deathSig if the test binary dies without cleaning up.
+// It keeps what else cmd.SysProcAttr holds, such as a Credential to run as
+// another user (Go sets the parent-death signal after changing the
+// credentials, which clears it, so the signal still comes). It is for a
+// command a package runs itself; Runner.Start calls it.
+func GroupAttr(cmd *exec.Cmd, deathSig syscall.Signal) {
+	var attr syscall.SysProcAttr
+	if cmd.SysProcAttr != nil {
+		attr = *cmd.SysProcAttr
+	}
+	attr.Setpgid = true
+	attr.Pgid = 0
+	setDeathSig(&attr, deathSig)
+	cmd.SysProcAttr = &attr
+}
+
+// Running reports whether p is a process that has not exited; false for
+// nil, the Process of a Runner that has none.
+func (p *Process) Running() bool {
+	if p == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
 }
 
 // Exited is closed when the process has exited.

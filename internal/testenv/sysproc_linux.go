@@ -1,11 +1,11 @@
-//go:build unix
+//go:build linux
 
 package testenv
 
 import "syscall"
 
-// sysProcAttr puts the server in a process group of its own and asks the
-// kernel to send it deathSig if the test binary dies without cleaning up.
-func sysProcAttr(deathSig syscall.Signal) *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSig}
+// setDeathSig asks the kernel to send the process deathSig if the test
+// binary dies without cleaning up.
+func setDeathSig(attr *syscall.SysProcAttr, deathSig syscall.Signal) {
+	attr.Pdeathsig = deathSig
 }

@@ -4,8 +4,5 @@ package testenv
 
 import "syscall"
 
-// sysProcAttr puts the server in a process group of its own. Only Linux
-// has a parent-death signal.
-func sysProcAttr(syscall.Signal) *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true}
-}
+// setDeathSig does nothing: only Linux has a parent-death signal.
+func setDeathSig(*syscall.SysProcAttr, syscall.Signal) {}

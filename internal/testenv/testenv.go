@@ -1,12 +1,14 @@
 //go:build unix
 
 // Package testenv is what the packages that run a real server for tests
-// (internal/dovecottest, internal/redistest) have in common: finding the
-// server's binary and checking its version, skipping the test when it is
-// missing (failing it under CI, so that CI cannot pass by skipping), free
-// loopback ports, retrying a start that lost a port to another process, the
-// server's log files (Logs), and running the server in a process group of
-// its own (Runner, Process).
+// (internal/dovecottest, internal/haproxytest, internal/pgtest,
+// internal/redistest) have in common: finding the server's binary and
+// checking its version, skipping the test when it is missing (failing it
+// under CI, so that CI cannot pass by skipping), a short instance directory
+// (MakeDir), free loopback ports, retrying a start that lost a port to
+// another process, the server's log files (Logs) and printing them once
+// when the test has failed (FailureLog), and running the server in a
+// process group of its own (Runner, Process), as another user if need be.
 package testenv
 
 import (
@@ -44,8 +46,11 @@ type Binary struct {
 	Skipping string
 	// InstallHint is the command that installs the program.
 	InstallHint string
-	// Version makes the version out of the output of "Name --version".
-	// Default: the output without surrounding white space.
+	// VersionArgs are the arguments that make the program print its
+	// version. Default: "--version".
+	VersionArgs []string
+	// Version makes the version out of the output of the program run with
+	// VersionArgs. Default: the output without surrounding white space.
 	Version func(out string) (string, error)
 	// Supported returns an error (the reason to skip) when the package
 	// cannot run this version. Default: every version is.
@@ -80,43 +85,53 @@ func (b *Binary) Require(t testing.TB) (path string, ok bool) {
 		b.Unavailable(t, "%s not found in PATH or %s; install it with: %s", b.Name, strings.Join(b.Dirs, ", "), b.InstallHint)
 		return "", false
 	}
-	v, err := b.version(bin)
-	if err != nil {
-		b.Unavailable(t, "%s --version: %v", bin, err)
-		return "", false
-	}
-	if b.Supported == nil {
-		return bin, true
-	}
-	if err := b.Supported(v); err != nil {
+	if err := b.Check(bin); err != nil {
 		b.Unavailable(t, "%v", err)
 		return "", false
 	}
 	return bin, true
 }
 
-// version runs "bin --version" once per path and keeps what Version makes
-// of it.
-func (b *Binary) version(bin string) (string, error) {
+// Check returns nil when the binary at path (found by Find, or elsewhere by
+// a package that looks for it in its own way) is of a supported version,
+// else the reason to skip.
+func (b *Binary) Check(path string) error {
+	v, err := b.VersionOf(path)
+	if err != nil {
+		return err
+	}
+	if b.Supported == nil {
+		return nil
+	}
+	return b.Supported(v)
+}
+
+// VersionOf runs the binary at path with VersionArgs, once per path, and
+// returns what Version makes of the output.
+func (b *Binary) VersionOf(path string) (string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if v, ok := b.versions[bin]; ok {
+	if v, ok := b.versions[path]; ok {
 		return v, nil
 	}
-	out, err := exec.Command(bin, "--version").Output()
+	args := b.VersionArgs
+	if len(args) == 0 {
+		args = []string{"--version"}
+	}
+	out, err := exec.Command(path, args...).Output()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%s %s: %v", path, strings.Join(args, " "), err)
 	}
 	v := strings.TrimSpace(string(out))
 	if b.Version != nil {
 		if v, err = b.Version(string(out)); err != nil {
-			return "", err
+			return "", fmt.Errorf("%s %s: %v", path, strings.Join(args, " "), err)
 		}
 	}
 	if b.versions == nil {
 		b.versions = map[string]string{}
 	}
-	b.versions[bin] = v
+	b.versions[path] = v
 	return v, nil
 }
 

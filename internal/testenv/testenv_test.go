@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -148,6 +150,30 @@ func TestRetryBind(t *testing.T) {
 	}
 }
 
+// RetryPorts picks new ports for each attempt and stops at a success.
+func TestRetryPorts(t *testing.T) {
+	var got [][]int
+	err := RetryPorts(2, func(ports []int) error {
+		got = append(got, ports)
+		if len(got) < 3 {
+			return fmt.Errorf("%w: attempt %d", ErrAddrInUse, len(got))
+		}
+		return nil
+	})
+	if err != nil || len(got) != 3 {
+		t.Fatalf("RetryPorts: %v after %d attempts; want success at the third", err, len(got))
+	}
+	for _, ports := range got {
+		if len(ports) != 2 || ports[0] == ports[1] {
+			t.Errorf("start got ports %v; want 2 distinct ones", ports)
+		}
+	}
+	other := errors.New("config error")
+	if err := RetryPorts(1, func([]int) error { return other }); err != other {
+		t.Errorf("RetryPorts of a start failing otherwise = %v", err)
+	}
+}
+
 func TestLogs(t *testing.T) {
 	l := Logs{Dir: t.TempDir(), Output: "x.stderr", File: "x.log", Perm: 0o600}
 	if err := os.WriteFile(filepath.Join(l.Dir, "x.log"), []byte("old"), 0o600); err != nil {
@@ -206,6 +232,9 @@ func TestProcessKillAndStop(t *testing.T) {
 			if !GroupAlive(p.Pid()) {
 				t.Fatal("GroupAlive is false while the shell runs")
 			}
+			if !p.Running() {
+				t.Error("Running is false while the shell runs")
+			}
 			begin := time.Now()
 			c.stop(p)
 			if d := time.Since(begin); d > 10*time.Second {
@@ -216,6 +245,9 @@ func TestProcessKillAndStop(t *testing.T) {
 			default:
 				t.Errorf("%s returned before the process exited", c.name)
 			}
+			if p.Running() {
+				t.Errorf("Running after %s", c.name)
+			}
 			if GroupAlive(p.Pid()) {
 				t.Errorf("the group's sleep survived %s", c.name)
 				syscall.Kill(-p.Pid(), syscall.SIGKILL)
@@ -225,6 +257,9 @@ func TestProcessKillAndStop(t *testing.T) {
 }
 
 func TestLaunchFails(t *testing.T) {
+	if (*Process)(nil).Running() {
+		t.Error("a nil Process is running")
+	}
 	if _, err := launchShell(t, "exit 3"); err == nil || !strings.Contains(err.Error(), "sh exited before it was ready: exit status 3") {
 		t.Errorf("Launch of a shell that exits: %v", err)
 	}
@@ -282,5 +317,160 @@ func TestWaitFor(t *testing.T) {
 	WaitFor(r, 50*time.Millisecond, "never", func() error { return errors.New("still not") })
 	if !strings.Contains(r.fatal, "waited 50ms for never: still not") {
 		t.Errorf("WaitFor of a check that never succeeds: fatal %q", r.fatal)
+	}
+}
+
+// A binary that prints its version only for VersionArgs.
+func TestVersionArgs(t *testing.T) {
+	dir := t.TempDir()
+	script := "#!/bin/sh\n[ \"$1\" = -v ] || { echo \"unknown option $1\" >&2; exit 1; }\necho kanmon-v version 2.5\n"
+	if err := os.WriteFile(filepath.Join(dir, "kanmon-v"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "kanmon-v")
+	b := testBinary("kanmon-v", dir)
+	if _, err := b.VersionOf(path); err == nil || !strings.Contains(err.Error(), path+" --version: exit status 1") {
+		t.Errorf("VersionOf without VersionArgs: %v", err)
+	}
+	b = testBinary("kanmon-v", dir)
+	b.VersionArgs = []string{"-v"}
+	if v, err := b.VersionOf(path); v != "2.5" || err != nil {
+		t.Errorf("VersionOf with VersionArgs -v = %q, %v", v, err)
+	}
+	if err := b.Check(path); err != nil {
+		t.Errorf("Check: %v", err)
+	}
+}
+
+// failedTest stands in for a test that has failed, and keeps what it logs.
+type failedTest struct {
+	*recorder
+	logs []string
+}
+
+func (f *failedTest) Failed() bool { return true }
+func (f *failedTest) Logf(format string, a ...any) {
+	f.logs = append(f.logs, fmt.Sprintf(format, a...))
+}
+
+func TestFailureLog(t *testing.T) {
+	var f FailureLog
+	ft := &failedTest{recorder: &recorder{TB: t}}
+	f.Cleanup(ft, "pkg: log of x", func() string { return "the log\n" })
+	if len(ft.logs) != 1 || ft.logs[0] != "pkg: log of x:\nthe log\n" {
+		t.Errorf("Cleanup of a failed test logged %q", ft.logs)
+	}
+	f.Cleanup(t, "pkg: log of x", func() string { t.Error("a passed test's cleanup read the log"); return "" })
+	if got := f.Shown("the log\n"); got != "the log\n" {
+		t.Errorf("Shown = %q", got)
+	}
+	ft.logs = nil
+	f.Cleanup(ft, "pkg: log of x", func() string { return "the log\n" })
+	if len(ft.logs) != 0 {
+		t.Errorf("Cleanup after Shown logged %q", ft.logs)
+	}
+}
+
+func TestMakeDir(t *testing.T) {
+	var dir string
+	t.Run("remove", func(t *testing.T) {
+		t.Setenv("KANMONTEST_KEEP", "")
+		var err error
+		if dir, err = MakeDir(t, "kanmontest", true); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(dir)
+		if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 || !strings.HasPrefix(filepath.Base(dir), "kanmontest-") {
+			t.Errorf("MakeDir = %s: %v, %v", dir, fi, err)
+		}
+		if len(dir) > 60 {
+			t.Errorf("MakeDir = %s: %d bytes, want a short path", dir, len(dir))
+		}
+		if !searchable(filepath.Dir(dir)) {
+			t.Errorf("MakeDir(others) = %s: its parent is not searchable", dir)
+		}
+	})
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("%s after the test: %v; want it removed", dir, err)
+	}
+	t.Run("keep", func(t *testing.T) {
+		t.Setenv("KANMONTEST_KEEP", "1")
+		var err error
+		if dir, err = MakeDir(t, "kanmontest", false); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("%s after the test with KANMONTEST_KEEP=1: %v; want it kept", dir, err)
+	}
+	os.RemoveAll(dir)
+}
+
+// Logs with Keep hold every run; a taken port counts only in this run's.
+func TestLaunchKeepLogs(t *testing.T) {
+	logs := Logs{Dir: t.TempDir(), Output: "sh.out", Perm: 0o600, Keep: true}
+	var r Runner
+	run := func(script string) error {
+		return r.Start(Launch{Cmd: exec.Command("/bin/sh", "-c", script), Logs: logs, DeathSig: syscall.SIGKILL,
+			Ready: func() error { return errors.New("never") }, Timeout: time.Second})
+	}
+	if err := logs.Append("run 1\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := run("echo 'bind: Address already in use'; exit 1"); !errors.Is(err, ErrAddrInUse) {
+		t.Errorf("run 1: %v; want ErrAddrInUse", err)
+	}
+	logs.Append("run 2\n")
+	if err := run("echo 'no such file'; exit 1"); err == nil || errors.Is(err, ErrAddrInUse) {
+		t.Errorf("run 2: %v; want an error, not ErrAddrInUse (that was run 1)", err)
+	}
+	if got, want := logs.String(), "run 1\nbind: Address already in use\nrun 2\nno such file\n"; got != want {
+		t.Errorf("logs = %q, want %q", got, want)
+	}
+}
+
+// Start keeps the caller's Credential, and still puts the server in a group
+// of its own with the parent-death signal.
+func TestStartKeepsCredential(t *testing.T) {
+	uid, gid := os.Getuid(), os.Getgid()
+	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}
+	if uid == 0 {
+		uid, gid = 65534, 65534 // nobody, nogroup
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+	}
+	dir, err := MakeDir(t, "testenv", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o711); err != nil { // for the server to run in
+		t.Fatal(err)
+	}
+	logs := Logs{Dir: dir, Output: "sh.out", Perm: 0o600}
+	cmd := exec.Command("/bin/sh", "-c", "echo started $(id -u) $(id -g); exec sleep 60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	var r Runner
+	err = r.Start(Launch{Cmd: cmd, Logs: logs, DeathSig: syscall.SIGTERM, Ready: func() error {
+		if !strings.Contains(logs.String(), "started") {
+			return errors.New("not started yet")
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs.String())
+	}
+	p := r.Process()
+	defer p.Kill()
+	if got, want := logs.String(), fmt.Sprintf("started %d %d\n", uid, gid); got != want {
+		t.Errorf("the server says %q, want %q", got, want)
+	}
+	if !GroupAlive(p.Pid()) {
+		t.Error("the server is not in a process group of its own")
+	}
+	attr := p.cmd.SysProcAttr
+	if attr.Credential != cred || !attr.Setpgid {
+		t.Errorf("SysProcAttr = %+v; want the Credential kept and Setpgid", attr)
+	}
+	if runtime.GOOS == "linux" && attr.Pdeathsig != syscall.SIGTERM {
+		t.Errorf("Pdeathsig = %v, want SIGTERM", attr.Pdeathsig)
 	}
 }
