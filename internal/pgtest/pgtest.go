@@ -78,6 +78,9 @@ const (
 	// minMajor is the oldest PostgreSQL this package can configure
 	// (SCRAM-SHA-256 came with 10).
 	minMajor = 10
+	// deathSig is what the kernel sends initdb and the postmaster if the
+	// test binary dies without cleaning up: SIGQUIT, immediate shutdown.
+	deathSig = syscall.SIGQUIT
 
 	// initdbTimeout bounds initdb (which takes about 1.3 s).
 	initdbTimeout = 60 * time.Second
@@ -105,40 +108,37 @@ type Server struct {
 	dataDir  string // dir/data; also the Unix socket directory
 	password string
 	port     int
+	logs     testenv.Logs   // postgres.log, over all runs
+	runner   testenv.Runner // the postmaster
+	failLog  testenv.FailureLog
 
-	mu     sync.Mutex
-	proc   *process // nil before the first start
-	runs   int      // starts so far, for the log's markers
-	logged bool     // a failure message has shown the log already
+	mu   sync.Mutex
+	runs int // starts so far, for the log's markers
 }
 
-// process is one run of the postmaster.
-type process struct {
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd.Wait returned
-	err    error         // cmd.Wait's result, valid after exited
-}
-
-// running reports whether p is a postmaster that has not exited.
-func (p *process) running() bool {
-	if p == nil {
-		return false
-	}
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-// binary speaks of PostgreSQL when it is missing. Its Name is only for
-// messages: Available finds the binaries.
+// binary is the PostgreSQL this package runs, 10 or later (SCRAM-SHA-256
+// came with 10). Its Name is only for messages: Available finds the
+// binaries.
 var binary = &testenv.Binary{
 	Name:        "postgres",
 	Package:     "pgtest",
 	Skipping:    "real-PostgreSQL",
 	InstallHint: InstallHint,
+	// "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+	Version: func(out string) (string, error) {
+		f := strings.Fields(out)
+		if len(f) < 3 || f[1] != "(PostgreSQL)" {
+			return "", fmt.Errorf("no version in %q", strings.TrimSpace(out))
+		}
+		return f[2], nil
+	},
+	Supported: func(v string) error {
+		major, _, _ := strings.Cut(v, ".")
+		if n, err := strconv.Atoi(major); err != nil || n < minMajor {
+			return fmt.Errorf("found PostgreSQL %s, but this package needs %d or later", v, minMajor)
+		}
+		return nil
+	},
 }
 
 // Available reports the directory that holds PostgreSQL's initdb and postgres
@@ -192,32 +192,6 @@ func executable(path string) bool {
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
-// serverVersion returns the version of binDir/postgres ("15.18"), once per
-// directory.
-var serverVersion = func() func(binDir string) (string, error) {
-	var mu sync.Mutex
-	cache := map[string]string{}
-	return func(binDir string) (string, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if v, ok := cache[binDir]; ok {
-			return v, nil
-		}
-		bin := filepath.Join(binDir, "postgres")
-		out, err := exec.Command(bin, "--version").Output()
-		if err != nil {
-			return "", fmt.Errorf("%s --version: %v", bin, err)
-		}
-		// "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
-		f := strings.Fields(string(out))
-		if len(f) < 3 || f[1] != "(PostgreSQL)" {
-			return "", fmt.Errorf("%s --version: no version in %q", bin, strings.TrimSpace(string(out)))
-		}
-		cache[binDir] = f[2]
-		return f[2], nil
-	}
-}()
-
 // binaries returns the directory of supported binaries, or skips (fails
 // under CI) the test.
 func binaries(t testing.TB) (string, bool) {
@@ -227,14 +201,8 @@ func binaries(t testing.TB) (string, bool) {
 		binary.Unavailable(t, "initdb and postgres not found in /usr/lib/postgresql/*/bin or PATH; install them with: %s", InstallHint)
 		return "", false
 	}
-	v, err := serverVersion(dir)
-	if err != nil {
+	if err := binary.Check(filepath.Join(dir, "postgres")); err != nil {
 		binary.Unavailable(t, "%v", err)
-		return "", false
-	}
-	major, _, _ := strings.Cut(v, ".")
-	if n, err := strconv.Atoi(major); err != nil || n < minMajor {
-		binary.Unavailable(t, "found PostgreSQL %s in %s, but this package needs %d or later", v, dir, minMajor)
 		return "", false
 	}
 	return dir, true
@@ -280,53 +248,6 @@ func (id identity) chown(path string) error {
 	return os.Lchown(path, id.uid, id.gid)
 }
 
-// makeDir creates the cluster directory, owned by the cluster's user, mode
-// 0700. It is not t.TempDir: as root, every directory above it must be
-// searchable by the postgres user, which t.TempDir's 0700 parent is not, and
-// the path must stay short (the Unix socket in it has a path limit of about
-// 100 bytes).
-func makeDir(id identity) (string, error) {
-	base := os.TempDir()
-	if len(base) > 40 || (id.cred != nil && !searchable(base)) {
-		base = "/tmp"
-	}
-	dir, err := os.MkdirTemp(base, "pgtest-")
-	if err != nil {
-		return "", err
-	}
-	if dir, err = filepath.EvalSymlinks(dir); err != nil {
-		return "", err
-	}
-	if id.cred != nil && !searchable(filepath.Dir(dir)) {
-		os.RemoveAll(dir)
-		return "", fmt.Errorf("%s: a parent directory is not searchable by other users, which the postgres user needs", dir)
-	}
-	if err := id.chown(dir); err != nil {
-		os.RemoveAll(dir)
-		return "", err
-	}
-	return dir, nil
-}
-
-// searchable reports whether others may traverse dir and all its parents.
-func searchable(dir string) bool {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return false
-	}
-	for {
-		fi, err := os.Stat(dir)
-		if err != nil || fi.Mode().Perm()&0o001 == 0 {
-			return false
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return true
-		}
-		dir = parent
-	}
-}
-
 // randomPassword returns 24 random characters of base64url.
 func randomPassword() string {
 	b := make([]byte, 18)
@@ -357,31 +278,31 @@ func Start(t testing.TB, opts Options) *Server {
 		binary.Unavailable(t, "%v", err)
 		return nil
 	}
-	dir, err := makeDir(id)
+	// The cluster directory, mode 0700, owned by the cluster's user. As
+	// root, every directory above it must be searchable by the postgres
+	// user. The cleanup registered here removes it after s.cleanup.
+	dir, err := testenv.MakeDir(t, "pgtest", id.cred != nil)
+	if err == nil {
+		err = id.chown(dir)
+	}
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
-	s := &Server{binDir: binDir, id: id, dir: dir, dataDir: filepath.Join(dir, "data"), password: opts.Password}
+	s := &Server{binDir: binDir, id: id, dir: dir, dataDir: filepath.Join(dir, "data"), password: opts.Password,
+		logs: testenv.Logs{Dir: dir, Output: "postgres.log", Perm: 0o600, Keep: true}}
 	t.Cleanup(func() { s.cleanup(t) })
 	if err := s.initdb(); err != nil {
-		t.Fatalf("pgtest: %v\n%s", err, readFile(filepath.Join(dir, "initdb.log")))
+		t.Fatalf("pgtest: %v\n%s", err, testenv.Logs{Dir: dir, Output: "initdb.log"}.String())
 	}
-	err = testenv.RetryBind(func() error {
-		ports, err := testenv.FreePorts(1)
-		if err != nil {
-			return err
-		}
+	err = testenv.RetryPorts(1, func(ports []int) error {
 		s.port = ports[0]
-		if err := s.writeConfig(); err != nil {
-			return err
-		}
 		return s.launch()
 	})
 	if err != nil {
-		t.Fatalf("pgtest: starting %s -D %s: %v\nlog of %s:\n%s", filepath.Join(binDir, "postgres"), s.dataDir, err, s.describe(), s.logOnce())
+		t.Fatalf("pgtest: starting %s -D %s: %v\nlog of %s:\n%s", filepath.Join(binDir, "postgres"), s.dataDir, err, s.describe(), s.failLog.Shown(s.Log()))
 	}
 	if err := s.createRole(); err != nil {
-		t.Fatalf("pgtest: creating role and database %s: %v\nlog of %s:\n%s", Role, err, s.describe(), s.logOnce())
+		t.Fatalf("pgtest: creating role and database %s: %v\nlog of %s:\n%s", Role, err, s.describe(), s.failLog.Shown(s.Log()))
 	}
 	return s
 }
@@ -465,15 +386,12 @@ func childEnv() []string {
 	return append(env, "LC_ALL=C")
 }
 
-// command returns bin with args, to run as the cluster's user in the cluster
-// directory with output appended to the file output, killed when ctx ends.
-func (s *Server) command(ctx context.Context, output *os.File, bin string, args ...string) *exec.Cmd {
+// command returns bin with args, to run as the cluster's user with the
+// environment childEnv, killed when ctx ends.
+func (s *Server) command(ctx context.Context, bin string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, filepath.Join(s.binDir, bin), args...)
-	cmd.Dir = s.dir
 	cmd.Env = childEnv()
-	cmd.Stdout = output
-	cmd.Stderr = output
-	cmd.SysProcAttr = sysProcAttr(s.id.cred)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.id.cred}
 	return cmd
 }
 
@@ -488,7 +406,7 @@ func (s *Server) initdb() error {
 	defer out.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), initdbTimeout)
 	defer cancel()
-	cmd := s.command(ctx, out, "initdb",
+	cmd := s.command(ctx, "initdb",
 		"-D", s.dataDir,
 		"-U", superuser,
 		"-E", "UTF8",
@@ -497,6 +415,10 @@ func (s *Server) initdb() error {
 		"--auth-host", "scram-sha-256",
 		"--no-sync",
 	)
+	cmd.Dir = s.dir
+	cmd.Stdout = out
+	cmd.Stderr = out
+	testenv.GroupAttr(cmd, deathSig)
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("initdb -D %s: %v", s.dataDir, err)
 	}
@@ -562,53 +484,39 @@ func (s *Server) writeFile(path, data string) error {
 	return s.id.chown(path)
 }
 
-// logPath is the server's log: what the postmaster and its processes write to
-// stderr, over all its runs.
-func (s *Server) logPath() string { return filepath.Join(s.dir, "postgres.log") }
-
-// launch starts the postmaster and waits until it accepts connections. On
-// failure the server's processes are gone, and the error is marked
-// testenv.ErrAddrInUse when the port was taken.
+// launch writes pgtest.conf for s.port, starts the postmaster in the
+// cluster directory, with its output appended to postgres.log after a line
+// that marks the run, and waits until it accepts connections. On failure the
+// server's processes are gone, and the error is marked testenv.ErrAddrInUse
+// when the port was taken.
 func (s *Server) launch() error {
-	out, err := os.OpenFile(s.logPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err := s.writeConfig(); err != nil {
+		return err
+	}
+	cfg, err := s.superConfig()
 	if err != nil {
 		return err
 	}
-	defer out.Close()
-	start, _ := out.Seek(0, 2)
 	s.mu.Lock()
 	s.runs++
-	fmt.Fprintf(out, "pgtest: run %d: postgres -D %s on %s as user %s\n", s.runs, s.dataDir, s.Addr(), s.id.name)
+	mark := fmt.Sprintf("pgtest: run %d: postgres -D %s on %s as user %s\n", s.runs, s.dataDir, s.Addr(), s.id.name)
 	s.mu.Unlock()
-	cmd := s.command(context.Background(), out, "postgres", "-D", s.dataDir)
-	if err := cmd.Start(); err != nil {
+	if err := s.logs.Append(mark); err != nil {
 		return err
 	}
-	p := &process{cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	s.mu.Lock()
-	s.proc = p
-	s.mu.Unlock()
-	if err := s.waitReady(p); err != nil {
-		s.killAll(p)
-		if strings.Contains(s.logSince(start), "Address already in use") {
-			return fmt.Errorf("%w: %v", testenv.ErrAddrInUse, err)
-		}
-		return err
+	err = s.runner.Start(testenv.Launch{
+		Cmd:      s.command(context.Background(), "postgres", "-D", s.dataDir),
+		Logs:     s.logs,
+		DeathSig: deathSig,
+		// The superuser can connect and query after any crash recovery.
+		Ready:   func() error { return ping(cfg) },
+		Timeout: startTimeout,
+	})
+	if err != nil {
+		// The postmaster's group is gone; its children are not in it.
+		s.killAll()
 	}
-	return nil
-}
-
-// logSince returns the log from byte offset on: one run's.
-func (s *Server) logSince(offset int64) string {
-	data, err := os.ReadFile(s.logPath())
-	if err != nil || offset > int64(len(data)) {
-		return ""
-	}
-	return string(data[offset:])
+	return err
 }
 
 // superConfig returns the connection settings of the superuser through the
@@ -618,42 +526,25 @@ func (s *Server) superConfig() (*pgx.ConnConfig, error) {
 		s.dataDir, s.port, superuser))
 }
 
-// waitReady waits until the superuser can connect and query, which is after
-// any crash recovery.
-func (s *Server) waitReady(p *process) error {
-	cfg, err := s.superConfig()
-	if err != nil {
-		return err
-	}
-	deadline := time.Now().Add(startTimeout)
-	for {
-		select {
-		case <-p.exited:
-			return fmt.Errorf("postgres exited before it was ready: %v", p.err)
-		default:
-		}
-		err := ping(cfg)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not accepting connections within %v: %v", startTimeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// ping connects with cfg and runs SELECT 1.
-func ping(cfg *pgx.ConnConfig) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+// connected connects with cfg and runs f on the connection, all within
+// timeout.
+func connected(cfg *pgx.ConnConfig, timeout time.Duration, f func(context.Context, *pgx.Conn) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	c, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer c.Close(ctx)
-	var one int
-	return c.QueryRow(ctx, "SELECT 1").Scan(&one)
+	return f(ctx, c)
+}
+
+// ping connects with cfg and runs SELECT 1.
+func ping(cfg *pgx.ConnConfig) error {
+	return connected(cfg, 5*time.Second, func(ctx context.Context, c *pgx.Conn) error {
+		var one int
+		return c.QueryRow(ctx, "SELECT 1").Scan(&one)
+	})
 }
 
 // createRole creates the login role and its database.
@@ -662,25 +553,20 @@ func (s *Server) createRole() error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer c.Close(ctx)
 	// Utility statements take no parameters; the password is a literal
 	// (standard_conforming_strings is on, so only ' needs doubling).
 	pw := "'" + strings.ReplaceAll(s.password, "'", "''") + "'"
-	for _, q := range []string{
-		"CREATE ROLE " + Role + " LOGIN PASSWORD " + pw,
-		"CREATE DATABASE " + Database + " OWNER " + Role,
-	} {
-		if _, err := c.Exec(ctx, q); err != nil {
-			return err
+	return connected(cfg, 30*time.Second, func(ctx context.Context, c *pgx.Conn) error {
+		for _, q := range []string{
+			"CREATE ROLE " + Role + " LOGIN PASSWORD " + pw,
+			"CREATE DATABASE " + Database + " OWNER " + Role,
+		} {
+			if _, err := c.Exec(ctx, q); err != nil {
+				return err
+			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // Start starts the server again after Stop or Kill, on the same port and data
@@ -689,14 +575,11 @@ func (s *Server) createRole() error {
 // or does not come up within 30 seconds.
 func (s *Server) Start(t testing.TB) {
 	t.Helper()
-	s.mu.Lock()
-	p := s.proc
-	s.mu.Unlock()
-	if p.running() {
+	if s.runner.Process().Running() {
 		t.Fatalf("pgtest: Start: %s is running", s.describe())
 	}
 	if err := s.launch(); err != nil {
-		t.Fatalf("pgtest: restarting %s: %v\nlog of %s:\n%s", s.describe(), err, s.describe(), s.logOnce())
+		t.Fatalf("pgtest: restarting %s: %v\nlog of %s:\n%s", s.describe(), err, s.describe(), s.failLog.Shown(s.Log()))
 	}
 }
 
@@ -707,26 +590,24 @@ func (s *Server) Start(t testing.TB) {
 // is not running. Start starts it again.
 func (s *Server) Stop(t testing.TB) {
 	t.Helper()
-	s.mu.Lock()
-	p := s.proc
-	s.mu.Unlock()
-	if !p.running() {
+	p := s.runner.Process()
+	if !p.Running() {
 		return
 	}
 	if err := s.shutdown(p, syscall.SIGINT); err != nil {
-		t.Fatalf("pgtest: Stop: %v\nlog of %s:\n%s", err, s.describe(), s.logOnce())
+		t.Fatalf("pgtest: Stop: %v\nlog of %s:\n%s", err, s.describe(), s.failLog.Shown(s.Log()))
 	}
 }
 
 // shutdown sends sig to the postmaster and waits for it to exit; after
 // stopTimeout it kills every process of the server.
-func (s *Server) shutdown(p *process, sig syscall.Signal) error {
-	p.cmd.Process.Signal(sig)
+func (s *Server) shutdown(p *testenv.Process, sig syscall.Signal) error {
+	syscall.Kill(p.Pid(), sig)
 	select {
-	case <-p.exited:
+	case <-p.Exited():
 		return nil
 	case <-time.After(stopTimeout):
-		s.killAll(p)
+		s.killAll()
 		return fmt.Errorf("the postmaster did not exit within %v of %v; killed it", stopTimeout, sig)
 	}
 }
@@ -739,26 +620,25 @@ func (s *Server) shutdown(p *process, sig syscall.Signal) error {
 // not running.
 func (s *Server) Kill(t testing.TB) {
 	t.Helper()
-	s.mu.Lock()
-	p := s.proc
-	s.mu.Unlock()
-	if !p.running() {
+	if !s.runner.Process().Running() {
 		return
 	}
-	if err := s.killAll(p); err != nil {
+	if err := s.killAll(); err != nil {
 		t.Fatalf("pgtest: Kill: %v", err)
 	}
 }
 
-// killAll sends SIGKILL to the postmaster (its process group) and then to
-// every other process of the server until none is left. A process of the
-// server is one whose working directory is the data directory: the postmaster
-// changes into it, and its children inherit it (they are in sessions of their
-// own, so the process group does not reach them). A new postmaster refuses to
-// start while an old process still holds the shared memory.
-func (s *Server) killAll(p *process) error {
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.exited
+// killAll kills the postmaster's process group (testenv.Process.Kill) and
+// then every other process of the server until none is left. A process of
+// the server is one whose working directory is the data directory: the
+// postmaster changes into it, and its children inherit it (they are in
+// sessions of their own, so the process group does not reach them). A new
+// postmaster refuses to start while an old process still holds the shared
+// memory.
+func (s *Server) killAll() error {
+	if p := s.runner.Process(); p != nil {
+		p.Kill()
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		pids := serverProcs(s.dataDir)
@@ -776,23 +656,19 @@ func (s *Server) killAll(p *process) error {
 }
 
 // cleanup shuts the server down at the end of the test (immediate shutdown:
-// no checkpoint, the data is thrown away), prints its log when the test has
-// failed, and removes the cluster directory.
+// no checkpoint, the data is thrown away) and prints its log when the test
+// has failed. The cleanup that testenv.MakeDir registered then removes the
+// cluster directory.
 func (s *Server) cleanup(t testing.TB) {
-	s.mu.Lock()
-	p := s.proc
-	s.mu.Unlock()
 	var errs []error
-	if p.running() {
+	if p := s.runner.Process(); p.Running() {
 		if err := s.shutdown(p, syscall.SIGQUIT); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if p != nil {
-		// Nothing should be left; make sure.
-		if err := s.killAll(p); err != nil {
-			errs = append(errs, err)
-		}
+	// Nothing should be left; make sure.
+	if err := s.killAll(); err != nil {
+		errs = append(errs, err)
 	}
 	// After Kill without Start, the postmaster's System V shared memory
 	// segment is still there (the rest dies with the processes or lies
@@ -801,44 +677,12 @@ func (s *Server) cleanup(t testing.TB) {
 	if err := errors.Join(errs...); err != nil {
 		t.Errorf("pgtest: cleanup: %v", err)
 	}
-	s.mu.Lock()
-	logged := s.logged
-	s.mu.Unlock()
-	if t.Failed() && !logged {
-		t.Logf("pgtest: log of %s:\n%s", s.describe(), s.Log())
-	}
-	if os.Getenv("PGTEST_KEEP") != "" {
-		t.Logf("pgtest: keeping %s (PGTEST_KEEP is set)", s.dir)
-		return
-	}
-	os.RemoveAll(s.dir)
+	s.failLog.Cleanup(t, "pgtest: log of "+s.describe(), s.Log)
 }
 
 // Log returns the server's log: what the postmaster and its processes wrote
 // in all of its runs, each run introduced by a line "pgtest: run N: ...". The
 // cleanup prints it by itself when the test has failed.
 func (s *Server) Log() string {
-	return readFile(s.logPath())
-}
-
-// readFile returns the file at path, ending in a line break, or "" when it
-// is missing or empty.
-func readFile(path string) string {
-	data, err := os.ReadFile(path)
-	if err != nil || len(data) == 0 {
-		return ""
-	}
-	if data[len(data)-1] != '\n' {
-		data = append(data, '\n')
-	}
-	return string(data)
-}
-
-// logOnce returns the log for a failure message and spares the cleanup
-// from printing it again.
-func (s *Server) logOnce() string {
-	s.mu.Lock()
-	s.logged = true
-	s.mu.Unlock()
-	return s.Log()
+	return s.logs.String()
 }
