@@ -35,25 +35,19 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kanmon-mail/kanmon/internal/testenv"
 )
 
 // InstallHint is the command that installs what this package needs.
 const InstallHint = "apt-get install haproxy"
 
-const (
-	// startTimeout bounds how long a start waits for the admin socket.
-	startTimeout = 10 * time.Second
-	// bindAttempts is how often Start retries with new ports when one was
-	// taken between choosing it and HAProxy binding it.
-	bindAttempts = 5
-	// minMajor, minMinor: the oldest HAProxy this package runs. The
-	// contrib configuration needs 2.4 (".if defined(...)").
-	minMajor, minMinor = 2, 4
-)
+// minMajor, minMinor: the oldest HAProxy this package runs. The contrib
+// configuration needs 2.4 (".if defined(...)").
+const minMajor, minMinor = 2, 4
 
 // Options configures one HAProxy.
 type Options struct {
@@ -75,77 +69,50 @@ type Server struct {
 	// (haproxy.log) and the admin socket. HAProxy runs in it.
 	Dir string
 
-	bin   string
-	cfg   string
-	env   map[string]string
-	addrs map[string]string
-
-	mu     sync.Mutex
-	proc   *process // nil before the first start
-	logged bool     // a failure message has shown the log already
+	bin     string
+	cfg     string
+	env     map[string]string
+	addrs   map[string]string
+	logs    testenv.Logs // haproxy.log, the latest run's output
+	runner  testenv.Runner
+	failLog testenv.FailureLog
 }
 
-// process is one run of haproxy.
-type process struct {
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd.Wait returned
-	err    error         // cmd.Wait's result, valid after exited
+// haproxy is the binary Start runs: an HAProxy 2.4 or later.
+var haproxy = &testenv.Binary{
+	Name:        "haproxy",
+	Dirs:        []string{"/usr/sbin", "/usr/local/sbin"},
+	Package:     "haproxytest",
+	Skipping:    "real-HAProxy",
+	InstallHint: InstallHint,
+	VersionArgs: []string{"-v"},
+	Version: func(out string) (string, error) {
+		m := versionRE.FindStringSubmatch(out)
+		if m == nil {
+			return "", fmt.Errorf("no version in %q", strings.TrimSpace(out))
+		}
+		return m[1], nil
+	},
+	Supported: func(v string) error {
+		if !atLeast(v, minMajor, minMinor) {
+			return fmt.Errorf("found HAProxy %s, but the configurations need %d.%d or later", v, minMajor, minMinor)
+		}
+		return nil
+	},
 }
 
 // Available reports the path of the haproxy binary and whether it exists.
 // It looks in PATH and then in /usr/sbin and /usr/local/sbin, which are often
 // missing from an ordinary user's PATH (Debian installs /usr/sbin/haproxy).
 func Available() (path string, ok bool) {
-	if p, err := exec.LookPath("haproxy"); err == nil {
-		return p, true
-	}
-	for _, p := range []string{"/usr/sbin/haproxy", "/usr/local/sbin/haproxy"} {
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p, true
-		}
-	}
-	return "", false
-}
-
-// inCI reports whether the environment says this is a CI run.
-func inCI() bool {
-	switch strings.ToLower(os.Getenv("CI")) {
-	case "true", "1", "yes":
-		return true
-	}
-	return false
-}
-
-// unavailable skips the test, or fails it under CI.
-func unavailable(t testing.TB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if inCI() {
-		t.Fatalf("haproxytest: %s (CI=true, so this is a failure, not a skip)", msg)
-		return
-	}
-	t.Skipf("haproxytest: %s; skipping real-HAProxy test", msg)
+	return haproxy.Find()
 }
 
 // binary returns the haproxy to run, or skips (fails under CI) the test when
 // there is none or it is older than 2.4.
 func binary(t testing.TB) (string, bool) {
 	t.Helper()
-	bin, ok := Available()
-	if !ok {
-		unavailable(t, "haproxy not found in PATH, /usr/sbin or /usr/local/sbin; install it with: %s", InstallHint)
-		return "", false
-	}
-	v, err := Version(bin)
-	if err != nil {
-		unavailable(t, "%s -v: %v", bin, err)
-		return "", false
-	}
-	if !atLeast(v, minMajor, minMinor) {
-		unavailable(t, "found HAProxy %s, but the configurations need %d.%d or later", v, minMajor, minMinor)
-		return "", false
-	}
-	return bin, true
+	return haproxy.Require(t)
 }
 
 // versionRE finds the version in the first line of "haproxy -v":
@@ -154,27 +121,9 @@ var versionRE = regexp.MustCompile(`(?i)HA-?Proxy version (\d+\.\d+(?:\.\d+)?)`)
 
 // Version returns the version of the haproxy binary bin, e.g. "2.6.12",
 // asking it once per binary.
-var Version = func() func(bin string) (string, error) {
-	var mu sync.Mutex
-	cache := map[string]string{}
-	return func(bin string) (string, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if v, ok := cache[bin]; ok {
-			return v, nil
-		}
-		out, err := exec.Command(bin, "-v").Output()
-		if err != nil {
-			return "", err
-		}
-		m := versionRE.FindStringSubmatch(string(out))
-		if m == nil {
-			return "", fmt.Errorf("no version in %q", strings.TrimSpace(string(out)))
-		}
-		cache[bin] = m[1]
-		return m[1], nil
-	}
-}()
+var Version = func(bin string) (string, error) {
+	return haproxy.VersionOf(bin)
+}
 
 // atLeast reports whether version v ("2.6.12") is major.minor or later.
 func atLeast(v string, major, minor int) bool {
@@ -226,48 +175,30 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	// The admin socket's path must fit in a sockaddr_un (108 bytes), which
 	// t.TempDir, named after the test, need not: the directory is short.
-	dir, err := os.MkdirTemp("", "haproxytest-")
+	dir, err := testenv.MakeDir(t, "haproxytest", false)
 	if err != nil {
 		t.Fatalf("haproxytest: %v", err)
 	}
-	t.Cleanup(func() {
-		if os.Getenv("HAPROXYTEST_KEEP") != "" {
-			t.Logf("haproxytest: HAPROXYTEST_KEEP is set, keeping %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
-	s := &Server{Dir: dir, bin: bin, cfg: cfg, env: env, addrs: map[string]string{}}
+	s := &Server{Dir: dir, bin: bin, cfg: cfg, env: env, addrs: map[string]string{},
+		logs: testenv.Logs{Dir: dir, Output: logName, Perm: 0o600}}
 	// Registered after the directory's removal, so it runs before it.
 	t.Cleanup(func() {
 		s.Kill()
-		s.mu.Lock()
-		logged := s.logged
-		s.mu.Unlock()
-		if t.Failed() && !logged {
-			t.Logf("haproxytest: output of haproxy -f %s:\n%s", s.cfg, s.Log())
-		}
+		s.failLog.Cleanup(t, "haproxytest: output of haproxy -f "+s.cfg, s.Log)
 	})
 	if err := os.WriteFile(s.extraPath(), []byte(s.extraConfig()), 0o600); err != nil {
 		t.Fatalf("haproxytest: %v", err)
 	}
-	for attempt := 1; ; attempt++ {
-		for _, name := range opts.Listen {
-			port, err := FreePort("127.0.0.1")
-			if err != nil {
-				t.Fatalf("haproxytest: %v", err)
-			}
-			s.addrs[name] = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	err = testenv.RetryPorts(len(opts.Listen), func(ports []int) error {
+		for i, name := range opts.Listen {
+			s.addrs[name] = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[i]))
 		}
-		err := s.launch()
-		if err == nil {
-			return s
-		}
-		if errors.Is(err, errAddrInUse) && attempt < bindAttempts {
-			continue
-		}
-		t.Fatalf("haproxytest: starting %s -db -f %s: %v\noutput:\n%s", s.bin, s.cfg, err, s.logOnce())
+		return s.launch()
+	})
+	if err != nil {
+		t.Fatalf("haproxytest: starting %s -db -f %s: %v\noutput:\n%s", s.bin, s.cfg, err, s.failLog.Shown(s.Log()))
 	}
+	return s
 }
 
 // Addr returns the "127.0.0.1:PORT" that Start gave the environment
@@ -308,77 +239,36 @@ func (s *Server) extraConfig() string {
 		"    stats socket 'unix@" + socketName + "' mode 600 level admin\n"
 }
 
-// errAddrInUse marks a start that failed because a port was taken.
-var errAddrInUse = errors.New("a port was already in use")
-
-// launch runs haproxy and waits until the admin socket answers. On failure
-// the process is gone.
+// launch runs haproxy in Dir and waits until the admin socket answers. On
+// failure the process is gone, and the error is marked testenv.ErrAddrInUse
+// when a port was taken. Each run starts with an empty log, so the log
+// shown is this run's.
 func (s *Server) launch() error {
-	logPath := filepath.Join(s.Dir, logName)
-	// Each run starts with an empty log, so the log shown is this run's.
-	if err := os.WriteFile(logPath, nil, 0o600); err != nil {
-		return err
-	}
-	out, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
 	os.Remove(s.socketPath())
 	// -db: stay in the foreground, one process, whatever the file says.
 	cmd := exec.Command(s.bin, "-db", "-f", s.cfg, "-f", extraName)
-	cmd.Dir = s.Dir
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range s.Env() {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	slices.Sort(cmd.Env)
-	cmd.Stdout = out
-	cmd.Stderr = out
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	p := &process{cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	s.mu.Lock()
-	s.proc = p
-	s.mu.Unlock()
-	if err := s.waitReady(p); err != nil {
-		killProcess(p)
-		if strings.Contains(s.Log(), "Address already in use") {
-			return fmt.Errorf("%w: %v", errAddrInUse, err)
-		}
-		return err
-	}
-	return nil
+	// The kernel kills haproxy if the test binary dies without cleaning
+	// up. (The tests run it without "user haproxy", which would drop the
+	// parent-death signal.)
+	return s.runner.Start(testenv.Launch{Cmd: cmd, Logs: s.logs, DeathSig: syscall.SIGKILL, Ready: s.ready})
 }
 
-// waitReady waits until the admin socket answers "show info". HAProxy
-// binds every listener before it serves any, so then all are bound.
-func (s *Server) waitReady(p *process) error {
-	deadline := time.Now().Add(startTimeout)
-	for {
-		select {
-		case <-p.exited:
-			return fmt.Errorf("haproxy exited before it was ready: %v", p.err)
-		default:
-		}
-		out, err := s.Command("show info")
-		if err == nil && strings.Contains(out, "Name: HAProxy") {
-			return nil
-		}
-		if err == nil {
-			err = fmt.Errorf("show info answered %q", out)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the admin socket did not answer within %v: %v", startTimeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+// ready reports whether the admin socket answers "show info". HAProxy binds
+// every listener before it serves any, so then all are bound.
+func (s *Server) ready() error {
+	out, err := s.Command("show info")
+	if err != nil {
+		return fmt.Errorf("the admin socket: %w", err)
 	}
+	if !strings.Contains(out, "Name: HAProxy") {
+		return fmt.Errorf("show info answered %q", out)
+	}
+	return nil
 }
 
 // Command sends one command of HAProxy's runtime API (its management
@@ -540,23 +430,13 @@ func (s *Server) WaitStatus(t testing.TB, timeout time.Duration, want map[string
 	}
 }
 
-// Kill kills HAProxy with SIGKILL and waits until it has exited: open
-// connections through it break. It does nothing when HAProxy is not
-// running.
+// Kill kills HAProxy with SIGKILL (its process group) and waits until it has
+// exited: open connections through it break. It does nothing when HAProxy is
+// not running.
 func (s *Server) Kill() {
-	s.mu.Lock()
-	p := s.proc
-	s.mu.Unlock()
-	if p == nil {
-		return
+	if p := s.runner.Process(); p != nil {
+		p.Kill()
 	}
-	killProcess(p)
-}
-
-// killProcess sends SIGKILL to the process group of p and waits for p.
-func killProcess(p *process) {
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.exited
 }
 
 // Log returns what HAProxy wrote to stdout and stderr in its latest run:
@@ -564,20 +444,7 @@ func killProcess(p *process) {
 // stderr (ContribOptions does). The cleanup prints it by itself when the
 // test has failed.
 func (s *Server) Log() string {
-	data, err := os.ReadFile(filepath.Join(s.Dir, logName))
-	if err != nil {
-		return fmt.Sprintf("(no output: %v)\n", err)
-	}
-	return string(data)
-}
-
-// logOnce returns the log for a failure message and spares the cleanup
-// from printing it again.
-func (s *Server) logOnce() string {
-	s.mu.Lock()
-	s.logged = true
-	s.mu.Unlock()
-	return s.Log()
+	return s.logs.String()
 }
 
 // FreePort returns a TCP port that was free a moment ago on every one of

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kanmon-mail/kanmon/internal/proxyproto"
 	"github.com/kanmon-mail/kanmon/internal/selfsigned"
+	"github.com/kanmon-mail/kanmon/internal/testenv"
 )
 
 // The test's addresses. Linux routes all of 127.0.0.0/8 to the loopback
@@ -800,4 +801,10 @@ func TestAtLeast(t *testing.T) {
 			t.Errorf("atLeast(%q, 2, 4) = %v", v, got)
 		}
 	}
+}
+
+// TestUnavailable checks that a missing HAProxy skips the test, and fails it
+// under CI=true.
+func TestUnavailable(t *testing.T) {
+	testenv.CheckUnavailable(t, haproxy)
 }
