@@ -76,7 +76,8 @@ func IsURL(s string) bool {
 func Open(ctx context.Context, url string, log *slog.Logger) (*DB, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("accounts: %w", redactErr(err))
+		// pgx's parse error may quote the URL, password and all.
+		return nil, fmt.Errorf("accounts: %w", errBadURL)
 	}
 	cfg.MaxConns = 4
 	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
@@ -94,11 +95,9 @@ func Open(ctx context.Context, url string, log *slog.Logger) (*DB, error) {
 	return d, nil
 }
 
-// redactErr drops a URL's text from a parse error, which may carry a
-// password.
-func redactErr(err error) error {
-	return errors.New("the accounts URL does not parse as a PostgreSQL URL")
-}
+// errBadURL stands for an accounts URL that does not parse: pgx's own
+// error is not shown, since it may quote a password.
+var errBadURL = errors.New("the accounts URL does not parse as a PostgreSQL URL")
 
 // migrate runs the migrations not applied yet, holding PostgreSQL's
 // advisory lock so that nodes starting together take turns.
