@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/kanmon-mail/kanmon/admin"
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
+	"github.com/kanmon-mail/kanmon/redisstate"
 )
 
 const passcodeUsage = `usage:
@@ -222,6 +224,10 @@ func passcodeLastUse(cfg *config.Config) (map[string]auth.LastUse, string) {
 	if !errors.Is(err, admin.ErrNotRunning) {
 		return nil, fmt.Sprintf("Last use unavailable: the running server: %v", err)
 	}
+	if cfg.Redis != nil {
+		// The nodes keep last use in Redis: read it there.
+		return sharedLastUse(cfg)
+	}
 	path := filepath.Join(cfg.StateDir, auth.LastUseDBName)
 	if uses, err = auth.ReadLastUse(path); err != nil {
 		return nil, fmt.Sprintf("Last use unavailable (no server running): %v", err)
@@ -237,4 +243,22 @@ func cmdPasscodeRevoke(cfg *config.Config, cfgPath, user, app string, stdout io.
 	}
 	fmt.Fprintf(stdout, "Revoked the %s passcode of %s.\n%s\n", revoked, owner, reloadHint(cfgPath))
 	return nil
+}
+
+// sharedLastUse reads the passcodes' last use from the Redis of [redis],
+// for passcode list when no server runs on this node.
+func sharedLastUse(cfg *config.Config) (map[string]auth.LastUse, string) {
+	quiet := slog.New(slog.DiscardHandler)
+	c, err := redisstate.Open(cfg.Redis, quiet)
+	if err != nil {
+		return nil, fmt.Sprintf("Last use unavailable (no server running): %v", err)
+	}
+	defer c.Close()
+	lu := redisstate.NewLastUse(c, quiet)
+	defer lu.Close()
+	uses, err := lu.All()
+	if err != nil {
+		return nil, fmt.Sprintf("Last use unavailable (no server running): redis: %v", err)
+	}
+	return uses, "Last use: read from Redis ([redis]; no server running here)."
 }
