@@ -4,13 +4,14 @@
 # sentinels as redis-server --sentinel) for internal/redistest, PostgreSQL
 # (initdb and postgres) for internal/pgtest, HAProxy for internal/haproxytest
 # (which runs contrib/haproxy/haproxy.cfg), curl as a real command-line mail
-# client, oathtool as an independent TOTP authenticator (otp), and Chromium
-# for the portal's browser end-to-end test (e2e).
+# client, oathtool as an independent TOTP authenticator (otp), Chromium
+# for the portal's browser end-to-end test (e2e), and Prometheus for its
+# promtool, which checks and unit-tests contrib/prometheus/kanmon-rules.yml.
 #
 # As root with apt-get, missing packages are installed from Debian without
-# starting the system Dovecot, Redis, PostgreSQL or HAProxy (the tests start
-# private instances of their own, on their own ports). Otherwise it says which tests
-# will be skipped, or, with CI=true, fail.
+# starting the system Dovecot, Redis, PostgreSQL, HAProxy or Prometheus (the
+# tests start private instances of their own, on their own ports). Otherwise
+# it says which tests will be skipped, or, with CI=true, fail.
 # Safe to run any number of times.
 set -euo pipefail
 
@@ -45,6 +46,7 @@ missing() {
 	[ -s /etc/ssl/certs/ca-certificates.crt ] || echo ca-certificates
 	command -v oathtool >/dev/null 2>&1 || echo oathtool
 	find_chromium >/dev/null || echo chromium
+	command -v promtool >/dev/null 2>&1 || echo prometheus # Debian's prometheus ships /usr/bin/promtool
 }
 
 # find_redis prints the path of redis-server (Debian's redis-server package
@@ -170,6 +172,24 @@ stop_system_haproxy() {
 	stop_system_service HAProxy /run/haproxy.pid haproxy haproxy.service
 }
 
+# stop_system_prometheus stops the Debian package's Prometheus (port 9090).
+# Its init script writes /run/prometheus/prometheus.pid; its systemd unit
+# writes no pid file, so under systemd the unit is asked whether it runs.
+# The tests never use it.
+stop_system_prometheus() {
+	stop_system_service Prometheus /run/prometheus/prometheus.pid prometheus prometheus.service
+	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ] &&
+		systemctl is-active --quiet prometheus.service 2>/dev/null; then
+		echo "test-deps: stopping the system Prometheus that the install started"
+		systemctl stop prometheus.service 2>/dev/null || true
+	fi
+}
+
+# promtool_version prints the version of promtool, e.g. 2.42.0+ds.
+promtool_version() {
+	promtool --version | sed -n 's/^promtool, version \([^ ]*\).*/\1/p'
+}
+
 install_pkgs() {
 	local policy=/usr/sbin/policy-rc.d made_policy=
 	# Forbid service starts during the install unless a policy already
@@ -205,6 +225,7 @@ install_pkgs() {
 	stop_system_redis
 	stop_system_postgres
 	stop_system_haproxy
+	stop_system_prometheus
 	return "$ok"
 }
 
@@ -213,7 +234,7 @@ case "${CI:-}" in true | TRUE | True | 1 | yes) ci=true ;; esac
 
 absent=$(missing | tr '\n' ' ')
 if [ -z "$absent" ]; then
-	echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1), redis $(redis_version), postgresql $(postgres_version), haproxy $(haproxy_version), $(curl --version | head -n1 | cut -d' ' -f1-2), $(oathtool --version | head -n1) and $("$(find_chromium)" --version 2>/dev/null | head -n1) present"
+	echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1), redis $(redis_version), postgresql $(postgres_version), haproxy $(haproxy_version), $(curl --version | head -n1 | cut -d' ' -f1-2), $(oathtool --version | head -n1), $("$(find_chromium)" --version 2>/dev/null | head -n1) and promtool $(promtool_version) present"
 	exit 0
 fi
 
@@ -232,7 +253,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
 	mapfile -t pkgs < <(printf '%s\n' "${pkgs[@]}" | sort -u)
 	echo "test-deps: apt-get install ${pkgs[*]}"
 	if install_pkgs "${pkgs[@]}" && [ -z "$(missing)" ]; then
-		echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1), redis $(redis_version), postgresql $(postgres_version) and haproxy $(haproxy_version) installed (system services not started)"
+		echo "test-deps: dovecot $("$(find_dovecot)" --version | cut -d' ' -f1), redis $(redis_version), postgresql $(postgres_version), haproxy $(haproxy_version) and promtool $(promtool_version) installed (system services not started)"
 		exit 0
 	fi
 	echo "test-deps: could not install: $(missing | tr '\n' ' ')" >&2
@@ -247,9 +268,10 @@ why="not root"
 [ "$(id -u)" -eq 0 ] && why="no apt-get"
 cat >&2 <<EOF
 test-deps: cannot install ($why). Install as root:
-    apt-get install dovecot-imapd dovecot-pop3d dovecot-submissiond redis-server postgresql haproxy curl swaks libnet-ssleay-perl ca-certificates oathtool chromium
+    apt-get install dovecot-imapd dovecot-pop3d dovecot-submissiond redis-server postgresql haproxy curl swaks libnet-ssleay-perl ca-certificates oathtool chromium prometheus
 EOF
 what="tests that run curl, swaks, oathtool or chromium"
+case " $absent" in *" prometheus"*) what="promtool tests (contrib/prometheus) and $what" ;; esac
 case " $absent" in *" redis-server"*) what="real-Redis tests (internal/redistest and every test using it) and $what" ;; esac
 case " $absent" in *" postgresql"*) what="real-PostgreSQL tests (internal/pgtest and every test using it) and $what" ;; esac
 case " $absent" in *" haproxy"*) what="real-HAProxy tests (internal/haproxytest and every test using it) and $what" ;; esac
