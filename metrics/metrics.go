@@ -8,6 +8,8 @@
 package metrics
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"runtime/debug"
 	"sync"
@@ -50,6 +52,7 @@ type Metrics struct {
 	lockouts func() map[string]int
 	redisUp  func() bool
 	dbUp     func() bool
+	cert     func() *tls.Certificate
 }
 
 // ServerStats is the proxy's state at a scrape, by protocol.
@@ -207,6 +210,21 @@ func (m *Metrics) WatchAccountsDB(f func() bool) {
 	m.mu.Unlock()
 }
 
+// WatchCertificate makes every scrape ask f for the certificate in force
+// (the [tls] one, which serves the listeners and the portal), for
+// kanmon_tls_certificate_expiry_timestamp_seconds, its notAfter. Asked at
+// each scrape, f shows a certificate that a reload put in force at the
+// next one. While f returns nil (no [tls]), and without a call, there is
+// no such metric. The last call wins.
+func (m *Metrics) WatchCertificate(f func() *tls.Certificate) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.cert = f
+	m.mu.Unlock()
+}
+
 // Descriptions of the metrics read at scrape time.
 var (
 	connectionsDesc = prometheus.NewDesc("kanmon_connections",
@@ -226,6 +244,8 @@ var (
 		"1 while the accounts database (PostgreSQL) answers; 0 while this node serves logins from its snapshot and refuses changes.", nil, nil)
 	redisUpDesc = prometheus.NewDesc("kanmon_redis_up",
 		"1 while the Redis of [redis] answers; 0 while this node enforces on its own (on_failure = local) or refuses logins (closed).", nil, nil)
+	certExpiryDesc = prometheus.NewDesc("kanmon_tls_certificate_expiry_timestamp_seconds",
+		"When the [tls] certificate in force (listeners and portal) expires: its notAfter, in Unix seconds. A reload that loads a renewed certificate moves it.", nil, nil)
 )
 
 // stateCollector reads the proxy's and the lockout guard's state at each
@@ -242,14 +262,20 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- lockoutsDesc
 	ch <- redisUpDesc
 	ch <- dbUpDesc
+	ch <- certExpiryDesc
 }
 
 // Collect asks the watched functions for the current values.
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
-	server, lockouts := c.server, c.lockouts
+	server, lockouts, cert := c.server, c.lockouts, c.cert
 	ups := map[*prometheus.Desc]func() bool{redisUpDesc: c.redisUp, dbUpDesc: c.dbUp}
 	c.mu.Unlock()
+	if cert != nil {
+		if leaf := leafOf(cert()); leaf != nil {
+			ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, float64(leaf.NotAfter.Unix()))
+		}
+	}
 	for desc, f := range ups {
 		if f == nil {
 			continue
@@ -284,6 +310,25 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(lockoutsDesc, prometheus.GaugeValue, float64(n), scope)
 		}
 	}
+}
+
+// leafOf returns the parsed leaf of c: the one tls.LoadX509KeyPair keeps,
+// else parsed from the chain's first certificate. It is nil when c is nil
+// or its leaf does not parse.
+func leafOf(c *tls.Certificate) *x509.Certificate {
+	switch {
+	case c == nil:
+		return nil
+	case c.Leaf != nil:
+		return c.Leaf
+	case len(c.Certificate) == 0:
+		return nil
+	}
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return nil
+	}
+	return leaf
 }
 
 // buildInfo is kanmon_build_info, always 1, labelled with what

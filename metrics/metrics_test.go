@@ -1,12 +1,17 @@
 package metrics
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kanmon-mail/kanmon/internal/selfsigned"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -98,4 +103,61 @@ func TestNilMetricsIsANoOp(t *testing.T) {
 	m.Refused("imap", "max_connections")
 	m.WatchServer(func() ServerStats { return ServerStats{} })
 	m.WatchLockouts(func() map[string]int { return nil })
+	m.WatchCertificate(func() *tls.Certificate { return nil })
+}
+
+// gathered returns the value of the unlabelled metric name in m's
+// registry, and whether there is one.
+func gathered(t *testing.T, m *Metrics, name string) (float64, bool) {
+	t.Helper()
+	families, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetGauge().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// The certificate's notAfter shows in Unix seconds, asked at each scrape:
+// the one a reload puts in force shows at the next; with none in force
+// there is no such metric.
+func TestCertificateExpiry(t *testing.T) {
+	const name = "kanmon_tls_certificate_expiry_timestamp_seconds"
+	m := New()
+	if _, ok := gathered(t, m, name); ok {
+		t.Errorf("%s without WatchCertificate", name)
+	}
+	var inForce atomic.Pointer[tls.Certificate]
+	m.WatchCertificate(inForce.Load)
+	if _, ok := gathered(t, m, name); ok {
+		t.Errorf("%s with no certificate in force", name)
+	}
+
+	first := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	cert, err := selfsigned.NewUntil(first, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without the leaf that tls.LoadX509KeyPair keeps, it is parsed.
+	noLeaf := cert.TLS
+	noLeaf.Leaf = nil
+	inForce.Store(&noLeaf)
+	if v, ok := gathered(t, m, name); !ok || v != float64(first.Unix()) {
+		t.Errorf("%s = %v (present %v), want %d", name, v, ok, first.Unix())
+	}
+
+	renewed := first.AddDate(0, 3, 0)
+	inForce.Store(&tls.Certificate{Leaf: &x509.Certificate{NotAfter: renewed}})
+	if v, ok := gathered(t, m, name); !ok || v != float64(renewed.Unix()) {
+		t.Errorf("after the renewal %s = %v (present %v), want %d", name, v, ok, renewed.Unix())
+	}
+	hs := httptest.NewServer(m.Handler())
+	defer hs.Close()
+	if _, body := get(t, hs.URL+"/metrics"); !strings.Contains(body, "\n"+name+" ") {
+		t.Errorf("the scrape lacks %s:\n%s", name, body)
+	}
 }

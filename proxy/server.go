@@ -129,6 +129,15 @@ func (rt *Generation) CheckPassword(ctx context.Context, user, password string, 
 	return b.CheckPassword(ctx, user, password, client)
 }
 
+// Certificate returns the [tls] certificate that rt serves on the
+// listeners and the portal; nil when it serves none.
+func (rt *Generation) Certificate() *tls.Certificate {
+	if rt.TLS == nil || len(rt.TLS.Certificates) == 0 {
+		return nil
+	}
+	return &rt.TLS.Certificates[0]
+}
+
 // ServerTLSConfig is the client-facing TLS configuration for cert.
 func ServerTLSConfig(cert tls.Certificate) *tls.Config {
 	return &tls.Config{

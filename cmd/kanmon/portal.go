@@ -61,12 +61,7 @@ func startPortal(cfg *config.Config, srv *proxy.Server, guard lockout.Enforcer, 
 	if err != nil {
 		return nil, err
 	}
-	hs, err := portal.Listen(p.Address, h, func() *tls.Certificate {
-		if rt := srv.Generation(); rt.TLS != nil && len(rt.TLS.Certificates) > 0 {
-			return &rt.TLS.Certificates[0]
-		}
-		return nil
-	}, log)
+	hs, err := portal.Listen(p.Address, h, func() *tls.Certificate { return srv.Generation().Certificate() }, log)
 	if err != nil {
 		return nil, err
 	}

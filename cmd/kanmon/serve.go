@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -135,6 +136,8 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 		defer stopMetrics()
 	}
 	srv := proxy.NewServer(log, rt, proxy.ServerOptions{Lockout: guard, LastUse: lastUse, Metrics: m})
+	// Asked at each scrape: a reload's new certificate shows at the next.
+	m.WatchCertificate(func() *tls.Certificate { return srv.Generation().Certificate() })
 	if heartbeat != nil {
 		heartbeat.Start(func() []admin.Session { return adminSessions(srv.Sessions()) })
 	}

@@ -31,6 +31,12 @@ type Cert struct {
 // New makes a self-signed ECDSA P-256 certificate valid for a day for the
 // given host names and IP addresses.
 func New(hosts ...string) (*Cert, error) {
+	return NewUntil(time.Now().Add(24*time.Hour), hosts...)
+}
+
+// NewUntil is New with the certificate valid until notAfter (whole
+// seconds: a certificate keeps no fraction).
+func NewUntil(notAfter time.Time, hosts ...string) (*Cert, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("selfsigned: key: %w", err)
@@ -43,7 +49,7 @@ func New(hosts ...string) (*Cert, error) {
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: "kanmon self-signed"},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
