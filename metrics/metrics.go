@@ -11,10 +11,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
-	"runtime/debug"
 	"sync"
 	"time"
 
+	"github.com/kanmon-mail/kanmon/internal/buildinfo"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -332,25 +332,14 @@ func leafOf(c *tls.Certificate) *x509.Certificate {
 }
 
 // buildInfo is kanmon_build_info, always 1, labelled with what
-// debug.ReadBuildInfo knows of the binary: the main module's version, the
-// VCS revision and the Go version.
+// package buildinfo knows of the binary: its version, commit and Go
+// version.
 func buildInfo() prometheus.Collector {
-	version, revision, goVersion := "unknown", "unknown", "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		goVersion = bi.GoVersion
-		if bi.Main.Version != "" {
-			version = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && s.Value != "" {
-				revision = s.Value
-			}
-		}
-	}
+	bi := buildinfo.Read()
 	g := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "kanmon_build_info",
 		Help:        "Always 1; the labels say which kanmon this is.",
-		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Commit, "goversion": bi.GoVersion},
 	})
 	g.Set(1)
 	return g
