@@ -18,6 +18,7 @@
 //	kanmon lockout clear   -config FILE USER|IP|PREFIX
 //	kanmon accounts import -config FILE ACCOUNTS.toml
 //	kanmon accounts export -config FILE
+//	kanmon version
 package main
 
 import (
@@ -49,6 +50,7 @@ commands:
   lockout clear   -config FILE USER|IP|PREFIX   lift locks and counters
   accounts import -config FILE ACCOUNTS.toml   copy an accounts file into the accounts database
   accounts export -config FILE            write the accounts as an accounts file
+  version                                 print the version, commit and Go version
 `
 
 func main() {
@@ -84,6 +86,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runLockout(rest, stdout, stderr)
 	case "accounts":
 		return runAccounts(rest, stdout, stderr)
+	case "version":
+		return runVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
