@@ -50,6 +50,15 @@ func startRedisServe(t testing.TB, opts kanmontest.Options) (*kanmontest.Files, 
 func startPGServe(t testing.TB, opts kanmontest.Options) (*kanmontest.Files, *serveProcess) {
 	pg := pgtest.Start(t, pgtest.Options{})
 	files := kanmontest.WriteFiles(t, opts)
+	bin := serveBinary(t)
+	moveAccountsToPG(t, bin, files, pg)
+	return files, startServe(t, bin, files.ConfigPath, files.IMAPPlain)
+}
+
+// moveAccountsToPG points files' config at pg for its accounts, and
+// imports the accounts file there with `kanmon accounts import`.
+func moveAccountsToPG(t testing.TB, bin string, files *kanmontest.Files, pg *pgtest.Server) {
+	t.Helper()
 	text, err := os.ReadFile(files.ConfigPath)
 	if err != nil {
 		t.Fatal(err)
@@ -59,9 +68,7 @@ func startPGServe(t testing.TB, opts kanmontest.Options) (*kanmontest.Files, *se
 	if err := os.WriteFile(files.ConfigPath, text, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin := serveBinary(t)
 	mustRun(t, bin, "accounts", "import", "-config", files.ConfigPath, filepath.Join(files.Dir, "accounts.toml"))
-	return files, startServe(t, bin, files.ConfigPath, files.IMAPPlain)
 }
 
 // reportRedisCommands reports Redis's commands per login (the
