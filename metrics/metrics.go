@@ -142,6 +142,20 @@ func (m *Metrics) BackendError(protocol, kind string) {
 	m.backendErrors.WithLabelValues(protocol, kind).Inc()
 }
 
+// ZeroBackendErrors makes kanmon_backend_errors_total show 0 for each
+// of kinds at protocol's backend until its first error. An alert rule's
+// rate() or increase() counts only what a series adds after it appears:
+// without the 0, the first error of a kind (one master login the backend
+// rejects) would go unseen.
+func (m *Metrics) ZeroBackendErrors(protocol string, kinds ...string) {
+	if m == nil {
+		return
+	}
+	for _, kind := range kinds {
+		m.backendErrors.WithLabelValues(protocol, kind)
+	}
+}
+
 // Reload records a reload and whether it took effect.
 func (m *Metrics) Reload(ok bool) {
 	if m == nil {

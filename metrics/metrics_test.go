@@ -99,6 +99,7 @@ func TestNilMetricsIsANoOp(t *testing.T) {
 	var m *Metrics
 	m.Login("imap", ResultOK, "passcode", time.Second)
 	m.BackendError("imap", "dial")
+	m.ZeroBackendErrors("imap", "dial")
 	m.Reload(true)
 	m.Refused("imap", "max_connections")
 	m.WatchServer(func() ServerStats { return ServerStats{} })

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -368,6 +369,13 @@ func TestFrontsBackendUnavailable(t *testing.T) {
 			wantUnavailable(t, f.plain(w.k), "alice", w.passcode)
 			wantLog(t, w.k, "level=ERROR", "BACKEND REJECTED THE MASTER LOGIN", "master_user="+masterUser)
 			noLeak(t, w.k.Logs(), wrongPW, w.passcode)
+			// What contrib/prometheus's KanmonMasterLoginRejected counts.
+			hs := httptest.NewServer(w.k.Metrics.Handler())
+			defer hs.Close()
+			wantSamples(t, scrape(t, hs.URL+"/metrics"), map[string]float64{
+				`kanmon_backend_errors_total{kind="master_rejected",protocol="` + f.proto + `"}`: 1,
+				`kanmon_backend_errors_total{kind="login",protocol="` + f.proto + `"}`:           0,
+			})
 		})
 		t.Run("lockout store unavailable", func(t *testing.T) {
 			w := f.world(t, worldOptions{})

@@ -22,6 +22,11 @@ const (
 	backendErrRelay          = "relay"           // a relayed session ended on an I/O error
 )
 
+// backendErrKinds are all the kinds, each shown at 0 from the start.
+var backendErrKinds = []string{
+	backendErrDial, backendErrTLS, backendErrTimeout, backendErrMasterRejected, backendErrLogin, backendErrRelay,
+}
+
 // backendErrKind sorts a failed backend login into a kind.
 func backendErrKind(le *backend.LoginError) string {
 	var ne net.Error

@@ -137,7 +137,9 @@ func TestMetricsScrapeAfterLogins(t *testing.T) {
 }
 
 // Locks in force show by scope; a backend that cannot be reached shows as
-// a backend error and an unavailable login.
+// a backend error and an unavailable login. Every kind of backend error
+// shows from the start, at 0 until it happens, so that an alert's
+// increase() sees the first one.
 func TestMetricsLockoutsAndBackendErrors(t *testing.T) {
 	k := kanmontest.Start(t, kanmontest.Options{
 		IMAPBackend:    deadAddr(t),
@@ -148,6 +150,10 @@ func TestMetricsLockoutsAndBackendErrors(t *testing.T) {
 	})
 	hs := httptest.NewServer(k.Metrics.Handler())
 	t.Cleanup(hs.Close)
+	wantSamples(t, scrape(t, hs.URL+"/metrics"), map[string]float64{
+		`kanmon_backend_errors_total{kind="dial",protocol="imap"}`:            0,
+		`kanmon_backend_errors_total{kind="master_rejected",protocol="imap"}`: 0,
+	})
 	c := dial(t, k.IMAPPlain)
 	c.run("S: "+capIMAPGreeting,
 		"C: a1 LOGIN alice "+k.Passcode("alice", app), "S: a1 "+unavailReply,
@@ -160,6 +166,7 @@ func TestMetricsLockoutsAndBackendErrors(t *testing.T) {
 	)
 	wantSamples(t, scrape(t, hs.URL+"/metrics"), map[string]float64{
 		`kanmon_backend_errors_total{kind="dial",protocol="imap"}`:                               1,
+		`kanmon_backend_errors_total{kind="master_rejected",protocol="imap"}`:                    0,
 		`kanmon_logins_total{protocol="imap",reason="backend_unavailable",result="unavailable"}`: 1,
 		`kanmon_logins_total{protocol="imap",reason="not_passcode",result="failed"}`:             2,
 		`kanmon_logins_total{protocol="imap",reason="locked_account_ip",result="failed"}`:        1,

@@ -196,6 +196,7 @@ func NewServer(log *slog.Logger, rt *Generation, opts ServerOptions) *Server {
 		}
 	}
 	for proto, b := range rt.Backends {
+		s.metrics.ZeroBackendErrors(proto, backendErrKinds...)
 		if b.TLSConfig.InsecureSkipVerify && b.TLSMode != config.TLSNone {
 			log.Warn("backend certificate verification is OFF (insecure_skip_verify)", "backend", proto, "address", b.Address)
 		}
