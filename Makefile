@@ -3,6 +3,7 @@
 #
 #   make test [PKG=./internal/dovecottest/...] [TESTFLAGS='-run TestX']
 #   make vet | cross | build | demo | bench
+#   make deb [GOARCH=arm64]   dist/kanmon_<version>_<arch>.deb (scripts/deb-test.sh tests it)
 
 SHELL := /bin/bash
 GO ?= go
@@ -13,7 +14,7 @@ TESTFLAGS ?=
 # Extra flags for the benchmarks, e.g. BENCHFLAGS='-benchtime 5s -count 5'.
 BENCHFLAGS ?=
 
-.PHONY: all test test-deps vet cross build demo bench
+.PHONY: all test test-deps vet cross build demo bench deb
 
 # An awk program that prints each skipped test with the lines it logged.
 # go test -v streams a test's log lines after "=== RUN/CONT/NAME <test>".
@@ -74,3 +75,36 @@ demo:
 
 bench: test-deps
 	$(GO) test -run '^$$' -bench . -benchmem $(BENCHFLAGS) $(PKG)
+
+# The .deb. nfpm runs at a pinned version through go run, so that go.mod
+# does not carry it. The version is the newest tag vX.Y.Z as X.Y.Z (with
+# +git<n>.<hash> for the commits since), else 0.0~git<date>.<hash> of the
+# last commit; `kanmon version` prints it, and the commit, from the
+# link-time stamp (internal/buildinfo), whatever GOFLAGS says of -buildvcs.
+NFPM ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
+VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) \
+	&& echo "$${v#v}" | sed -E 's/-([0-9]+)-g([0-9a-f]+)$$/+git\1.\2/' \
+	|| git log -1 --date=format:%Y%m%d --format='0.0~git%cd.%h' 2>/dev/null || echo 0.0~unknown)
+COMMIT ?= $(shell c=$$(git rev-parse HEAD 2>/dev/null) && { [ -z "$$(git status --porcelain)" ] \
+	&& echo "$$c" || echo "$$c-dirty"; } || echo unknown)
+GOARCH ?= $(shell $(GO) env GOARCH)
+DEB_MAINTAINER ?= kanmon developers <kanmon@example.invalid>
+BUILDINFO := github.com/kanmon-mail/kanmon/internal/buildinfo
+STAGE := dist/stage
+
+deb:
+	rm -rf $(STAGE) dist/kanmon_*.deb && mkdir -p $(STAGE)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) $(GO) build -trimpath \
+		-ldflags '-s -w -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT)' \
+		-o $(STAGE)/kanmon ./cmd/kanmon
+	@# contrib's unit, at the package's paths, without its manual install steps.
+	sed -e '/^# Install:/,/^#$$/c\# Installed by the kanmon package: change it with `systemctl edit kanmon`.\n#' \
+		-e 's|/usr/local/bin/kanmon|/usr/bin/kanmon|g' contrib/systemd/kanmon.service >$(STAGE)/kanmon.service
+	! grep -n '/usr/local\|^#   install ' $(STAGE)/kanmon.service
+	@# contrib's jail, shipped off: ignoreip must list the campus first.
+	sed -e 's/^enabled  = true$$/# Off as packaged: first list your campus NATs, the webmail host and any load\n# balancer in ignoreip below, then set enabled = true and `fail2ban-client reload`.\nenabled  = false/' \
+		contrib/fail2ban/jail.d/kanmon.conf >$(STAGE)/fail2ban-jail.conf
+	grep -qx 'enabled  = false' $(STAGE)/fail2ban-jail.conf
+	gzip -9n <docs/kanmon.8 >$(STAGE)/kanmon.8.gz
+	VERSION='$(VERSION)' GOARCH='$(GOARCH)' DEB_MAINTAINER='$(DEB_MAINTAINER)' \
+		$(NFPM) package -f packaging/nfpm.yaml -p deb -t dist/
