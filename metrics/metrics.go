@@ -46,6 +46,7 @@ type Metrics struct {
 	backendErrors *prometheus.CounterVec
 	reloads       *prometheus.CounterVec
 	refusals      *prometheus.CounterVec
+	revoked       prometheus.Counter
 
 	mu       sync.Mutex
 	server   func() ServerStats
@@ -99,9 +100,13 @@ func New() *Metrics {
 			Name: "kanmon_limit_refusals_total",
 			Help: "Connections and logins refused by a cap, by protocol and limit (the config key).",
 		}, []string{"protocol", "limit"}),
+		revoked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kanmon_sessions_revoked_total",
+			Help: "Live sessions closed because their credential no longer stands (a revoked passcode, 2FA turned on or reset), at a reload or a change from the accounts database.",
+		}),
 	}
 	reg.MustRegister(
-		m.logins, m.authSeconds, m.backendErrors, m.reloads, m.refusals,
+		m.logins, m.authSeconds, m.backendErrors, m.reloads, m.refusals, m.revoked,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(),
@@ -167,6 +172,18 @@ func (m *Metrics) Reload(ok bool) {
 	}
 	m.reloads.WithLabelValues(result).Inc()
 }
+
+// Revoked records n live sessions closed because their credential no
+// longer stands.
+func (m *Metrics) Revoked(n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.revoked.Add(float64(n))
+}
+
+// RevokedCounter is kanmon_sessions_revoked_total, for tests.
+func (m *Metrics) RevokedCounter() prometheus.Counter { return m.revoked }
 
 // Refused records a connection or login refused by the cap named by its
 // config key (max_connections, max_preauth_per_ip,

@@ -16,7 +16,9 @@ import (
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/internal/loopback"
+	"github.com/kanmon-mail/kanmon/metrics"
 	"github.com/kanmon-mail/kanmon/proxy/relay"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // regWorld is a Server with no listener, whose sessions the test builds
@@ -29,6 +31,7 @@ type regWorld struct {
 	hashes map[string]string // app -> hash
 	wg     sync.WaitGroup
 	ctx    context.Context
+	m      *metrics.Metrics
 }
 
 func newRegWorld(t *testing.T) *regWorld {
@@ -44,7 +47,8 @@ func newRegWorld(t *testing.T) *regWorld {
 		}
 		w.codes[app], w.hashes[app] = code, h
 	}
-	w.srv = NewServer(slog.New(slog.DiscardHandler), w.runtime([]string{"A", "B", "D"}, nil), ServerOptions{})
+	w.m = metrics.New()
+	w.srv = NewServer(slog.New(slog.DiscardHandler), w.runtime([]string{"A", "B", "D"}, nil), ServerOptions{Metrics: w.m})
 	ctx, cancel := context.WithCancel(context.Background())
 	w.ctx = ctx
 	t.Cleanup(func() { cancel(); w.srv.CloseSessions(); w.wg.Wait() })
@@ -237,6 +241,9 @@ func TestRegistryRevokesOnSwap(t *testing.T) {
 	// 2FA reset for alice (2fa disable): her passcode sessions go.
 	if n := w.srv.Swap(w.runtime(nil, []string{"carol"})); n != 1 {
 		t.Fatalf("Swap closes %d sessions, want 1", n)
+	}
+	if got := testutil.ToFloat64(w.m.RevokedCounter()); got != 3 {
+		t.Errorf("kanmon_sessions_revoked_total = %v after 3 revocations, want 3", got)
 	}
 	if got := b.rest(t); got != imapRevokedBye() {
 		t.Errorf("client after 2FA reset got %q, want the BYE", got)

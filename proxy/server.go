@@ -223,6 +223,7 @@ func (s *Server) Swap(rt *Generation) int {
 	n := s.revokeStale(rt.Policy)
 	if n > 0 {
 		s.log.Info("reload: closing sessions whose credential no longer stands", "sessions", n)
+		s.metrics.Revoked(n)
 	}
 	if s.lastUse != nil {
 		if err := s.lastUse.Retain(rt.Policy.PasscodeIDs()); err != nil {
