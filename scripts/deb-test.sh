@@ -146,7 +146,7 @@ if [ -n "$commit" ]; then
 fi
 
 say "kanmon check, as the kanmon user, with a certificate where the sample expects it"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=kanmon.test \
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 90 -subj /CN=kanmon.test \
 	-keyout "$tmp/privkey.pem" -out "$tmp/fullchain.pem" 2>/dev/null
 install -d -m 0750 -o root -g kanmon /etc/kanmon/tls
 install -m 0640 -o root -g kanmon "$tmp/fullchain.pem" "$tmp/privkey.pem" /etc/kanmon/tls/

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
@@ -38,6 +41,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		warnUserNames(cfg, accts, stderr)
 		warnBackendClientIP(cfg, stderr)
 		warnRedis(cfg, stderr)
+		warnCertificate(cfg, stderr)
 		n := accts.NumPasscodes()
 		if _, err := os.Stat(auth.PepperPath(cfg.StateDir)); n > 0 && errors.Is(err, fs.ErrNotExist) {
 			fmt.Fprintf(stderr, "warning: %s is missing: the %d existing passcodes cannot match until it is restored\n",
@@ -119,5 +123,30 @@ func warnRedis(cfg *config.Config, stderr io.Writer) {
 	}
 	if w := c.EvictionWarning(context.Background()); w != "" {
 		fmt.Fprintln(stderr, "warning:", w)
+	}
+}
+
+// warnCertificate loads the [tls] certificate and key, if any, and warns
+// when serve could not: a missing or unreadable file, a key that does not
+// match, or a certificate that has expired or expires within 14 days.
+func warnCertificate(cfg *config.Config, stderr io.Writer) {
+	if cfg.TLS.Cert == "" {
+		return
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+	if err != nil {
+		fmt.Fprintf(stderr, "warning: [tls]: %v: kanmon serve will not start until it loads\n", err)
+		return
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "warning: [tls] cert %s: %v\n", cfg.TLS.Cert, err)
+		return
+	}
+	switch left := time.Until(leaf.NotAfter); {
+	case left <= 0:
+		fmt.Fprintf(stderr, "warning: [tls] cert %s expired on %s\n", cfg.TLS.Cert, leaf.NotAfter.UTC().Format(time.RFC3339))
+	case left < 14*24*time.Hour:
+		fmt.Fprintf(stderr, "warning: [tls] cert %s expires on %s, in less than 14 days\n", cfg.TLS.Cert, leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 }

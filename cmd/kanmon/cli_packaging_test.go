@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kanmon-mail/kanmon/internal/selfsigned"
 )
@@ -30,7 +31,7 @@ func TestPackagedConfig(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "master.pw"), []byte("from-the-postinst\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cert, err := selfsigned.New("kanmon.test")
+	cert, err := selfsigned.NewUntil(time.Now().Add(90*24*time.Hour), "kanmon.test")
 	if err == nil {
 		err = os.Mkdir(filepath.Join(dir, "tls"), 0o750)
 	}
