@@ -81,7 +81,7 @@ func (id identity) chown(path string) error {
 // dovecot and mail users, which t.TempDir's 0700 parent is not.
 func makeDir(id identity) (string, error) {
 	base := os.TempDir()
-	if len(base) > 40 || (id.root && !searchable(base)) {
+	if len(base) > 40 || (id.root && !testenv.Searchable(base)) {
 		base = "/tmp"
 	}
 	dir, err := os.MkdirTemp(base, "dovecottest-")
@@ -91,30 +91,11 @@ func makeDir(id identity) (string, error) {
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return "", err
 	}
-	if id.root && !searchable(dir) {
+	if id.root && !testenv.Searchable(dir) {
 		os.RemoveAll(dir)
 		return "", fmt.Errorf("%s: a parent directory is not searchable by other users, which Dovecot's unprivileged processes need", dir)
 	}
 	return dir, nil
-}
-
-// searchable reports whether others may traverse dir and all its parents.
-func searchable(dir string) bool {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return false
-	}
-	for {
-		fi, err := os.Stat(dir)
-		if err != nil || fi.Mode().Perm()&0o001 == 0 {
-			return false
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return true
-		}
-		dir = parent
-	}
 }
 
 // validate checks opts for what passwd-file and the config cannot express.

@@ -24,7 +24,7 @@ import (
 // had. Symbolic links in the path are resolved.
 func MakeDir(t testing.TB, pkg string, others bool) (string, error) {
 	base := os.TempDir()
-	if len(base) > 40 || (others && !searchable(base)) {
+	if len(base) > 40 || (others && !Searchable(base)) {
 		base = "/tmp"
 	}
 	dir, err := os.MkdirTemp(base, pkg+"-")
@@ -34,7 +34,7 @@ func MakeDir(t testing.TB, pkg string, others bool) (string, error) {
 	if resolved, err := filepath.EvalSymlinks(dir); err == nil {
 		dir = resolved
 	}
-	if others && !searchable(filepath.Dir(dir)) {
+	if others && !Searchable(filepath.Dir(dir)) {
 		os.RemoveAll(dir)
 		return "", fmt.Errorf("%s: a parent directory is not searchable by other users, which the server's user needs", dir)
 	}
@@ -49,8 +49,9 @@ func MakeDir(t testing.TB, pkg string, others bool) (string, error) {
 	return dir, nil
 }
 
-// searchable reports whether others may traverse dir and all its parents.
-func searchable(dir string) bool {
+// Searchable reports whether others may traverse dir and all its
+// parents: a server run as another user needs that to reach its files.
+func Searchable(dir string) bool {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return false

@@ -386,7 +386,7 @@ func TestMakeDir(t *testing.T) {
 		if len(dir) > 60 {
 			t.Errorf("MakeDir = %s: %d bytes, want a short path", dir, len(dir))
 		}
-		if !searchable(filepath.Dir(dir)) {
+		if !Searchable(filepath.Dir(dir)) {
 			t.Errorf("MakeDir(others) = %s: its parent is not searchable", dir)
 		}
 	})
