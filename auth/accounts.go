@@ -35,14 +35,21 @@ type Account struct {
 	User string `toml:"user"`
 	// Enabled is when 2FA was turned on.
 	Enabled time.Time `toml:"enabled"`
-	// TOTP is the authenticator (TOTP) secret, sealed with the state
-	// directory's totp.key (see EnrollTOTP): "aes-256-gcm$nonce$ciphertext".
-	// Empty for an account whose 2FA the admin turned on: its passcodes
-	// are managed by the admin and it cannot sign in to the portal.
+	// TOTP is the secret of an authenticator registered before accounts
+	// could hold several (sealed, as Authenticator.TOTP): a file written
+	// then still reads, the authenticator named LegacyAuthenticatorName.
+	// Reading moves it into Authenticators (Normalize); it is never
+	// written.
 	TOTP string `toml:"totp,omitempty"`
-	// TOTPEnrolled is when the authenticator was registered; set exactly
-	// when TOTP is.
+	// TOTPEnrolled is when that authenticator was registered; set
+	// exactly when TOTP is.
 	TOTPEnrolled time.Time `toml:"totp_enrolled,omitempty"`
+	// Authenticators are the registered authenticator apps, the
+	// [[account.authenticator]] tables, at most MaxAuthenticators; a
+	// code from any of them signs in. None for an account whose 2FA the
+	// admin turned on: its passcodes are managed by the admin and it
+	// cannot sign in to the portal.
+	Authenticators []Authenticator `toml:"authenticator"`
 	// OneTimeCodes are the hashes (as HashPasscode's) of the one-time
 	// codes not used yet; a used code's hash is removed. Only with TOTP.
 	OneTimeCodes []string `toml:"one_time_codes,omitempty"`
@@ -52,7 +59,7 @@ type Account struct {
 }
 
 // HasTOTP reports whether the account has an authenticator registered.
-func (a *Account) HasTOTP() bool { return a != nil && a.TOTP != "" }
+func (a *Account) HasTOTP() bool { return a != nil && (a.TOTP != "" || len(a.Authenticators) > 0) }
 
 // AppPasscode is one app passcode, stored as a hash. (Named AppPasscode
 // because Passcode is the Kind of decision it leads to.)
@@ -190,6 +197,7 @@ func ParseAccounts(file string, data []byte) (*Accounts, error) {
 	if err := a.validate(file, data); err != nil {
 		return nil, err
 	}
+	a.Normalize()
 	return &a, nil
 }
 
@@ -245,6 +253,13 @@ func (a *Accounts) validate(file string, data []byte) error {
 		if err := acct.validateTOTP(); err != nil {
 			return at(lines().accountKey(i, err.key), "account %q: %v", acct.User, err.err)
 		}
+		if k, key, err := acct.validateAuthenticators(); err != nil {
+			line := lines().accountKey(i, key)
+			if k >= 0 {
+				line = lines().tableKey(i, "authenticator", k, key)
+			}
+			return at(line, "account %q: %v", acct.User, err)
+		}
 		apps := map[string]int{}
 		for k, pc := range acct.Passcodes {
 			if err := ValidateApp(pc.App); err != nil {
@@ -279,6 +294,8 @@ type accountLines struct {
 	header    int
 	keys      map[string]int
 	passcodes []passcodeLines
+	// authenticators are the [[account.authenticator]] tables.
+	authenticators []passcodeLines
 }
 
 type passcodeLines struct {
@@ -293,7 +310,8 @@ func indexLines(data []byte) *lineIndex {
 	idx := &lineIndex{}
 	var p unstable.Parser
 	p.Reset(data)
-	// ctx: 0 elsewhere, 1 in an [[account]], 2 in an [[account.passcode]].
+	// ctx: 0 elsewhere, 1 in an [[account]], 2 in an [[account.passcode]],
+	// 3 in an [[account.authenticator]].
 	ctx := 0
 	for p.NextExpression() {
 		e := p.Expression()
@@ -314,6 +332,12 @@ func indexLines(data []byte) *lineIndex {
 					a.passcodes = append(a.passcodes, passcodeLines{header: line, keys: map[string]int{}})
 					ctx = 2
 				}
+			case "account.authenticator":
+				if n := len(idx.accounts); n > 0 {
+					a := &idx.accounts[n-1]
+					a.authenticators = append(a.authenticators, passcodeLines{header: line, keys: map[string]int{}})
+					ctx = 3
+				}
 			}
 		case unstable.KeyValue:
 			key, line := keyOf(&p, e)
@@ -324,6 +348,9 @@ func indexLines(data []byte) *lineIndex {
 			case ctx == 2:
 				a := &idx.accounts[n-1]
 				a.passcodes[len(a.passcodes)-1].keys[key] = line
+			case ctx == 3:
+				a := &idx.accounts[n-1]
+				a.authenticators[len(a.authenticators)-1].keys[key] = line
 			}
 		}
 	}
@@ -398,4 +425,24 @@ func (x *lineIndex) where(i, k int, name string) string {
 		return fmt.Sprintf("line %d", l)
 	}
 	return fmt.Sprintf("%q", name)
+}
+
+// tableKey returns the line of key in the k-th [[account.<table>]] of
+// account i (table "authenticator"), else that table's line, else the
+// account's.
+func (x *lineIndex) tableKey(i int, table string, k int, key string) int {
+	if x == nil || i >= len(x.accounts) {
+		return 0
+	}
+	var tables []passcodeLines
+	if table == "authenticator" {
+		tables = x.accounts[i].authenticators
+	}
+	if k < 0 || k >= len(tables) {
+		return x.accounts[i].header
+	}
+	if l, ok := tables[k].keys[key]; ok {
+		return l
+	}
+	return tables[k].header
 }

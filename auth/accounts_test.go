@@ -17,6 +17,9 @@ const validHash2 = "hmac-sha256$BBBBBBBBBBBBBBBBBBBBBA$BBBBBBBBBBBBBBBBBBBBBBBBB
 // validSealed is a well-formed sealed TOTP secret (that opens under no key).
 const validSealed = "aes-256-gcm$AAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
+// validSealed2 is another well-formed sealed TOTP secret.
+const validSealed2 = "aes-256-gcm$BQUFBQUFBQUFBQUF$BgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgY"
+
 const exampleAccounts = `# kanmon accounts: every account listed here has two-factor authentication on.
 [[account]]
 user = "alice"
@@ -100,12 +103,15 @@ func TestAccountsErrors(t *testing.T) {
 		{"malformed hash", "# c\n" + acct(`"alice"`) + pc(`"T"`, `"hmac-sha256$abc$def"`), `accounts.toml:9: account "alice": passcode "T": malformed hash`},
 		{"missing hash", "# c\n" + acct(`"alice"`) + "\n[[account.passcode]]\napp = \"T\"\n", `accounts.toml:6: account "alice": passcode "T": malformed hash`},
 		{"plaintext hash", "# c\n" + acct(`"bob"`) + pc(`"T"`, `"ABCDEFGHIJKLMNOP"`), `accounts.toml:9: account "bob": passcode "T": malformed hash`},
+		// The account's own totp and totp_enrolled keys, as files written
+		// before accounts held several authenticators have them: still
+		// read, so still checked, with the same messages and lines.
 		{"malformed totp", "# c\n" + acct(`"alice"`) + `totp = "aes-256-gcm$AAAA$AAAA"` + "\n" + enrolled, `accounts.toml:5: account "alice": malformed totp: nonce`},
 		{"plaintext totp", "# c\n" + acct(`"alice"`) + enrolled + `totp = "ABCD EFGH IJKL MNOP"` + "\n", `accounts.toml:6: account "alice": malformed totp`},
 		{"totp not a string", "# c\n" + acct(`"alice"`) + "totp = 5\n", "accounts.toml:5: "},
 		{"totp without totp_enrolled", "# c\n" + acct(`"alice"`) + vs, `accounts.toml:5: account "alice": totp needs totp_enrolled`},
 		{"totp_enrolled without totp", "# c\n" + acct(`"alice"`) + enrolled, `accounts.toml:5: account "alice": totp_enrolled without totp`},
-		{"one_time_codes without totp", "# c\n" + acct(`"alice"`) + "one_time_codes = [" + vh + "]\n", `accounts.toml:5: account "alice": one_time_codes without totp`},
+		{"one_time_codes without an authenticator", "# c\n" + acct(`"alice"`) + "one_time_codes = [" + vh + "]\n", `accounts.toml:5: account "alice": one_time_codes without an authenticator`},
 		{"malformed one-time code", "# c\n" + acct(`"alice"`) + vs + enrolled + "one_time_codes = [\n  " + vh + `,
   "abcde-fghjk",
 ]

@@ -96,6 +96,8 @@ type Policy struct {
 type policyAccount struct {
 	user      string
 	passcodes []policyPasscode
+	// authenticatorIDs keep the authenticators' last use from pruning.
+	authenticatorIDs []string
 }
 
 type policyPasscode struct {
@@ -129,6 +131,9 @@ func NewPolicy(accounts *Accounts, pepper Pepper, trusted []netip.Prefix, requir
 				continue // LoadAccounts refuses duplicates; first wins otherwise
 			}
 			pa := &policyAccount{user: acct.User}
+			for _, au := range acct.AllAuthenticators() {
+				pa.authenticatorIDs = append(pa.authenticatorIDs, au.ID())
+			}
 			for _, pc := range acct.Passcodes {
 				h, err := parseHash(pc.Hash)
 				pa.passcodes = append(pa.passcodes, policyPasscode{app: pc.App, hash: pc.Hash, h: h, ok: err == nil,
@@ -279,12 +284,16 @@ func (p *Policy) TwoFAChanges(next *Policy) []string {
 }
 
 // PasscodeIDs returns the ID (AppPasscode.ID) of every passcode in the
-// policy.
+// policy, and of every authenticator (Authenticator.ID): the last-use
+// records to keep.
 func (p *Policy) PasscodeIDs() map[string]bool {
 	ids := map[string]bool{}
 	for _, a := range p.accounts {
 		for _, pc := range a.passcodes {
 			ids[passcodeID(pc.hash)] = true
+		}
+		for _, id := range a.authenticatorIDs {
+			ids[id] = true
 		}
 	}
 	return ids

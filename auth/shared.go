@@ -53,6 +53,7 @@ func (s *Store) updateShared(fn func(*Accounts) error) error {
 			}
 			*a = *named
 		}
+		a.Normalize()
 		return fn(a)
 	}, func(a *Accounts) error { return a.validate(s.path, nil) })
 	if errors.Is(err, ErrNoChange) {

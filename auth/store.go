@@ -198,11 +198,14 @@ func leadingComments(data []byte) string {
 //	[[account]]
 //	user = "alice"
 //	enabled = 2026-11-25T12:00:00Z        # when 2FA was turned on
-//	totp = "aes-256-gcm$...$..."          # only with an authenticator
-//	totp_enrolled = 2026-11-25T12:00:00Z  # authenticator registered; ...
 //	one_time_codes = [                    # hashes of the unused one-time codes
 //	  "hmac-sha256$...$...",
 //	]
+//
+//	[[account.authenticator]]             # up to MaxAuthenticators
+//	name = "iPhone"
+//	added = 2026-11-25T12:00:00Z
+//	totp = "aes-256-gcm$...$..."          # its secret, sealed
 //
 //	[[account.passcode]]
 //	app = "Thunderbird"
@@ -217,16 +220,16 @@ func (a *Accounts) encode(header string) []byte {
 			b.WriteByte('\n')
 		}
 		fmt.Fprintf(&b, "[[account]]\nuser = %s\nenabled = %s        # when 2FA was turned on\n", quoteTOML(acct.User), formatTime(acct.Enabled))
-		if acct.TOTP != "" {
-			fmt.Fprintf(&b, "totp = %s\ntotp_enrolled = %s  # authenticator registered; totp is its secret, sealed with state_dir/%s\n",
-				quoteTOML(acct.TOTP), formatTime(acct.TOTPEnrolled), TOTPKeyFileName)
-		}
 		if len(acct.OneTimeCodes) > 0 {
 			b.WriteString("one_time_codes = [                    # hashes of the unused one-time codes\n")
 			for _, h := range acct.OneTimeCodes {
 				fmt.Fprintf(&b, "  %s,\n", quoteTOML(h))
 			}
 			b.WriteString("]\n")
+		}
+		for _, au := range acct.AllAuthenticators() {
+			fmt.Fprintf(&b, "\n[[account.authenticator]]\nname = %s\nadded = %s\ntotp = %s  # its secret, sealed with state_dir/%s\n",
+				quoteTOML(au.Name), formatTime(au.Added), quoteTOML(au.TOTP), TOTPKeyFileName)
 		}
 		for _, pc := range acct.Passcodes {
 			fmt.Fprintf(&b, "\n[[account.passcode]]\napp = %s\ncreated = %s\nhash = %s\n", quoteTOML(pc.App), formatTime(pc.Created), quoteTOML(pc.Hash))

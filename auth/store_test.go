@@ -62,10 +62,14 @@ func TestStoreRoundTrip(t *testing.T) {
 			{App: `Odd "name" \ é`, Created: created.Add(1500 * time.Millisecond), Hash: validHash},
 		}},
 		{User: "bob", Enabled: enabled},
-		{User: "carol", Enabled: enabled, TOTP: validSealed, TOTPEnrolled: enabled.Add(time.Hour),
+		{User: "carol", Enabled: enabled,
+			Authenticators: []Authenticator{
+				{Name: "iPhone", TOTP: validSealed, Added: enabled.Add(time.Hour)},
+				{Name: `Desk "top"`, TOTP: validSealed2, Added: created},
+			},
 			OneTimeCodes: []string{validHash, validHash2},
 			Passcodes:    []AppPasscode{{App: "iPhone", Created: enabled, Hash: validHash2, Protocols: []string{"imap"}}}},
-		{User: "dave", Enabled: enabled, TOTP: validSealed, TOTPEnrolled: enabled}, // every one-time code used
+		{User: "dave", Enabled: enabled, Authenticators: []Authenticator{{Name: "Authenticator", TOTP: validSealed, Added: enabled}}}, // every one-time code used
 	}}
 	if err := s.Update(func(a *Accounts) error { *a = want; return nil }); err != nil {
 		t.Fatal(err)
@@ -79,10 +83,16 @@ func TestStoreRoundTrip(t *testing.T) {
 	}
 	for i, acct := range want.Accounts {
 		g := got.Accounts[i]
-		if g.User != acct.User || !g.Enabled.Equal(acct.Enabled) || g.TOTP != acct.TOTP || !g.TOTPEnrolled.Equal(acct.TOTPEnrolled) ||
-			!slices.Equal(g.OneTimeCodes, acct.OneTimeCodes) || g.HasTOTP() != (acct.TOTP != "") || len(g.Passcodes) != len(acct.Passcodes) {
+		if g.User != acct.User || !g.Enabled.Equal(acct.Enabled) || g.TOTP != "" || !g.TOTPEnrolled.IsZero() ||
+			!slices.Equal(g.OneTimeCodes, acct.OneTimeCodes) || g.HasTOTP() != (len(acct.Authenticators) > 0) ||
+			len(g.Authenticators) != len(acct.Authenticators) || len(g.Passcodes) != len(acct.Passcodes) {
 			t.Errorf("account %d: %+v, want %+v", i, g, acct)
 			continue
+		}
+		for k, au := range acct.Authenticators {
+			if ga := g.Authenticators[k]; ga.Name != au.Name || ga.TOTP != au.TOTP || !ga.Added.Equal(au.Added) {
+				t.Errorf("authenticator %d/%d: %+v, want %+v", i, k, ga, au)
+			}
 		}
 		for k, pc := range acct.Passcodes {
 			if gp := g.Passcodes[k]; gp.App != pc.App || gp.Hash != pc.Hash || !gp.Created.Equal(pc.Created) || !slices.Equal(gp.Protocols, pc.Protocols) {
@@ -112,12 +122,20 @@ enabled = 2026-11-25T12:00:00Z        # when 2FA was turned on
 [[account]]
 user = "carol"
 enabled = 2026-11-25T12:00:00Z        # when 2FA was turned on
-totp = "` + validSealed + `"
-totp_enrolled = 2026-11-25T13:00:00Z  # authenticator registered; totp is its secret, sealed with state_dir/totp.key
 one_time_codes = [                    # hashes of the unused one-time codes
   "` + validHash + `",
   "` + validHash2 + `",
 ]
+
+[[account.authenticator]]
+name = "iPhone"
+added = 2026-11-25T13:00:00Z
+totp = "` + validSealed + `"  # its secret, sealed with state_dir/totp.key
+
+[[account.authenticator]]
+name = "Desk \"top\""
+added = 2026-11-25T03:01:00Z
+totp = "` + validSealed2 + `"  # its secret, sealed with state_dir/totp.key
 
 [[account.passcode]]
 app = "iPhone"
@@ -128,8 +146,11 @@ protocols = ["imap"]
 [[account]]
 user = "dave"
 enabled = 2026-11-25T12:00:00Z        # when 2FA was turned on
-totp = "` + validSealed + `"
-totp_enrolled = 2026-11-25T12:00:00Z  # authenticator registered; totp is its secret, sealed with state_dir/totp.key
+
+[[account.authenticator]]
+name = "Authenticator"
+added = 2026-11-25T12:00:00Z
+totp = "` + validSealed + `"  # its secret, sealed with state_dir/totp.key
 `
 	if string(data) != wantText {
 		t.Errorf("file:\n%s\nwant:\n%s", data, wantText)
@@ -137,6 +158,98 @@ totp_enrolled = 2026-11-25T12:00:00Z  # authenticator registered; totp is its se
 	fi, _ := os.Stat(path)
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("mode %v, want 0600", fi.Mode().Perm())
+	}
+}
+
+// legacyAccounts is an accounts file as written before accounts could hold
+// several authenticators: carol's authenticator is the account's own totp
+// and totp_enrolled keys.
+const legacyAccounts = DefaultHeader + `[[account]]
+user = "carol"
+enabled = 2026-11-25T12:00:00Z        # when 2FA was turned on
+totp = "` + validSealed + `"
+totp_enrolled = 2026-11-25T13:00:00Z  # authenticator registered; totp is its secret, sealed with state_dir/totp.key
+one_time_codes = [                    # hashes of the unused one-time codes
+  "` + validHash + `",
+]
+
+[[account.passcode]]
+app = "iPhone"
+created = 2026-11-25T12:00:00Z
+hash = "` + validHash2 + `"
+`
+
+// A file in the old layout reads as one authenticator named
+// LegacyAuthenticatorName, and the next write puts it in the new layout;
+// so does an Account a caller fills in the old way.
+func TestStoreRewritesLegacyTOTP(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "accounts.toml")
+	if err := os.WriteFile(path, []byte(legacyAccounts), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := OpenStore(path)
+	a, err := s.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enrolled := time.Date(2026, 11, 25, 13, 0, 0, 0, time.UTC)
+	carol := a.Lookup("carol")
+	if carol.TOTP != "" || !carol.TOTPEnrolled.IsZero() || !carol.HasTOTP() || len(carol.Authenticators) != 1 ||
+		carol.Authenticators[0].Name != LegacyAuthenticatorName || carol.Authenticators[0].TOTP != validSealed ||
+		!carol.Authenticators[0].Added.Equal(enrolled) || len(carol.OneTimeCodes) != 1 || len(carol.Passcodes) != 1 {
+		t.Fatalf("legacy account read as %+v", carol)
+	}
+	if data, _ := os.ReadFile(path); string(data) != legacyAccounts {
+		t.Fatalf("reading rewrote the file:\n%s", data)
+	}
+
+	// The next write, about another account, moves carol's authenticator
+	// into a table; an account filled in with the old fields is written
+	// the new way too.
+	enabled := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	if err := s.Update(func(a *Accounts) error {
+		a.Accounts = append(a.Accounts, Account{User: "erin", Enabled: enabled, TOTP: validSealed2, TOTPEnrolled: enabled})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	wantText := DefaultHeader + `[[account]]
+user = "carol"
+enabled = 2026-11-25T12:00:00Z        # when 2FA was turned on
+one_time_codes = [                    # hashes of the unused one-time codes
+  "` + validHash + `",
+]
+
+[[account.authenticator]]
+name = "Authenticator"
+added = 2026-11-25T13:00:00Z
+totp = "` + validSealed + `"  # its secret, sealed with state_dir/totp.key
+
+[[account.passcode]]
+app = "iPhone"
+created = 2026-11-25T12:00:00Z
+hash = "` + validHash2 + `"
+
+[[account]]
+user = "erin"
+enabled = 2026-11-25T12:00:00Z        # when 2FA was turned on
+
+[[account.authenticator]]
+name = "Authenticator"
+added = 2026-11-25T12:00:00Z
+totp = "` + validSealed2 + `"  # its secret, sealed with state_dir/totp.key
+`
+	if string(data) != wantText {
+		t.Errorf("file:\n%s\nwant:\n%s", data, wantText)
+	}
+	for _, old := range []string{"totp_enrolled", "\ntotp = \"" + validSealed + "\"\n"} {
+		if strings.Contains(string(data), old) {
+			t.Errorf("the rewritten file still has %q", old)
+		}
+	}
+	if _, err := ParseAccounts(path, data); err != nil {
+		t.Errorf("the rewritten file does not read: %v", err)
 	}
 }
 

@@ -32,7 +32,7 @@ const maxTOTPSecret = 64
 
 // ErrTOTPEnrolled is EnrollTOTP's error for an account that already has an
 // authenticator.
-var ErrTOTPEnrolled = errors.New("2FA is already on with an authenticator; turn it off first to register a new device")
+var ErrTOTPEnrolled = errors.New("2FA is already on with an authenticator; add another one instead")
 
 // TOTPKeyPath returns the path of the TOTP sealing key in stateDir.
 func TOTPKeyPath(stateDir string) string { return filepath.Join(stateDir, TOTPKeyFileName) }
@@ -77,7 +77,15 @@ func (k SecondFactor) String() string {
 // nothing changes: a new device is registered by turning 2FA off first.
 // The pepper and the TOTP key are created in stateDir if needed.
 func EnrollTOTP(s *Store, stateDir, user string, secret []byte) (oneTimeCodes []string, err error) {
+	return EnrollAuthenticator(s, stateDir, user, LegacyAuthenticatorName, secret)
+}
+
+// EnrollAuthenticator is EnrollTOTP with the authenticator's name.
+func EnrollAuthenticator(s *Store, stateDir, user, name string, secret []byte) (oneTimeCodes []string, err error) {
 	if err := ValidateUser(user); err != nil {
+		return nil, err
+	}
+	if err := ValidateAuthenticatorName(name); err != nil {
 		return nil, err
 	}
 	if len(secret) < otp.SecretSize || len(secret) > maxTOTPSecret {
@@ -108,7 +116,8 @@ func EnrollTOTP(s *Store, stateDir, user string, secret []byte) (oneTimeCodes []
 		if err != nil {
 			return err
 		}
-		acct.TOTP, acct.TOTPEnrolled, acct.OneTimeCodes = sealed, now, hashes
+		acct.Authenticators = []Authenticator{{Name: name, TOTP: sealed, Added: now}}
+		acct.OneTimeCodes = hashes
 		oneTimeCodes = shown
 		return nil
 	})
@@ -140,9 +149,20 @@ func enrollmentKeys(a *Accounts, stateDir string) (key []byte, pepper Pepper, er
 	return key, Pepper(p), nil
 }
 
+// SecondFactorResult is what CheckSecondFactorExcept accepted.
+type SecondFactorResult struct {
+	// Kind is the kind of code; SecondFactorNone when none was accepted.
+	Kind SecondFactor
+	// Authenticator and AuthenticatorID name the authenticator whose
+	// code it was (Kind SecondFactorTOTP).
+	Authenticator, AuthenticatorID string
+}
+
 // CheckSecondFactor verifies code for user, who must have an authenticator
 // registered: a TOTP code (6 digits, spaces allowed) of the current time
-// step ±otp.Skew that g has not claimed for user at this or a later step, or
+// step ±otp.Skew, from any of the account's authenticators, that g has not
+// claimed for user at this or a later step (the replay guard is per
+// account, not per authenticator), or
 // an unused one-time code (hyphens, spaces and case do not matter), which
 // it consumes with a locked rewrite of the accounts file, so that it works
 // exactly once even with concurrent sign-ins.
@@ -154,46 +174,26 @@ func enrollmentKeys(a *Accounts, stateDir string) (key []byte, pepper Pepper, er
 // a replay guard that could not decide (a shared one whose Redis is down):
 // the code is refused then, never accepted unchecked.
 func CheckSecondFactor(s *Store, stateDir, user, code string, now time.Time, g otp.Replay) (kind SecondFactor, ok bool, err error) {
+	r, ok, err := CheckSecondFactorExcept(s, stateDir, user, code, now, g, "")
+	return r.Kind, ok, err
+}
+
+// CheckSecondFactorExcept is CheckSecondFactor that does not take a code
+// of the authenticator called except (none when empty): adding or removing
+// one needs a code from another, or a one-time code.
+func CheckSecondFactorExcept(s *Store, stateDir, user, code string, now time.Time, g otp.Replay, except string) (r SecondFactorResult, ok bool, err error) {
 	if g == nil {
-		return SecondFactorNone, false, errors.New("check second factor: no replay guard")
+		return r, false, errors.New("check second factor: no replay guard")
 	}
 	if user, err = s.Canonical(user); err != nil {
-		return SecondFactorNone, false, err
+		return r, false, err
 	}
 	if c, isTOTP := otp.NormalizeCode(code); isTOTP {
-		a, err := s.Read()
-		if err != nil {
-			return SecondFactorNone, false, err
-		}
-		acct := a.Lookup(user)
-		if !acct.HasTOTP() {
-			return SecondFactorNone, false, nil
-		}
-		key, err := totpKeyFile().load(stateDir)
-		if err != nil {
-			return SecondFactorNone, false, err
-		}
-		secret, err := openTOTP(key, acct.User, acct.TOTP)
-		if err != nil {
-			return SecondFactorNone, false, fmt.Errorf("account %q: %w", acct.User, err)
-		}
-		step, match := otp.Verify(secret, c, now)
-		clear(secret)
-		if !match {
-			return SecondFactorNone, false, nil
-		}
-		fresh, err := g.Claim(acct.User, step)
-		if err != nil {
-			return SecondFactorNone, false, fmt.Errorf("totp replay guard: %w", err)
-		}
-		if !fresh {
-			return SecondFactorNone, false, nil
-		}
-		return SecondFactorTOTP, true, nil
+		return checkTOTP(s, stateDir, user, c, now, g, except)
 	}
 	c, isOneTime := NormalizeOneTimeCode(code)
 	if !isOneTime {
-		return SecondFactorNone, false, nil
+		return r, false, nil
 	}
 	err = s.Update(func(a *Accounts) error {
 		acct := a.Lookup(user)
@@ -213,9 +213,54 @@ func CheckSecondFactor(s *Store, stateDir, user, code string, now time.Time, g o
 		return nil
 	})
 	if err != nil || !ok {
-		return SecondFactorNone, false, err
+		return r, false, err
 	}
-	return SecondFactorOneTimeCode, true, nil
+	return SecondFactorResult{Kind: SecondFactorOneTimeCode}, true, nil
+}
+
+// checkTOTP is CheckSecondFactorExcept for a 6-digit code c: every
+// authenticator of the account but except is tried, each the same way
+// whatever the one before said, and a match is claimed from g.
+func checkTOTP(s *Store, stateDir, user, c string, now time.Time, g otp.Replay, except string) (r SecondFactorResult, ok bool, err error) {
+	a, err := s.Read()
+	if err != nil {
+		return r, false, err
+	}
+	acct := a.Lookup(user)
+	if !acct.HasTOTP() {
+		return r, false, nil
+	}
+	key, err := totpKeyFile().load(stateDir)
+	if err != nil {
+		return r, false, err
+	}
+	var step int64
+	for _, au := range acct.AllAuthenticators() {
+		if except != "" && strings.EqualFold(au.Name, except) {
+			continue
+		}
+		secret, err := openTOTP(key, acct.User, au.TOTP)
+		if err != nil {
+			return SecondFactorResult{}, false, fmt.Errorf("account %q, authenticator %q: %w", acct.User, au.Name, err)
+		}
+		st, match := otp.Verify(secret, c, now)
+		clear(secret)
+		if match && !ok {
+			ok, step = true, st
+			r = SecondFactorResult{Kind: SecondFactorTOTP, Authenticator: au.Name, AuthenticatorID: au.ID()}
+		}
+	}
+	if !ok {
+		return SecondFactorResult{}, false, nil
+	}
+	fresh, err := g.Claim(acct.User, step)
+	if err != nil {
+		return SecondFactorResult{}, false, fmt.Errorf("totp replay guard: %w", err)
+	}
+	if !fresh {
+		return SecondFactorResult{}, false, nil
+	}
+	return r, true, nil
 }
 
 // sealTOTP encrypts secret with AES-256-GCM under key, a fresh random
@@ -312,8 +357,8 @@ func (a *Account) validateTOTP() *fieldError {
 		}
 	case !a.TOTPEnrolled.IsZero():
 		return &fieldError{"totp_enrolled", errors.New("totp_enrolled without totp")}
-	case len(a.OneTimeCodes) > 0:
-		return &fieldError{"one_time_codes", errors.New("one_time_codes without totp (they are only for accounts with an authenticator)")}
+	case len(a.OneTimeCodes) > 0 && len(a.Authenticators) == 0:
+		return &fieldError{"one_time_codes", errors.New("one_time_codes without an authenticator (they are only for accounts with one)")}
 	}
 	for k, h := range a.OneTimeCodes {
 		if _, err := parseHash(h); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -253,14 +254,34 @@ func TestSealedSecretErrors(t *testing.T) {
 	checkErr("short key", "has 16 bytes")
 	os.WriteFile(keyPath, goodKey, 0o600)
 
-	// bob's sealed secret copied over alice's: the user is bound in.
+	// bob's sealed secret copied over alice's: the user is bound in. The
+	// error names the authenticator whose secret does not open.
 	a, _ := ParseAccounts(e.path, good)
-	edited := strings.Replace(string(good), a.Lookup("alice").TOTP, a.Lookup("bob").TOTP, 1)
+	aliceSealed, bobSealed := a.Lookup("alice").Authenticators[0].TOTP, a.Lookup("bob").Authenticators[0].TOTP
+	if !strings.Contains(string(good), aliceSealed) || aliceSealed == bobSealed {
+		t.Fatalf("alice's sealed secret %q not in the file, or bob's is the same", aliceSealed)
+	}
+	edited := strings.Replace(string(good), aliceSealed, bobSealed, 1)
 	os.WriteFile(e.path, []byte(edited), 0o600)
-	checkErr("copied secret", "does not open")
+	checkErr("copied secret", `account "alice", authenticator "Authenticator": the totp secret does not open`)
+	// The same in a file of the old layout (the account's own totp key).
+	os.WriteFile(e.path, []byte(encodeLegacy(t, a, map[string]string{"alice": bobSealed})), 0o600)
+	checkErr("copied secret, old layout", "does not open")
+	// And into a second authenticator of alice's: every one is checked.
+	spare := "[[account.authenticator]]\nname = \"Spare\"\nadded = 2026-11-25T12:00:00Z\ntotp = \"" + bobSealed + "\"\n\n"
+	os.WriteFile(e.path, []byte(strings.Replace(string(good), "[[account]]\nuser = \"bob\"", spare+"[[account]]\nuser = \"bob\"", 1)), 0o600)
+	// (Only err and ok here: the kind returned with this error is
+	// TestSecondFactorErrorAfterAMatch's.)
+	{
+		var g otp.ReplayGuard
+		_, ok, err := CheckSecondFactor(e.s, e.state, "alice", code, now, &g)
+		if want := `account "alice", authenticator "Spare": the totp secret does not open`; ok || err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("copied secret, second authenticator: ok %v err %v; want an error containing %q", ok, err, want)
+		}
+	}
 
 	// One character of the ciphertext changed (still valid base64url).
-	sealed := a.Lookup("alice").TOTP
+	sealed := aliceSealed
 	last := sealed[len(sealed)-2]
 	repl := "B"
 	if last == 'B' {
@@ -407,5 +428,102 @@ func TestLostKeysAreNotRecreated(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(e.path); !bytes.Equal(before, after) {
 		t.Errorf("the accounts file changed")
+	}
+}
+
+// encodeLegacy writes a as the accounts file was written before accounts
+// could hold several authenticators: an account's one authenticator as
+// its own totp and totp_enrolled keys. sealed replaces the secret of the
+// accounts it names.
+func encodeLegacy(t *testing.T, a *Accounts, sealed map[string]string) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString(DefaultHeader)
+	for i, acct := range a.Accounts {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "[[account]]\nuser = %s\nenabled = %s        # when 2FA was turned on\n", quoteTOML(acct.User), formatTime(acct.Enabled))
+		switch all := acct.AllAuthenticators(); len(all) {
+		case 0:
+		case 1:
+			secret := all[0].TOTP
+			if s, ok := sealed[acct.User]; ok {
+				secret = s
+			}
+			fmt.Fprintf(&b, "totp = %s\ntotp_enrolled = %s  # authenticator registered; totp is its secret, sealed with state_dir/totp.key\n",
+				quoteTOML(secret), formatTime(all[0].Added))
+		default:
+			t.Fatalf("account %q has %d authenticators: the old layout holds one", acct.User, len(all))
+		}
+		if len(acct.OneTimeCodes) > 0 {
+			b.WriteString("one_time_codes = [                    # hashes of the unused one-time codes\n")
+			for _, h := range acct.OneTimeCodes {
+				fmt.Fprintf(&b, "  %s,\n", quoteTOML(h))
+			}
+			b.WriteString("]\n")
+		}
+		for _, pc := range acct.Passcodes {
+			fmt.Fprintf(&b, "\n[[account.passcode]]\napp = %s\ncreated = %s\nhash = %s\n", quoteTOML(pc.App), formatTime(pc.Created), quoteTOML(pc.Hash))
+		}
+	}
+	return b.String()
+}
+
+// An account enrolled before accounts could hold several authenticators
+// (its own totp and totp_enrolled keys) signs in as before, as one
+// authenticator named LegacyAuthenticatorName, and the first write of the
+// file moves it into an [[account.authenticator]] table, same secret,
+// same ID (so its last use is kept).
+func TestLegacyTOTPAccount(t *testing.T) {
+	e := newTOTPEnv(t)
+	secret, codes := e.enroll(t, "alice")
+	a, err := LoadAccounts(e.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	au := a.Lookup("alice").Authenticators[0]
+	legacy := encodeLegacy(t, a, nil)
+	if err := os.WriteFile(e.path, []byte(legacy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(legacy, "totp_enrolled = ") || strings.Contains(legacy, "[[account.authenticator]]") {
+		t.Fatalf("not the old layout:\n%s", legacy)
+	}
+
+	st := e.status(t, "alice")
+	if !st.HasTOTP() || len(st.Authenticators) != 1 || st.Authenticators[0].Name != LegacyAuthenticatorName ||
+		!st.Authenticators[0].Added.Equal(au.Added) || !st.TOTPEnrolled.Equal(au.Added) || st.Authenticators[0].ID != au.ID() {
+		t.Fatalf("status of the old layout: %+v", st)
+	}
+
+	// A TOTP code signs in, and names the authenticator; checking it
+	// writes nothing.
+	var g otp.ReplayGuard
+	now := time.Now()
+	r, ok, err := CheckSecondFactorExcept(e.s, e.state, "alice", otp.Code(secret, now), now, &g, "")
+	if err != nil || !ok || r.Kind != SecondFactorTOTP || r.Authenticator != LegacyAuthenticatorName || r.AuthenticatorID != au.ID() {
+		t.Fatalf("TOTP code on the old layout: %+v %v %v", r, ok, err)
+	}
+	if data, _ := os.ReadFile(e.path); string(data) != legacy {
+		t.Fatalf("a TOTP check rewrote the file:\n%s", data)
+	}
+
+	// A one-time code is the next write: the file is in the new layout
+	// after it, and the authenticator still signs in.
+	if kind, ok := e.check(t, "alice", codes[0], now, &g); !ok || kind != SecondFactorOneTimeCode {
+		t.Fatalf("one-time code on the old layout: %v %v", kind, ok)
+	}
+	data, _ := os.ReadFile(e.path)
+	want := "\n[[account.authenticator]]\nname = \"Authenticator\"\nadded = " + formatTime(au.Added) + "\ntotp = \"" + au.TOTP + "\""
+	if strings.Contains(string(data), "totp_enrolled") || !strings.Contains(string(data), want) {
+		t.Errorf("not rewritten in the new layout:\n%s", data)
+	}
+	next := now.Add(otp.Period)
+	if kind, ok := e.check(t, "alice", otp.Code(secret, next), next, &g); !ok || kind != SecondFactorTOTP {
+		t.Errorf("TOTP code after the rewrite: %v %v", kind, ok)
+	}
+	if st := e.status(t, "alice"); len(st.Authenticators) != 1 || st.Authenticators[0].ID != au.ID() || st.OneTimeCodesLeft != OneTimeCodeCount-1 {
+		t.Errorf("status after the rewrite: %+v", st)
 	}
 }

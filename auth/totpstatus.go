@@ -17,13 +17,27 @@ type TwoFAStatus struct {
 	On bool
 	// Enabled is when 2FA was turned on; zero when off.
 	Enabled time.Time
-	// TOTPEnrolled is when the authenticator was registered; zero when
-	// there is none (2FA off, or passcodes managed by the admin).
+	// TOTPEnrolled is when the first authenticator still registered was
+	// added; zero when there is none (2FA off, or passcodes managed by
+	// the admin).
 	TOTPEnrolled time.Time
 	// OneTimeCodesLeft is how many one-time codes are still unused.
 	OneTimeCodesLeft int
 	// Passcodes are the account's app passcodes, in file order.
 	Passcodes []AppPasscode
+	// Authenticators are the registered authenticators, in file order.
+	Authenticators []AuthenticatorInfo
+}
+
+// AuthenticatorInfo is what may be shown of an authenticator: never its
+// secret.
+type AuthenticatorInfo struct {
+	// Name is the user's name for it.
+	Name string
+	// Added is when it was registered.
+	Added time.Time
+	// ID keys its last use (Authenticator.ID).
+	ID string
 }
 
 // HasTOTP reports whether an authenticator is registered.
@@ -44,12 +58,18 @@ func Status(s *Store, user string) (TwoFAStatus, error) {
 	if acct == nil {
 		return TwoFAStatus{User: user}, nil
 	}
-	return TwoFAStatus{
+	st := TwoFAStatus{
 		User:             acct.User,
 		On:               true,
 		Enabled:          acct.Enabled,
-		TOTPEnrolled:     acct.TOTPEnrolled,
 		OneTimeCodesLeft: len(acct.OneTimeCodes),
 		Passcodes:        slices.Clone(acct.Passcodes),
-	}, nil
+	}
+	for _, au := range acct.AllAuthenticators() {
+		st.Authenticators = append(st.Authenticators, AuthenticatorInfo{Name: au.Name, Added: au.Added, ID: au.ID()})
+		if st.TOTPEnrolled.IsZero() || au.Added.Before(st.TOTPEnrolled) {
+			st.TOTPEnrolled = au.Added
+		}
+	}
+	return st, nil
 }
