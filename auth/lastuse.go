@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -81,6 +80,8 @@ type LastUseStore struct {
 	timer   *time.Timer // armed while pending is not empty
 	closed  bool
 	err     error // the last flush error, reported by Close
+
+	clients *ClientStore // made by Clients, flushed by Close
 }
 
 // OpenLastUse opens (creating it and its directory if needed) the last-use
@@ -211,23 +212,26 @@ func (s *LastUseStore) Close() error {
 	if ferr == nil {
 		ferr = s.err
 	}
+	clients := s.clients
 	s.mu.Unlock()
-	return errors.Join(ferr, s.db.Close())
+	var cerr error
+	if clients != nil {
+		cerr = clients.close()
+	}
+	return errors.Join(ferr, cerr, s.db.Close())
 }
 
 // ReadLastUse reads the database at path read-only, for the CLI while no
 // server runs (a running server holds the file's lock; ask it instead). A
 // missing file means no passcode was used yet.
 func ReadLastUse(path string) (map[string]LastUse, error) {
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return map[string]LastUse{}, nil
-	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: boltTimeout})
-	if err != nil {
-		return nil, fmt.Errorf("last-use database %s: %w", path, err)
-	}
-	defer db.Close()
-	return readLastUse(db)
+	out := map[string]LastUse{}
+	err := viewReadOnly(path, func(db *bolt.DB) error {
+		var err error
+		out, err = readLastUse(db)
+		return err
+	})
+	return out, err
 }
 
 func readLastUse(db *bolt.DB) (map[string]LastUse, error) {
