@@ -11,6 +11,22 @@
 // snapshot on each notification, and compares the generation every few
 // seconds and after every reconnect, so that a missed notification is
 // caught up. Logins never wait on PostgreSQL: they read the snapshot.
+//
+// An account's authenticators are rows of the table authenticators, in
+// order (migration 00002). For rolling upgrades, where nodes of the
+// version before it (which know only accounts.totp and totp_enrolled)
+// share the database with newer ones for a while, every write also sets
+// accounts.totp and totp_enrolled to the account's first authenticator
+// (empty and NULL with none): an older node sees that one. Reading, an
+// account whose rows start with the authenticator in accounts.totp has
+// those rows; one without (an older node enrolled it, or rewrote it with
+// another authenticator) has accounts.totp, if set, as its one
+// authenticator, named auth.LegacyAuthenticatorName. Accounts are handed
+// to auth normalized (auth.Accounts.Normalize). An older node that
+// rewrites an account it read writes accounts.totp back as it was, so
+// the rows still hold: they are deleted with their account only at
+// commit, and only if it is gone (a trigger, not ON DELETE CASCADE, which
+// that rewrite's DELETE would set off).
 package accountsdb
 
 import (
@@ -104,11 +120,12 @@ var errBadURL = errors.New("the accounts URL does not parse as a PostgreSQL URL"
 func (d *DB) migrate(ctx context.Context) error {
 	db := stdlib.OpenDBFromPool(d.pool)
 	defer db.Close()
-	return migrateDB(ctx, db, d.where)
+	return migrateDB(ctx, db, d.where, 0)
 }
 
-// migrateDB applies the embedded migrations to db.
-func migrateDB(ctx context.Context, db *sql.DB, where string) error {
+// migrateDB applies the embedded migrations to db: all of them, or those
+// up to version upTo when it is not 0 (the tests of upgrades).
+func migrateDB(ctx context.Context, db *sql.DB, where string, upTo int64) error {
 	locker, err := lock.NewPostgresSessionLocker()
 	if err != nil {
 		return fmt.Errorf("accounts: %s: migrations: %w", where, err)
@@ -122,7 +139,12 @@ func migrateDB(ctx context.Context, db *sql.DB, where string) error {
 	if err != nil {
 		return fmt.Errorf("accounts: %s: migrations: %w", where, err)
 	}
-	if _, err := p.Up(ctx); err != nil {
+	if upTo > 0 {
+		_, err = p.UpTo(ctx, upTo)
+	} else {
+		_, err = p.Up(ctx)
+	}
+	if err != nil {
 		return fmt.Errorf("accounts: %s: migrating the schema: %w", where, err)
 	}
 	return nil
