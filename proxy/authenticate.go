@@ -121,6 +121,9 @@ func (s *session) authenticate(ctx context.Context, typed, secret string) loginR
 		if d.App != "" {
 			extra = []any{"app", d.App} // a passcode used outside its scope
 		}
+		if d.Reason == auth.ReasonNotPasscode {
+			s.noteClient(auth.ClientRefused, user)
+		}
 		switch {
 		case locked != lockout.ScopeNone:
 			s.loginFailed(ctx, start, user, lockedReason(locked), nil, extra...)
@@ -170,11 +173,19 @@ func (s *session) authenticate(ctx context.Context, typed, secret string) loginR
 		guard.Success(d.User, s.clientIP)
 	}
 	s.admitted = &d
-	if d.Kind == auth.Passcode {
-		s.srv.lastUse.Record(d.PasscodeID(), auth.LastUse{
-			User: d.User, App: d.App, Time: time.Now().UTC(),
-			ClientIP: s.clientIP.String(), Protocol: s.spec.Protocol, Client: s.clientID,
-		})
+	switch d.Kind {
+	case auth.Passcode:
+		if s.srv.lastUse != nil {
+			s.srv.lastUse.Record(d.PasscodeID(), auth.LastUse{
+				User: d.User, App: d.App, Time: time.Now().UTC(),
+				ClientIP: s.clientIP.String(), Protocol: s.spec.Protocol, Client: s.clientID,
+			})
+		}
+		if s.srv.clients != nil {
+			s.srv.clients.Forget(d.User, s.passwordClient())
+		}
+	case auth.Passthrough:
+		s.noteClient(auth.ClientPassword, d.User)
 	}
 	attrs := []any{"user", d.User, "via", d.Kind.String()}
 	if d.App != "" {
@@ -304,4 +315,22 @@ func (s *session) login(ctx context.Context, f front, user, secret string) bool 
 	}
 	s.relay(ctx, res.log, s.clientEndpoint(f.reader()), relay.Endpoint{Conn: res.backend.Conn, Pending: res.backend.Pending})
 	return true
+}
+
+// passwordClient describes the session's client for the password-client
+// records (never the secret it sent).
+func (s *session) passwordClient() auth.PasswordClient {
+	return auth.PasswordClient{
+		Protocol: s.spec.Protocol, Name: s.clientName, Version: s.clientVersion,
+		IP: s.clientIP.String(), Last: time.Now().UTC(), Count: 1,
+	}
+}
+
+// noteClient records the session's client in user's record of kind: a
+// 2FA account's login refused for presenting its password, or a
+// passthrough login of an account without 2FA.
+func (s *session) noteClient(kind auth.ClientKind, user string) {
+	if s.srv.clients != nil && user != "" {
+		s.srv.clients.Seen(kind, user, s.passwordClient())
+	}
 }

@@ -254,6 +254,7 @@ func (f *imapFront) noteID(args []imapwire.Arg) {
 		}
 	}
 	f.clientID = strings.TrimSpace(name + " " + version)
+	f.clientName, f.clientVersion = strings.TrimSpace(name), strings.TrimSpace(version)
 	if origIP != nil || origPort != nil {
 		f.originatingID(origIP, origPort)
 	}

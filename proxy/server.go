@@ -151,6 +151,7 @@ type Server struct {
 	log      *slog.Logger
 	guard    lockout.Enforcer
 	lastUse  auth.LastUseKeeper
+	clients  auth.ClientKeeper
 	current  atomic.Pointer[Generation]
 	buffers  *relay.BufferPool
 	parking  relay.Poller // the parked relay directions
@@ -169,6 +170,11 @@ type ServerOptions struct {
 	// LastUse records each passcode login: an *auth.LastUseStore on one
 	// node, a redisstate.LastUse in a cluster; nil records nothing.
 	LastUse auth.LastUseKeeper
+	// Clients records the clients that present an account password: a
+	// 2FA account's refused ones, and the passthrough logins of accounts
+	// without 2FA (an *auth.ClientStore on one node, a
+	// redisstate.Clients in a cluster); nil records nothing.
+	Clients auth.ClientKeeper
 	// Metrics records logins, backend errors and refusals, and reads the
 	// server's connections, sessions and relayed bytes at each scrape;
 	// nil records nothing.
@@ -183,7 +189,10 @@ func NewServer(log *slog.Logger, rt *Generation, opts ServerOptions) *Server {
 	if l, ok := opts.LastUse.(*auth.LastUseStore); ok && l == nil {
 		opts.LastUse = nil // a nil *LastUseStore records nothing
 	}
-	s := &Server{log: log, guard: opts.Lockout, lastUse: opts.LastUse, buffers: relay.NewBufferPool(), metrics: opts.Metrics}
+	if c, ok := opts.Clients.(*auth.ClientStore); ok && c == nil {
+		opts.Clients = nil
+	}
+	s := &Server{log: log, guard: opts.Lockout, lastUse: opts.LastUse, clients: opts.Clients, buffers: relay.NewBufferPool(), metrics: opts.Metrics}
 	s.current.Store(rt)
 	if s.guard != nil {
 		s.guard.SetExempt(rt.Config.TrustedPrefixes)
@@ -232,6 +241,19 @@ func (s *Server) Swap(rt *Generation) int {
 	}
 	return n
 }
+
+// RecordUse notes a use of the passcode or authenticator with the given
+// ID where the server keeps the last use; a server that keeps none
+// ignores it.
+func (s *Server) RecordUse(id string, u auth.LastUse) {
+	if s.lastUse != nil {
+		s.lastUse.Record(id, u)
+	}
+}
+
+// Clients returns where the server records the clients that present an
+// account password; nil when it records none.
+func (s *Server) Clients() auth.ClientKeeper { return s.clients }
 
 // LastUse returns the last use of every passcode the server has seen
 // used, by passcode ID (auth.AppPasscode.ID); nil when it keeps none.

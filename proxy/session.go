@@ -63,6 +63,10 @@ type session struct {
 	// clientID is the name/version the client gave in IMAP ID, for logs,
 	// the session registry and the passcode's last use.
 	clientID string
+	// clientName and clientVersion are the client's IMAP ID "name" and
+	// "version", or its EHLO name on submission (a domain or address
+	// literal only), sanitised: the password-client records name it.
+	clientName, clientVersion string
 	// helo is the client's EHLO or HELO name on submission, told to the
 	// backend (backend.ClientInfo.Helo).
 	helo string

@@ -119,6 +119,10 @@ func (f *smtpFront) hello(ctx context.Context, verb, arg string) bool {
 		return f.failed("501 5.5.4 Syntax: " + verb + " hostname")
 	}
 	f.helo = smtpClientName(name)
+	f.clientName = ""
+	if backend.ValidHeloName(name) {
+		f.clientName = lineio.Printable(name, 64)
+	}
 	if verb == "HELO" {
 		return f.reply("250 "+backend.Hostname()) != nil
 	}
