@@ -47,6 +47,9 @@ type Handlers struct {
 	// LastUse returns the passcodes' last use, by passcode ID
 	// (auth.AppPasscode.ID).
 	LastUse func() (map[string]auth.LastUse, error)
+	// Clients is where the server records the clients that present an
+	// account password, for "kanmon clients" and "kanmon stale".
+	Clients auth.ClientKeeper
 }
 
 // Session is one live authenticated session.
@@ -90,6 +93,11 @@ type Reply struct {
 	Sessions []Session `json:"sessions,omitempty"`
 	// LastUse answers GET /passcodes/last-use, by passcode ID.
 	LastUse map[string]auth.LastUse `json:"last_use,omitempty"`
+	// Clients answers GET /clients: one account's record.
+	Clients []auth.PasswordClient `json:"clients,omitempty"`
+	// ClientAccounts answers GET /clients/accounts, by account key
+	// (auth.ClientUserKey).
+	ClientAccounts map[string][]auth.PasswordClient `json:"client_accounts,omitempty"`
 }
 
 // Server serves Handlers on the socket.
@@ -186,6 +194,40 @@ func Listen(stateDir string, h Handlers) (*Server, error) {
 		}
 		reply(w, http.StatusOK, Reply{OK: true, LastUse: uses, Count: len(uses)})
 	})
+	mux.HandleFunc("GET /clients", func(w http.ResponseWriter, r *http.Request) {
+		kind, ok := clientsRequest(w, r, h)
+		if !ok {
+			return
+		}
+		user := r.URL.Query().Get("user")
+		if user == "" {
+			reply(w, http.StatusBadRequest, Reply{Error: "missing user"})
+			return
+		}
+		list, err := h.Clients.Clients(kind, user)
+		if err != nil {
+			reply(w, http.StatusInternalServerError, Reply{Error: err.Error()})
+			return
+		}
+		reply(w, http.StatusOK, Reply{OK: true, Clients: list, Count: len(list)})
+	})
+	mux.HandleFunc("GET /clients/accounts", func(w http.ResponseWriter, r *http.Request) {
+		kind, ok := clientsRequest(w, r, h)
+		if !ok {
+			return
+		}
+		since, err := time.Parse(time.RFC3339Nano, r.URL.Query().Get("since"))
+		if err != nil {
+			reply(w, http.StatusBadRequest, Reply{Error: "since: want an RFC 3339 time"})
+			return
+		}
+		all, err := h.Clients.Accounts(kind, since)
+		if err != nil {
+			reply(w, http.StatusInternalServerError, Reply{Error: err.Error()})
+			return
+		}
+		reply(w, http.StatusOK, Reply{OK: true, ClientAccounts: all, Count: len(all)})
+	})
 	s := &Server{
 		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
 		ln:   ln,
@@ -280,6 +322,40 @@ func (c *Client) LastUse() (map[string]auth.LastUse, error) {
 		r.LastUse = map[string]auth.LastUse{}
 	}
 	return r.LastUse, err
+}
+
+// Clients returns user's record of kind of the clients that presented
+// the account password.
+func (c *Client) Clients(kind auth.ClientKind, user string) ([]auth.PasswordClient, error) {
+	r, err := c.do(http.MethodGet, "/clients?kind="+kind.String()+"&user="+url.QueryEscape(user))
+	return r.Clients, err
+}
+
+// ClientAccounts returns the records of kind with a client seen since
+// since, by account key (auth.ClientUserKey).
+func (c *Client) ClientAccounts(kind auth.ClientKind, since time.Time) (map[string][]auth.PasswordClient, error) {
+	r, err := c.do(http.MethodGet, "/clients/accounts?kind="+kind.String()+"&since="+url.QueryEscape(since.UTC().Format(time.RFC3339Nano)))
+	if r.ClientAccounts == nil && err == nil {
+		r.ClientAccounts = map[string][]auth.PasswordClient{}
+	}
+	return r.ClientAccounts, err
+}
+
+// clientsRequest checks a /clients request: the records are kept, and
+// its kind is known.
+func clientsRequest(w http.ResponseWriter, r *http.Request, h Handlers) (auth.ClientKind, bool) {
+	if h.Clients == nil {
+		reply(w, http.StatusNotImplemented, Reply{Error: "password clients not available"})
+		return 0, false
+	}
+	switch r.URL.Query().Get("kind") {
+	case auth.ClientRefused.String():
+		return auth.ClientRefused, true
+	case auth.ClientPassword.String():
+		return auth.ClientPassword, true
+	}
+	reply(w, http.StatusBadRequest, Reply{Error: "kind: want refused or password"})
+	return 0, false
 }
 
 func (c *Client) do(method, path string) (Reply, error) {

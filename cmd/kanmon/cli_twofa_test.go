@@ -54,9 +54,19 @@ $`)
 	if _, ok, err := auth.CheckSecondFactor(store, state, "bob", codes[0], time.Now(), &g); !ok || err != nil {
 		t.Fatalf("one-time code: %v %v", ok, err)
 	}
+	second, err := otp.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.AddAuthenticator(store, state, "bob", "Authy desktop", second); err != nil {
+		t.Fatal(err)
+	}
 	out, _ = cliMust(t, 0, "2fa", "status", "-config", cfg, "Bob")
 	want = regexp.MustCompile(`^bob: 2FA on since ` + stampRE + `
-authenticator \(TOTP\): registered ` + stampRE + `
+authenticators \(TOTP\): 2 of at most 5
+  NAME +ADDED +LAST USED +FROM
+  Authenticator +` + stampRE + ` +never *
+  Authy desktop +` + stampRE + ` +never *
 one-time codes left: 9
 passcodes: none
 $`)
@@ -68,6 +78,18 @@ $`)
 		if strings.Contains(out, secretText) {
 			t.Errorf("status shows %q:\n%s", secretText, out)
 		}
+	}
+
+	// remove-authenticator takes one of several, never the last.
+	out, _ = cliMust(t, 0, "2fa", "remove-authenticator", "-config", cfg, "bob", "AUTHENTICATOR")
+	if !strings.Contains(out, "Removed the authenticator Authenticator of bob") {
+		t.Errorf("remove-authenticator:\n%s", out)
+	}
+	if _, errOut := cliMust(t, 1, "2fa", "remove-authenticator", "-config", cfg, "bob", "Authy desktop"); !strings.Contains(errOut, "only authenticator") {
+		t.Errorf("removing the last authenticator:\n%s", errOut)
+	}
+	if out, _ := cliMust(t, 0, "2fa", "status", "-config", cfg, "bob"); strings.Contains(out, "  Authenticator ") || !strings.Contains(out, "Authy desktop") {
+		t.Errorf("status after remove-authenticator:\n%s", out)
 	}
 
 	// 2fa disable removes the authenticator with the account.

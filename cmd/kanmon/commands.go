@@ -60,13 +60,26 @@ var commands = []command{
 		help: "admin reset: 2FA off, all passcodes removed",
 		more: "For a lost device: the authenticator and the one-time codes are removed too."},
 	{name: "2fa status", args: "-config FILE USER",
-		help: "2FA, authenticator, one-time codes left, passcodes"},
+		help: "2FA, authenticators, one-time codes left, passcodes"},
+	{name: "2fa remove-authenticator", args: "-config FILE USER NAME",
+		help: "remove one of several authenticators (then reload)",
+		more: "For a lost or replaced device when the user has another. The last one is not removed this way: " +
+			"kanmon 2fa disable turns 2FA off."},
 	{name: "reload", args: "-config FILE",
 		help: "make the running server re-read its files\n(and close sessions whose credential was revoked)",
 		more: "It asks over the admin socket in state_dir, as the systemd unit's ExecReload does. " +
 			"If the files are bad it prints file:line: message, exits 1, and the old configuration keeps serving."},
 	{name: "sessions", args: "-config FILE [USER]",
 		help: "list the live sessions (asks the running server)"},
+	{name: "clients", args: "-config FILE USER",
+		help: "the apps that presented USER's account password",
+		more: "Two lists, each of the last 30 days and at most 16 apps: the logins refused because the account has 2FA on " +
+			"and the app sent the account password, not a passcode; and the logins made with the password while 2FA was off " +
+			"(each of those apps needs a passcode once 2FA is on). An app that logs in with a passcode leaves the first list. " +
+			"It asks the running server, else reads Redis ([redis]) or state_dir/lastuse.db."},
+	{name: "stale", args: "-config FILE",
+		help:    "2FA accounts with apps still sending the password",
+		options: []option{{"-since DURATION", "only apps seen within DURATION (default 720h, all kept)"}}},
 	{name: "lockout list", args: "-config FILE",
 		help: "list the locks in force (asks the running server)"},
 	{name: "lockout clear", args: "-config FILE USER|IP|PREFIX",

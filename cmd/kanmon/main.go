@@ -44,6 +44,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runReload(rest, stdout, stderr)
 	case "sessions":
 		return runSessions(rest, stdout, stderr)
+	case "clients":
+		return runClients(rest, stdout, stderr)
+	case "stale":
+		return runStale(rest, stdout, stderr)
 	case "lockout":
 		return runLockout(rest, stdout, stderr)
 	case "accounts":

@@ -100,8 +100,10 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 		defer sharedGuard.Close()
 		guard = sharedGuard
 	}
-	// With [redis], passcode last use is shared in Redis; else bbolt.
+	// With [redis], passcode last use and the password-using clients
+	// are shared in Redis; else bbolt.
 	var lastUse auth.LastUseKeeper
+	var clients auth.ClientKeeper
 	if shared != nil {
 		redisLastUse := redisstate.NewLastUse(shared, log)
 		defer func() {
@@ -110,6 +112,13 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 			}
 		}()
 		lastUse = redisLastUse
+		redisClients := redisstate.NewClients(shared, log)
+		defer func() {
+			if err := redisClients.Close(); err != nil {
+				log.Error("closing the shared password-client records", "err", err)
+			}
+		}()
+		clients = redisClients
 	} else {
 		boltLastUse, err := auth.OpenLastUse(filepath.Join(cfg.StateDir, auth.LastUseDBName), 0)
 		if err != nil {
@@ -121,6 +130,7 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 			}
 		}()
 		lastUse = boltLastUse
+		clients = boltLastUse.Clients()
 	}
 	var m *metrics.Metrics
 	if cfg.MetricsAddress != "" {
@@ -135,7 +145,7 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 		}
 		defer stopMetrics()
 	}
-	srv := proxy.NewServer(log, rt, proxy.ServerOptions{Lockout: guard, LastUse: lastUse, Metrics: m})
+	srv := proxy.NewServer(log, rt, proxy.ServerOptions{Lockout: guard, LastUse: lastUse, Clients: clients, Metrics: m})
 	// Asked at each scrape: a reload's new certificate shows at the next.
 	m.WatchCertificate(func() *tls.Certificate { return srv.Generation().Certificate() })
 	if heartbeat != nil {
@@ -196,6 +206,7 @@ func serve(ctx context.Context, path string, logOut io.Writer, ready func(*proxy
 			return adminSessions(srv.Sessions()), nil
 		},
 		LastUse: srv.LastUse,
+		Clients: clients,
 	})
 	if err != nil {
 		return err

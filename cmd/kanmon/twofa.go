@@ -16,8 +16,10 @@ const twoFAUsage = `usage:
   kanmon 2fa enable  -config FILE USER   turn two-factor authentication on
   kanmon 2fa disable -config FILE USER   admin reset: 2FA off, all passcodes removed
                                          (also the authenticator and one-time codes)
-  kanmon 2fa status  -config FILE USER   show 2FA, the authenticator, one-time codes
+  kanmon 2fa status  -config FILE USER   show 2FA, the authenticators, one-time codes
                                          left and the passcodes (never a secret)
+  kanmon 2fa remove-authenticator -config FILE USER NAME
+                                         remove one of several authenticators
 `
 
 // runTwoFA implements "kanmon 2fa enable|disable|status".
@@ -41,6 +43,16 @@ func runTwoFA(args []string, stdout, stderr io.Writer) int {
 		return adminCommand("2fa status", "USER", 1, 1, args[1:], stderr,
 			func(cfg *config.Config, _ string, pos []string) error {
 				return cmdTwoFAStatus(cfg, pos[0], stdout)
+			})
+	case "remove-authenticator":
+		return adminCommand("2fa remove-authenticator", "USER NAME", 2, 2, args[1:], stderr,
+			func(cfg *config.Config, cfgPath string, pos []string) error {
+				removed, err := auth.RemoveAuthenticator(accountsStore(cfg), pos[0], pos[1])
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "Removed the authenticator %s of %s; its codes no longer work.\n%s\n", removed, canonicalUser(cfg, pos[0]), reloadHint(cfgPath))
+				return nil
 			})
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, twoFAUsage)
@@ -98,7 +110,23 @@ func cmdTwoFAStatus(cfg *config.Config, user string, stdout io.Writer) error {
 	ts := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 	fmt.Fprintf(stdout, "%s: 2FA on since %s\n", st.User, ts(st.Enabled))
 	if st.HasTOTP() {
-		fmt.Fprintf(stdout, "authenticator (TOTP): registered %s\n", ts(st.TOTPEnrolled))
+		uses, _ := passcodeLastUse(cfg)
+		fmt.Fprintf(stdout, "authenticators (TOTP): %d of at most %d\n", len(st.Authenticators), auth.MaxAuthenticators)
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  NAME\tADDED\tLAST USED\tFROM")
+		for _, au := range st.Authenticators {
+			last, from := "never", ""
+			switch u, ok := uses[au.ID]; {
+			case uses == nil:
+				last = "?"
+			case ok:
+				last, from = ts(u.Time), u.ClientIP
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", au.Name, ts(au.Added), last, from)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	} else {
 		fmt.Fprintln(stdout, "no authenticator: passcodes managed by the admin")
 	}
