@@ -287,7 +287,7 @@ func TestE2EPortalJourney(t *testing.T) {
 	if n := b.count("#passcodes tr[data-app]"); n != 0 || !b.has("#passcodes") {
 		t.Errorf("a fresh 2FA account: #passcodes present %v with %d rows", b.has("#passcodes"), n)
 	}
-	if out, code := p.twofaStatus(t, "alice"); code != 0 || !strings.Contains(out, "authenticator (TOTP): registered") || !strings.Contains(out, "one-time codes left: 10\n") {
+	if out, code := p.twofaStatus(t, "alice"); code != 0 || !strings.Contains(out, "authenticators (TOTP): 1 of at most 5") || !strings.Contains(out, "one-time codes left: 10\n") {
 		t.Errorf("kanmon 2fa status after enrollment (exit %d; want TOTP enrolled, 10 one-time codes):\n%s", code, out)
 	} else {
 		t.Logf("kanmon 2fa status after enrollment:\n%s", out)

@@ -29,6 +29,16 @@ type accountView struct {
 	LastUseUnavailable bool
 	// Protocols are the scopes a new passcode may be limited to.
 	Protocols []protocolView
+	// Authenticators are the registered authenticator apps; CanAdd is
+	// true while there is room for another (MaxAuthenticators).
+	Authenticators    []authenticatorView
+	CanAdd            bool
+	MaxAuthenticators int
+	// Refused are the apps still presenting the account password, whose
+	// logins were refused; RefusedUnavailable is set when they could
+	// not be read.
+	Refused            []clientView
+	RefusedUnavailable bool
 }
 
 // passcodeView is one row of the passcode list.
@@ -61,7 +71,7 @@ type settingsRow struct{ Protocol, Port, Security string }
 func (s *Server) getAccount(w http.ResponseWriter, r *http.Request, id string, sess session) {
 	var fl flash
 	if _, err := s.sessions.update(id, func(p *session) {
-		p.codes, p.shown, p.pending = nil, nil, nil
+		p.codes, p.shown, p.pending, p.pendingName, p.pendingAdd = nil, nil, nil, "", false
 		fl, p.flash = p.flash, flash{}
 	}); err != nil {
 		s.sessionsUnavailable(w, r, err)
@@ -104,8 +114,12 @@ func (s *Server) accountView(lang string, st auth.TwoFAStatus) accountView {
 	if !st.On {
 		return a
 	}
+	a.MaxAuthenticators = auth.MaxAuthenticators
+	a.CanAdd = a.TOTP && len(st.Authenticators) < auth.MaxAuthenticators
+	a.Refused, a.RefusedUnavailable = s.passwordClients(lang, auth.ClientRefused, st.User)
+	uniqueAppNames(a.Refused, st.Passcodes)
 	var uses map[string]auth.LastUse
-	if s.opts.LastUse != nil && len(st.Passcodes) > 0 {
+	if s.opts.LastUse != nil && (len(st.Passcodes) > 0 || len(st.Authenticators) > 0) {
 		var err error
 		if uses, err = s.opts.LastUse(); err != nil {
 			s.log.Warn("reading the passcodes' last use", "err", err)
@@ -127,6 +141,7 @@ func (s *Server) accountView(lang string, st auth.TwoFAStatus) accountView {
 		}
 		a.Passcodes = append(a.Passcodes, pv)
 	}
+	a.Authenticators = authenticatorRows(st, uses)
 	return a
 }
 

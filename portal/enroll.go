@@ -3,10 +3,9 @@ package portal
 import (
 	"errors"
 	"net/http"
-	"time"
+	"strings"
 
 	"github.com/kanmon-mail/kanmon/auth"
-	"github.com/kanmon-mail/kanmon/lockout"
 	"github.com/kanmon-mail/kanmon/otp"
 )
 
@@ -28,7 +27,7 @@ func (s *Server) postStart(w http.ResponseWriter, r *http.Request, id string, se
 		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
 		return
 	}
-	if _, err := s.sessions.update(id, func(p *session) { p.pending = secret }); err != nil {
+	if _, err := s.sessions.update(id, func(p *session) { p.pending, p.pendingName, p.pendingAdd = secret, "", false }); err != nil {
 		s.sessionsUnavailable(w, r, err)
 		return
 	}
@@ -41,9 +40,22 @@ func (s *Server) getEnroll(w http.ResponseWriter, r *http.Request, _ string, ses
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
 		return
 	}
-	s.render(w, r, http.StatusOK, "enroll", "enroll.title", view{
-		CSRF: sess.csrf, SignedIn: true, User: sess.user, Key: otp.FormatKey(sess.pending),
-	})
+	s.renderEnroll(w, r, sess, "")
+}
+
+// renderEnroll shows the enrollment page for the session's pending
+// secret, with errText at the top when set. A first enrollment lists the
+// apps that signed in with the account password lately: each will need
+// an app passcode once 2FA is on.
+func (s *Server) renderEnroll(w http.ResponseWriter, r *http.Request, sess session, errText string) {
+	v := view{
+		Path: "/2fa/enroll", CSRF: sess.csrf, SignedIn: true, User: sess.user, Key: otp.FormatKey(sess.pending), Error: errText,
+		Enroll: enrollView{Adding: sess.pendingAdd, Name: sess.pendingName},
+	}
+	if !sess.pendingAdd {
+		v.Enroll.Clients, v.Enroll.ClientsUnavailable = s.passwordClients(requestLang(r), auth.ClientPassword, sess.user)
+	}
+	s.render(w, r, http.StatusOK, "enroll", "enroll.title", v)
 }
 
 // getQR serves the pending secret's otpauth URI as a QR code.
@@ -63,36 +75,51 @@ func (s *Server) getQR(w http.ResponseWriter, r *http.Request, _ string, sess se
 }
 
 // postEnroll checks the code typed from the pending secret. A right one
-// registers the authenticator (2FA turns on), and the new one-time codes
-// are shown; the code is spent, so it cannot sign in afterwards. The
-// account's other portal sessions end.
+// registers the authenticator, named by the form: 2FA turns on, and the
+// new one-time codes are shown; the code is spent, so it cannot sign in
+// afterwards. The account's other portal sessions end. For one more
+// authenticator (postAddAuthenticator), it is added under the name given
+// there, and no new codes come.
 func (s *Server) postEnroll(w http.ResponseWriter, r *http.Request, id string, sess session) {
 	if sess.pending == nil {
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
 		return
 	}
-	step, ok := otp.Verify(sess.pending, r.PostForm.Get("code"), s.now())
-	if ok {
-		var err error
-		if ok, err = s.replay.Claim(sess.user, step); err != nil {
-			s.log.Error("TOTP replay guard unavailable; enrollment refused", "client", clientIP(r).String(), "user", sess.user, "err", err)
-			s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+	lang := requestLang(r)
+	name := sess.pendingName
+	if !sess.pendingAdd {
+		if name = strings.TrimSpace(r.PostForm.Get("name")); name == "" {
+			name = msg(lang, "enroll.default_name")
+		}
+		if auth.ValidateAuthenticatorName(name) != nil {
+			s.renderEnroll(w, r, sess, msg(lang, "authenticators.bad_name"))
 			return
 		}
 	}
+	step, ok := otp.Verify(sess.pending, r.PostForm.Get("code"), s.now())
 	if !ok {
 		s.log.Info("enrollment code wrong", "client", clientIP(r).String(), "user", sess.user)
-		s.render(w, r, http.StatusOK, "enroll", "enroll.title", view{
-			Path: "/2fa/enroll", CSRF: sess.csrf, SignedIn: true, User: sess.user,
-			Key: otp.FormatKey(sess.pending), Error: msg(requestLang(r), "enroll.wrong"),
-		})
+		s.renderEnroll(w, r, sess, msg(lang, "enroll.wrong"))
+		return
+	}
+	// The code is spent: it cannot sign in afterwards. It may be spent
+	// already (one more authenticator, whose code comes in the same time
+	// step as the code from another that allowed adding it): it proved
+	// the new secret all the same.
+	if _, err := s.replay.Claim(sess.user, step); err != nil {
+		s.log.Error("TOTP replay guard unavailable; enrollment refused", "client", clientIP(r).String(), "user", sess.user, "err", err)
+		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
+		return
+	}
+	if sess.pendingAdd {
+		s.addPendingAuthenticator(w, r, id, sess)
 		return
 	}
 	rt, store, _, ok := s.accountForChange(w, r, id, sess)
 	if !ok {
 		return
 	}
-	codes, err := auth.EnrollTOTP(store, rt.Config.StateDir, sess.user, sess.pending)
+	codes, err := auth.EnrollAuthenticator(store, rt.Config.StateDir, sess.user, name, sess.pending)
 	if errors.Is(err, auth.ErrTOTPEnrolled) {
 		s.setFlash(id, true, "enroll.already", "") // and getAccount forgets the pending secret
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
@@ -137,60 +164,32 @@ func (s *Server) getCodes(w http.ResponseWriter, r *http.Request, _ string, sess
 }
 
 // postDisable turns 2FA off, given a current TOTP code or a one-time code:
-// the account leaves the accounts file with its authenticator, one-time
+// the account leaves the accounts file with its authenticators, one-time
 // codes and passcodes, the reload ends its passcode sessions, and its
 // other portal sessions end. Wrong codes count in the lockout counters,
 // as on the sign-in form.
 func (s *Server) postDisable(w http.ResponseWriter, r *http.Request, id string, sess session) {
-	start := time.Now()
-	code := r.PostForm.Get("code")
-	ip := clientIP(r)
 	rt, store, st, ok := s.accountForChange(w, r, id, sess)
 	if !ok {
 		return
 	}
+	s.disable(w, r, id, rt, store, st)
+}
+
+// disable is postDisable once the account is read; removing the last
+// authenticator comes here too.
+func (s *Server) disable(w http.ResponseWriter, r *http.Request, id string, rt Generation, store *auth.Store, st auth.TwoFAStatus) {
 	if !st.On {
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
 		return
 	}
-	if st.TOTPEnrolled.IsZero() {
+	if !st.HasTOTP() {
 		s.setFlash(id, true, "off.admin", "")
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
 		return
 	}
-	refuse := func(reason string, info *lockout.FailureInfo) {
-		attrs := []any{"client", ip.String(), "user", st.User, "reason", reason}
-		if info != nil {
-			attrs = append(attrs, "lockout", *info)
-		}
-		s.log.Info("turning 2FA off refused", attrs...)
-		wait(start, max(s.opts.Guard.Delay(s.tarpit.fail(ip, time.Now())), s.minFailure))
-		s.setFlash(id, true, "off.wrong", "")
-		http.Redirect(w, r, "/account", http.StatusSeeOther)
-	}
-	if code == "" || len(code) > maxCodeLen {
-		refuse(reasonNoCode, nil)
-		return
-	}
-	secret := "\x00" + code
-	switch v := s.opts.Guard.Check(st.User, ip, secret); v.Outcome {
-	case lockout.Unavailable:
-		s.log.Error("lockout state unavailable", "user", st.User, "err", v.Err)
-		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
-		return
-	case lockout.Locked, lockout.Stale:
-		refuse(v.String(), nil)
-		return
-	}
-	kind, ok, err := auth.CheckSecondFactor(store, rt.Config.StateDir, st.User, code, s.now(), s.replay)
-	if err != nil {
-		s.log.Error("checking a second factor", "user", st.User, "err", err)
-		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
-		return
-	}
+	res, ok := s.confirmCode(w, r, id, rt, store, st, r.PostForm.Get("code"), "", "turning 2FA off refused", "off.wrong")
 	if !ok {
-		info := s.opts.Guard.Failure(st.User, ip, secret)
-		refuse(reasonWrongCode, &info)
 		return
 	}
 	name, removed, err := auth.DisableTwoFA(store, st.User)
@@ -199,12 +198,11 @@ func (s *Server) postDisable(w http.ResponseWriter, r *http.Request, id string, 
 		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
 		return
 	}
-	s.tarpit.reset(ip)
 	ended, err := s.sessions.removeOthers(name, id)
 	if err != nil {
 		s.log.Error("2FA turned off, but the account's other portal sessions could not be ended", "user", name, "err", err)
 	}
-	s.log.Info("2FA turned off", "client", ip.String(), "user", name, "second_factor", kind.String(), "passcodes_removed", removed,
+	s.log.Info("2FA turned off", "client", clientIP(r).String(), "user", name, "second_factor", res.Kind.String(), "passcodes_removed", removed,
 		"other_sessions_ended", ended)
 	s.setFlash(id, false, "off.done", "")
 	s.reload(id, name, "2FA off")

@@ -47,7 +47,6 @@ var messages = []entry{
 	{"twofa.title", "Two-factor authentication", "2段階認証"},
 	{"twofa.on", "On", "有効"},
 	{"twofa.on_explain", "Mail apps sign in with app passcodes; your account password no longer works in them.", "メールアプリはアプリパスコードでサインインします。アカウントのパスワードはメールアプリでは使えなくなっています。"},
-	{"twofa.enrolled", "Authenticator app registered on %s.", "認証アプリの登録日時：%s"},
 	{"twofa.codes_left", "One-time codes left: %d.", "残りのバックアップコード：%d 個"},
 	{"twofa.no_totp", "Your administrator turned it on; no authenticator app is registered.", "管理者が有効にしたため、認証アプリは登録されていません。"},
 	{"twofa.register", "Register an authenticator app", "認証アプリを登録する"},
@@ -70,8 +69,8 @@ var messages = []entry{
 		"That code is not right. Enter the code the app shows now; if it keeps failing, check that the clock of your phone is set automatically.",
 		"コードが正しくありません。アプリに今表示されているコードを入力してください。何度も失敗する場合は、スマートフォンの日付と時刻が自動設定になっているか確認してください。"},
 	{"enroll.already",
-		"Two-factor authentication is already on with an authenticator app. To register a new phone, turn it off first, then turn it on again.",
-		"2段階認証はすでに認証アプリで有効になっています。新しいスマートフォンを登録するには、いったん無効にしてから、もう一度有効にしてください。"},
+		"Two-factor authentication is already on with an authenticator app. To register a new phone, add it under Authenticator apps.",
+		"2段階認証はすでに認証アプリで有効になっています。新しいスマートフォンは「認証アプリ」の欄から追加してください。"},
 
 	{"codes.title", "Two-factor authentication is on", "2段階認証を有効にしました"},
 	{"codes.intro",
@@ -141,8 +140,8 @@ var messages = []entry{
 
 	{"off.title", "Turn off two-factor authentication", "2段階認証を無効にする"},
 	{"off.explain",
-		"This also deletes all your app passcodes and signs out the apps that use them. To register a new phone, turn it off here, then turn it on again.",
-		"無効にすると、アプリパスコードもすべて削除され、それを使っているアプリはサインアウトされます。新しいスマートフォンを登録するときは、ここでいったん無効にしてから、もう一度有効にしてください。"},
+		"This also deletes all your app passcodes and your authenticator apps, and signs out the apps that use them. To change phones, add the new one above instead, then remove the old one.",
+		"無効にすると、アプリパスコードと認証アプリもすべて削除され、それを使っているアプリはサインアウトされます。スマートフォンを買い替えたときは、無効にせずに、上で新しい端末を追加してから古い端末を削除してください。"},
 	{"off.code", "A current 6-digit code, or a one-time code", "現在の6桁のコード、またはバックアップコード"},
 	{"off.button", "Turn off", "無効にする"},
 	{"off.wrong", "That code is not right. Two-factor authentication is still on.", "コードが正しくありません。2段階認証は有効のままです。"},
@@ -168,8 +167,10 @@ var catalogs = buildCatalogs()
 
 func buildCatalogs() map[string]map[string]string {
 	en, ja := map[string]string{}, map[string]string{}
-	for _, e := range messages {
-		en[e.key], ja[e.key] = e.en, e.ja
+	for _, set := range [][]entry{messages, deviceMessages} {
+		for _, e := range set {
+			en[e.key], ja[e.key] = e.en, e.ja
+		}
 	}
 	return map[string]map[string]string{"en": en, "ja": ja}
 }

@@ -31,27 +31,9 @@ func (s *Server) postAddPasscode(w http.ResponseWriter, r *http.Request, id stri
 	if len(protocols) == len(auth.ScopeProtocols) {
 		protocols = nil
 	}
-	if auth.ValidateApp(app) != nil {
-		refuse("passcodes.bad_name", "")
-		return
-	}
-	rt, store, st, ok := s.accountForChange(w, r, id, sess)
+	rt, store, st, ok := s.newPasscodeAllowed(w, r, id, sess, app)
 	if !ok {
 		return
-	}
-	switch {
-	case !st.On:
-		refuse("passcodes.need_2fa", "")
-		return
-	case len(st.Passcodes) >= maxPasscodesPerAccount:
-		refuse("passcodes.too_many", "")
-		return
-	}
-	for _, pc := range st.Passcodes {
-		if strings.EqualFold(pc.App, app) {
-			refuse("passcodes.exists", pc.App)
-			return
-		}
 	}
 	code, err := auth.AddScopedPasscode(store, rt.Config.StateDir, st.User, app, protocols)
 	if errors.Is(err, auth.ErrUnavailable) {
@@ -116,4 +98,37 @@ func (s *Server) postDeletePasscode(w http.ResponseWriter, r *http.Request, id s
 	s.setFlash(id, false, "passcodes.deleted", revoked)
 	s.reload(id, owner, "passcode deleted")
 	http.Redirect(w, r, "/account", http.StatusSeeOther)
+}
+
+// newPasscodeAllowed checks that the signed-in user may make a passcode
+// named app: a valid name, 2FA on, room for one more, and no passcode of
+// that name yet. When ok is false the user has been sent back to the
+// account page with the reason (or the reply written).
+func (s *Server) newPasscodeAllowed(w http.ResponseWriter, r *http.Request, id string, sess session, app string) (rt Generation, store *auth.Store, st auth.TwoFAStatus, ok bool) {
+	refuse := func(key, arg string) {
+		s.setFlash(id, true, key, arg)
+		http.Redirect(w, r, "/account", http.StatusSeeOther)
+	}
+	if auth.ValidateApp(app) != nil {
+		refuse("passcodes.bad_name", "")
+		return rt, nil, st, false
+	}
+	if rt, store, st, ok = s.accountForChange(w, r, id, sess); !ok {
+		return rt, nil, st, false
+	}
+	switch {
+	case !st.On:
+		refuse("passcodes.need_2fa", "")
+		return rt, nil, st, false
+	case len(st.Passcodes) >= maxPasscodesPerAccount:
+		refuse("passcodes.too_many", "")
+		return rt, nil, st, false
+	}
+	for _, pc := range st.Passcodes {
+		if strings.EqualFold(pc.App, app) {
+			refuse("passcodes.exists", pc.App)
+			return rt, nil, st, false
+		}
+	}
+	return rt, store, st, true
 }

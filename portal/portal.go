@@ -118,6 +118,14 @@ type Options struct {
 	// LastUse returns the last use of every passcode, by passcode ID, as
 	// the admin socket reports it; nil shows no last use.
 	LastUse func() (map[string]auth.LastUse, error)
+	// RecordUse notes the use of an authenticator (by Authenticator.ID)
+	// where the passcodes' last use is kept; nil records nothing.
+	RecordUse func(id string, u auth.LastUse)
+	// Clients are the records of the apps that present the account
+	// password (auth.ClientKeeper): the account page shows those still
+	// refused, the enrollment page those that will need a passcode. Nil
+	// shows none.
+	Clients auth.ClientKeeper
 	// Reload is the server's in-process reload of the accounts file, run
 	// after every change the portal makes to it. Required.
 	Reload func() error
@@ -249,6 +257,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /2fa/qr.png", s.signedIn(s.getQR))
 	m.HandleFunc("GET /2fa/codes", s.signedIn(s.getCodes))
 	m.HandleFunc("POST /2fa/disable", s.post(s.postDisable))
+	m.HandleFunc("POST /2fa/authenticators/add", s.post(s.postAddAuthenticator))
+	m.HandleFunc("POST /2fa/authenticators/remove", s.post(s.postRemoveAuthenticator))
 	m.HandleFunc("POST /passcodes/add", s.post(s.postAddPasscode))
 	m.HandleFunc("GET /passcodes/new", s.signedIn(s.getNewPasscode))
 	m.HandleFunc("POST /passcodes/delete", s.post(s.postDeletePasscode))

@@ -47,6 +47,9 @@ type view struct {
 	App, Passcode string
 	// Account is the account page's 2FA state and passcodes.
 	Account accountView
+	// Enroll is the enrollment page's mode and the apps that will need
+	// a passcode.
+	Enroll enrollView
 	// Settings are the mail client settings.
 	Settings settingsView
 	// Message is the text of a message page.

@@ -53,6 +53,12 @@ type session struct {
 	// pending is the TOTP secret being enrolled, kept only here until
 	// the user proves it with a code.
 	pending []byte
+	// pendingName names the authenticator being enrolled; pendingAdd
+	// says it is one more for an account that has one already, added
+	// after this session typed a code from another (or a one-time
+	// code), so it brings no new one-time codes.
+	pendingName string
+	pendingAdd  bool
 	// codes are the new one-time codes, shown until the user leaves the
 	// page with Done.
 	codes []string

@@ -89,6 +89,8 @@ type sessionRecord struct {
 	Created      time.Time `json:"created"`
 	Seen         time.Time `json:"seen"`
 	Pending      []byte    `json:"pending,omitempty"`
+	PendingName  string    `json:"pending_name,omitempty"`
+	PendingAdd   bool      `json:"pending_add,omitempty"`
 	Codes        []string  `json:"codes,omitempty"`
 	ShownApp     string    `json:"shown_app,omitempty"`
 	ShownCode    string    `json:"shown_code,omitempty"`
@@ -125,7 +127,7 @@ func recordAEAD(token string) (cipher.AEAD, error) {
 func sealRecord(token string, sess *session) ([]byte, error) {
 	rec := sessionRecord{
 		User: sess.user, SecondFactor: sess.secondFactor, CSRF: sess.csrf, Created: sess.created, Seen: sess.seen,
-		Pending: sess.pending, Codes: sess.codes,
+		Pending: sess.pending, PendingName: sess.pendingName, PendingAdd: sess.pendingAdd, Codes: sess.codes,
 		FlashKey: sess.flash.key, FlashArg: sess.flash.arg, FlashErr: sess.flash.err,
 	}
 	if sess.shown != nil {
@@ -168,7 +170,7 @@ func openRecord(token string, b []byte) (session, error) {
 	}
 	sess := session{
 		user: rec.User, secondFactor: rec.SecondFactor, csrf: rec.CSRF, created: rec.Created, seen: rec.Seen,
-		pending: rec.Pending, codes: rec.Codes,
+		pending: rec.Pending, pendingName: rec.PendingName, pendingAdd: rec.PendingAdd, codes: rec.Codes,
 		flash: flash{key: rec.FlashKey, arg: rec.FlashArg, err: rec.FlashErr},
 	}
 	if rec.ShownCode != "" {

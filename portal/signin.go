@@ -149,8 +149,10 @@ type signInResult struct {
 	// reason and info are for the log line of a failure.
 	reason string
 	info   *lockout.FailureInfo
-	// kind is the second factor that was accepted, if any.
-	kind auth.SecondFactor
+	// kind is the second factor that was accepted, if any; factor
+	// names the authenticator whose code it was.
+	kind   auth.SecondFactor
+	factor auth.SecondFactorResult
 	// secondFactor is whether the account has 2FA on, so that kind was
 	// required.
 	secondFactor bool
@@ -220,7 +222,12 @@ func (s *Server) postSignIn(w http.ResponseWriter, r *http.Request) {
 	}
 	clearSigninCookie(w)
 	setSessionCookie(w, id)
-	s.log.Info("login", "client", ip.String(), "user", res.user, "second_factor", res.kind.String())
+	attrs := []any{"client", ip.String(), "user", res.user, "second_factor", res.kind.String()}
+	if res.factor.Authenticator != "" {
+		attrs = append(attrs, "authenticator", res.factor.Authenticator)
+	}
+	s.log.Info("login", attrs...)
+	s.recordFactor(r, res.user, res.factor)
 	http.Redirect(w, r, "/account", http.StatusSeeOther)
 }
 
@@ -328,7 +335,7 @@ func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, p
 		case code == "":
 			return counted(reasonNoCode)
 		}
-		kind, ok, err := auth.CheckSecondFactor(store, rt.Config.StateDir, st.User, code, s.now(), s.replay)
+		factor, ok, err := auth.CheckSecondFactorExcept(store, rt.Config.StateDir, st.User, code, s.now(), s.replay, "")
 		if err != nil {
 			s.log.Error("sign-in failed: the second factor could not be checked", "client", ip.String(), "user", st.User, "err", err)
 			return signInResult{user: user}
@@ -336,7 +343,7 @@ func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, p
 		if !ok {
 			return counted(reasonWrongCode)
 		}
-		res.kind = kind
+		res.kind, res.factor = factor.Kind, factor
 	}
 	guard.Success(user, ip)
 	return res

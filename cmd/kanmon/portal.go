@@ -49,6 +49,8 @@ func startPortal(cfg *config.Config, srv *proxy.Server, guard lockout.Enforcer, 
 			return srv.Generation().CheckPassword(ctx, user, password, client)
 		},
 		LastUse:     srv.LastUse,
+		RecordUse:   srv.RecordUse,
+		Clients:     srv.Clients(),
 		Reload:      reload,
 		Issuer:      p.Issuer,
 		MailHost:    p.MailHost,
