@@ -4,7 +4,8 @@
 # sentinels as redis-server --sentinel) for internal/redistest, PostgreSQL
 # (initdb and postgres) for internal/pgtest, HAProxy for internal/haproxytest
 # (which runs contrib/haproxy/haproxy.cfg), curl as a real command-line mail
-# client, oathtool as an independent TOTP authenticator (otp), Chromium
+# client, oathtool as an independent TOTP authenticator (otp), openssl and
+# python3 to verify and read the Apple profiles (mailsetup), Chromium
 # for the portal's browser end-to-end test (e2e), and Prometheus for its
 # promtool, which checks and unit-tests contrib/prometheus/kanmon-rules.yml.
 #
@@ -45,6 +46,8 @@ missing() {
 	perl -MNet::SSLeay -e1 >/dev/null 2>&1 || echo libnet-ssleay-perl # swaks's TLS
 	[ -s /etc/ssl/certs/ca-certificates.crt ] || echo ca-certificates
 	command -v oathtool >/dev/null 2>&1 || echo oathtool
+	command -v openssl >/dev/null 2>&1 || echo openssl
+	python3 -c 'import plistlib' >/dev/null 2>&1 || echo python3
 	find_chromium >/dev/null || echo chromium
 	command -v promtool >/dev/null 2>&1 || echo prometheus # Debian's prometheus ships /usr/bin/promtool
 }
