@@ -83,6 +83,16 @@ func (b *ClientBuffer) Seen(kind ClientKind, user string, c PasswordClient, now 
 	if p == nil {
 		return false
 	}
+	c = c.sanitize()
+	for i := range p.Seen {
+		// A client that waits already (a stale app knocking again) adds
+		// to its row; the order of waiting rows does not matter, since
+		// Apply merges and sorts them.
+		if w := &p.Seen[i]; w.Protocol == c.Protocol && w.Name == c.Name && w.IP == c.IP {
+			*w = combine(*w, c)
+			return true
+		}
+	}
 	p.Seen = MergeClients(p.Seen, []PasswordClient{c}, now)
 	return true
 }
