@@ -38,6 +38,17 @@ var deviceMessages = []entry{
 	{"enroll.default_name", "Phone", "スマートフォン"},
 	{"enroll.adding", "Adding the authenticator app %s.", "認証アプリ「%s」を追加します。"},
 
+	{"apple.title", "Set up an iPhone, iPad or Mac", "iPhone・iPad・Mac を設定する"},
+	{"apple.explain",
+		"Download a configuration profile and open it on the device: it sets up Mail with the server settings and a new app passcode, so you type nothing. On an iPhone, open it in Safari, then go to Settings, Profile Downloaded, and install it.",
+		"構成プロファイルをダウンロードして端末で開くと、サーバーの設定と新しいアプリパスコードが「メール」に設定されます。何も入力する必要はありません。iPhone では Safari で開き、「設定」の「プロファイルがダウンロード済み」からインストールしてください。"},
+	{"apple.name", "Name of the device (the passcode is named after it)", "端末の名前（パスコードの名前になります）"},
+	{"apple.secret",
+		"The file holds the new passcode: treat it as a secret, install it only on your own device, and delete the download afterwards. Deleting the passcode here disables the profile's mail account.",
+		"このファイルには新しいパスコードが含まれています。ほかの人に渡さず、自分の端末にだけインストールし、インストール後はダウンロードしたファイルを削除してください。ここでパスコードを削除すると、このプロファイルのメールアカウントは使えなくなります。"},
+	{"apple.button", "Download the profile", "プロファイルをダウンロード"},
+	{"apple.unavailable", "The profile cannot be made right now. Ask your administrator, or set the app up by hand with the settings below.", "現在プロファイルを作成できません。管理者に問い合わせるか、下記の設定を手作業で入力してください。"},
+
 	{"clients.title", "Apps still using your password", "まだパスワードを使っているアプリ"},
 	{"clients.explain",
 		"These apps tried to sign in with your account password, which no longer works in mail apps. Create an app passcode for each and enter it in the app instead of the password; once it signs in with the passcode, it leaves this list.",

@@ -39,6 +39,7 @@ import (
 	"github.com/kanmon-mail/kanmon/auth"
 	"github.com/kanmon-mail/kanmon/config"
 	"github.com/kanmon-mail/kanmon/lockout"
+	"github.com/kanmon-mail/kanmon/mailsetup"
 	"github.com/kanmon-mail/kanmon/otp"
 	"github.com/kanmon-mail/kanmon/proxy/backend"
 )
@@ -129,6 +130,9 @@ type Options struct {
 	// Reload is the server's in-process reload of the accounts file, run
 	// after every change the portal makes to it. Required.
 	Reload func() error
+	// Certificate returns the certificate in force (the portal's own,
+	// [tls]); the Apple profiles are signed with it. Nil: no profiles.
+	Certificate func() *tls.Certificate
 	// Issuer names the service in authenticator apps and on the pages.
 	Issuer string
 	// MailHost is the server name in the client settings; empty means
@@ -177,6 +181,8 @@ type Server struct {
 	minFailure time.Duration
 	// checks holds a place per password check in progress.
 	checks chan struct{}
+	// setup serves the mail apps' autoconfig and autodiscover documents.
+	setup http.Handler
 
 	// storeMu guards store, the cached accounts store of the accounts
 	// file in force (its path may change at a reload).
@@ -236,6 +242,7 @@ func New(opts Options) (*Server, error) {
 	if _, err := rand.Read(s.formKey[:]); err != nil {
 		return nil, fmt.Errorf("portal: %w", err)
 	}
+	s.setup = mailsetup.NewHandler(s.mailSettings, s.log.With("component", "mailsetup"))
 	s.routes()
 	return s, nil
 }
@@ -262,6 +269,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /passcodes/add", s.post(s.postAddPasscode))
 	m.HandleFunc("GET /passcodes/new", s.signedIn(s.getNewPasscode))
 	m.HandleFunc("POST /passcodes/delete", s.post(s.postDeletePasscode))
+	m.HandleFunc("POST /setup/apple", s.post(s.postAppleProfile))
 	m.HandleFunc("/", s.notFound)
 	s.mux = m
 }
@@ -277,6 +285,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("Strict-Transport-Security", hstsHeader)
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	if mailSetupPath(r.URL.Path) {
+		s.setup.ServeHTTP(w, r)
+		return
+	}
 	rememberLang(w, r)
 	s.mux.ServeHTTP(w, r)
 }
