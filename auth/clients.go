@@ -117,23 +117,16 @@ func printable(s string, n int) string {
 func MergeClients(list, seen []PasswordClient, now time.Time) []PasswordClient {
 	out := make([]PasswordClient, 0, len(list)+len(seen))
 	at := make(map[string]int, len(list)+len(seen))
-	for _, c := range list {
-		c = c.sanitize()
-		if i, dup := at[c.Key()]; dup {
-			out[i] = combine(out[i], c)
-			continue
+	for _, part := range [][]PasswordClient{list, seen} {
+		for _, c := range part {
+			c = c.sanitize()
+			if i, dup := at[c.Key()]; dup {
+				out[i] = combine(out[i], c)
+				continue
+			}
+			at[c.Key()] = len(out)
+			out = append(out, c)
 		}
-		at[c.Key()] = len(out)
-		out = append(out, c)
-	}
-	for _, c := range seen {
-		c = c.sanitize()
-		if i, ok := at[c.Key()]; ok {
-			out[i] = combine(out[i], c)
-			continue
-		}
-		at[c.Key()] = len(out)
-		out = append(out, c)
 	}
 	return trimClients(out, now)
 }

@@ -106,13 +106,20 @@ func (s *Server) postAddAuthenticator(w http.ResponseWriter, r *http.Request, id
 	if _, ok := s.confirmCode(w, r, id, rt, store, st, r.PostForm.Get("code"), "", "adding an authenticator refused", "authenticators.wrong"); !ok {
 		return
 	}
+	s.startPending(w, r, id, name, true)
+}
+
+// startPending makes a new TOTP secret, kept only in the session until
+// the user types a code from it on the enrollment page, and sends the
+// user there. add and name say it is one more authenticator, so named.
+func (s *Server) startPending(w http.ResponseWriter, r *http.Request, id, name string, add bool) {
 	secret, err := otp.NewSecret()
 	if err != nil {
 		s.log.Error("making a TOTP secret", "err", err)
 		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
 		return
 	}
-	if _, err := s.sessions.update(id, func(p *session) { p.pending, p.pendingName, p.pendingAdd = secret, name, true }); err != nil {
+	if _, err := s.sessions.update(id, func(p *session) { p.pending, p.pendingName, p.pendingAdd = secret, name, add }); err != nil {
 		s.sessionsUnavailable(w, r, err)
 		return
 	}

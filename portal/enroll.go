@@ -21,17 +21,7 @@ func (s *Server) postStart(w http.ResponseWriter, r *http.Request, id string, se
 		http.Redirect(w, r, "/account", http.StatusSeeOther)
 		return
 	}
-	secret, err := otp.NewSecret()
-	if err != nil {
-		s.log.Error("making a TOTP secret", "err", err)
-		s.message(w, r, http.StatusServiceUnavailable, "unavailable.title", "unavailable.text")
-		return
-	}
-	if _, err := s.sessions.update(id, func(p *session) { p.pending, p.pendingName, p.pendingAdd = secret, "", false }); err != nil {
-		s.sessionsUnavailable(w, r, err)
-		return
-	}
-	http.Redirect(w, r, "/2fa/enroll", http.StatusSeeOther)
+	s.startPending(w, r, id, "", false)
 }
 
 // getEnroll shows the pending key, its QR code and the code form.
