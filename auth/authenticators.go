@@ -71,12 +71,12 @@ func (a *Account) AllAuthenticators() []Authenticator {
 }
 
 // Authenticator returns the account's authenticator called name, matched
-// case-insensitively, or nil.
+// case-insensitively, or nil. A legacy totp key must have been moved into
+// the tables first (Normalize; reading and Update do it).
 func (a *Account) Authenticator(name string) *Authenticator {
 	if a == nil {
 		return nil
 	}
-	a.normalize()
 	for i := range a.Authenticators {
 		if strings.EqualFold(a.Authenticators[i].Name, name) {
 			return &a.Authenticators[i]
@@ -160,7 +160,6 @@ func AddAuthenticator(s *Store, stateDir, user, name string, secret []byte) erro
 		if !acct.HasTOTP() {
 			return ErrNoAuthenticator
 		}
-		acct.normalize()
 		if len(acct.Authenticators) >= MaxAuthenticators {
 			return ErrTooManyAuthenticators
 		}

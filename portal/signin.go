@@ -149,9 +149,8 @@ type signInResult struct {
 	// reason and info are for the log line of a failure.
 	reason string
 	info   *lockout.FailureInfo
-	// kind is the second factor that was accepted, if any; factor
-	// names the authenticator whose code it was.
-	kind   auth.SecondFactor
+	// factor is the second factor that was accepted, if any, and the
+	// authenticator whose code it was.
 	factor auth.SecondFactorResult
 	// secondFactor is whether the account has 2FA on, so that kind was
 	// required.
@@ -222,7 +221,7 @@ func (s *Server) postSignIn(w http.ResponseWriter, r *http.Request) {
 	}
 	clearSigninCookie(w)
 	setSessionCookie(w, id)
-	attrs := []any{"client", ip.String(), "user", res.user, "second_factor", res.kind.String()}
+	attrs := []any{"client", ip.String(), "user", res.user, "second_factor", res.factor.Kind.String()}
 	if res.factor.Authenticator != "" {
 		attrs = append(attrs, "authenticator", res.factor.Authenticator)
 	}
@@ -343,7 +342,7 @@ func (s *Server) checkSignIn(ctx context.Context, queue <-chan struct{}, user, p
 		if !ok {
 			return counted(reasonWrongCode)
 		}
-		res.kind, res.factor = factor.Kind, factor
+		res.factor = factor
 	}
 	guard.Success(user, ip)
 	return res
